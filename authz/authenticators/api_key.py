@@ -1,0 +1,99 @@
+"""``api_key``: keys from the credential store, read from ``X-API-Key`` or
+``Authorization: ApiKey <key>`` (and the ``api_key`` query parameter only when the
+authenticator says ``allow_query``, because URLs end up in logs).
+
+Per request: one SHA-256 and one indexed read. A key is refused when revoked,
+expired, of a disabled principal, of an environment this authenticator does not
+accept, or used from outside its CIDR allowlist.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import time
+from functools import lru_cache
+from urllib.parse import parse_qsl
+
+from authz import apikeys
+from authz.authenticators.base import Authenticator, ConfigError, Context, quote
+from authz.decision import Identity, IdentityKind, Outcome, Reason
+from authz.request import CheckRequest, IPAddress
+
+
+@lru_cache(maxsize=4096)
+def _networks(cidrs: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(c) for c in cidrs.split())
+
+
+def _ip_allowed(cidrs: str, address: IPAddress | None) -> bool:
+    if address is None:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return any(address in network for network in _networks(cidrs))
+
+
+class ApiKeyAuthenticator(Authenticator):
+    type = "api_key"
+
+    def __init__(self, name: str, config: dict, context: Context) -> None:
+        super().__init__(name, config, context)
+        self.header = config.get("header", "X-API-Key").lower()
+        self.allow_query = bool(config.get("allow_query", False))
+        self.environments = frozenset(config.get("environments", apikeys.ENVIRONMENTS))
+        if not self.environments:
+            raise ConfigError("environments", "must name at least one of live, test")
+        self.realm = config.get("realm", name)
+
+    def _presented(self, request: CheckRequest) -> list[tuple[str, str]]:
+        found = []
+        value = request.headers.get(self.header)
+        if value:
+            found.append((self.header, value.strip()))
+        auth = request.headers.get("authorization")
+        if auth and auth[:7].lower() == "apikey ":
+            found.append(("authorization", auth[7:].strip()))
+        if self.allow_query and "api_key" in request.query:
+            for key, value in parse_qsl(request.query, keep_blank_values=True):
+                if key == "api_key":
+                    found.append(("query", value))
+        return found
+
+    def authenticate(self, request: CheckRequest) -> Outcome:
+        presented = self._presented(request)
+        if not presented:
+            return Outcome.absent()
+        slot, key = presented[0]
+        if any(value != key for _, value in presented[1:]):
+            return Outcome.invalid(slot, "different API keys presented in one request")
+        env = apikeys.parse(key)
+        if env is None:
+            return Outcome.invalid(slot, "malformed API key")
+        if env not in self.environments:
+            return Outcome.invalid(slot, f"{env} keys are not accepted here")
+        fingerprint = apikeys.fingerprint(key)
+        match = self.context.store.keys.find(fingerprint)
+        if match is None or not hmac.compare_digest(match.hash, fingerprint):
+            return Outcome.invalid(slot, "unknown API key")
+        if match.status == "revoked":
+            return Outcome.invalid(slot, f"API key {match.id} is revoked", Reason.CREDENTIAL_REVOKED)
+        if match.principal_disabled:
+            return Outcome.invalid(
+                slot, f"principal of API key {match.id} is disabled", Reason.CREDENTIAL_REVOKED
+            )
+        if match.expires_at is not None and match.expires_at <= time.time():
+            return Outcome.invalid(slot, f"API key {match.id} has expired", Reason.CREDENTIAL_EXPIRED)
+        if match.allow_ips and not _ip_allowed(match.allow_ips, request.client_ip):
+            return Outcome.invalid(
+                slot, f"API key {match.id} may not be used from {request.client_ip or 'an unknown address'}",
+                Reason.IP_NOT_ALLOWED,
+            )
+        self.context.store.last_used.record(match.id)
+        return Outcome.valid(slot, Identity(
+            id=match.principal, kind=IdentityKind(match.kind), method=self.type,
+            authenticator=self.name, scopes=match.scopes, roles=match.roles, credential=match.id,
+        ))
+
+    def challenge(self, outcome: Outcome | None = None) -> str | None:
+        return f"ApiKey realm={quote(self.realm)}"

@@ -1,0 +1,68 @@
+"""The one interface every authenticator implements.
+
+An authenticator is built once per policy revision from its JSON config and then
+asked, per request, for an ``Outcome``: absent, invalid or valid with an identity.
+It reads only the ``CheckRequest`` and the services in ``Context`` — never Flask.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from authz.cache import TTLCache
+from authz.decision import Outcome
+from authz.request import CheckRequest
+from authz.store import Store
+
+
+class ConfigError(ValueError):
+    """A semantically wrong authenticator option; ``field`` is the option's name."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+@dataclass
+class Context:
+    """What authenticators may use besides the request."""
+
+    store: Store
+    base_dir: Path = Path(".")
+    caches: dict[str, TTLCache] = field(default_factory=dict)
+
+    def cache(self, name: str, max_entries: int = 10_000) -> TTLCache:
+        """A per-worker cache shared by every revision, so a reload keeps it warm."""
+        if name not in self.caches:
+            self.caches[name] = TTLCache(name, max_entries)
+        return self.caches[name]
+
+
+class Authenticator(ABC):
+    type: ClassVar[str]
+
+    def __init__(self, name: str, config: dict, context: Context) -> None:
+        self.name = name
+        self.config = config
+        self.context = context
+
+    @abstractmethod
+    def authenticate(self, request: CheckRequest) -> Outcome:
+        """Decide absent / invalid / valid for this request; never raise for bad input."""
+
+    def challenge(self, outcome: Outcome | None = None) -> str | None:
+        """The ``WWW-Authenticate`` value to send with a 401, or None for none."""
+        return None
+
+    def insufficient_scope_challenge(self, scopes: frozenset[str]) -> str | None:
+        """The ``WWW-Authenticate`` value for a 403 on missing scopes (bearer schemes only)."""
+        return None
+
+
+def quote(value: str) -> str:
+    """An RFC 9110 quoted-string."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -1,0 +1,92 @@
+"""``basic``: HTTP Basic (RFC 7617) against users in the credential store.
+
+Verifying an Argon2id hash costs tens of milliseconds, so each worker remembers
+successful verifications. The cache key is an HMAC of the user, the password and
+the *stored hash*: a password change misses the cache at once, and disabling is read
+from the user row on every request. Wrong passwords are never cached, and unknown
+users cost as much time as known ones.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import time
+
+from authz import passwords
+from authz.authenticators.base import Authenticator, Context, quote
+from authz.cache import secret_key
+from authz.decision import Identity, IdentityKind, Outcome, Reason
+from authz.request import CheckRequest
+
+log = logging.getLogger("authz.basic")
+SLOT = "authorization"
+MAX_CREDENTIALS = 4096
+CACHE_SECONDS = 300.0
+_BAD = "invalid user name or password"
+
+
+class BasicAuthenticator(Authenticator):
+    type = "basic"
+
+    def __init__(self, name: str, config: dict, context: Context) -> None:
+        super().__init__(name, config, context)
+        self.realm = config.get("realm", name)
+        self.cache = context.cache("basic")
+
+    def authenticate(self, request: CheckRequest) -> Outcome:
+        header = request.headers.get("authorization")
+        if not header:
+            return Outcome.absent()
+        scheme, _, param = header.strip().partition(" ")
+        if scheme.lower() != "basic":
+            return Outcome.absent()
+        param = param.strip()
+        if len(param) > MAX_CREDENTIALS:
+            return Outcome.invalid(SLOT, "Basic credentials too long")
+        try:
+            text = base64.b64decode(param, validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            return Outcome.invalid(SLOT, "malformed Basic credentials (base64 of UTF-8 user:password)")
+        user, colon, password = text.partition(":")
+        if not colon:
+            return Outcome.invalid(SLOT, "malformed Basic credentials (no ':' after the user name)")
+        if not user:
+            return Outcome.invalid(SLOT, "empty user name")
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in user):
+            return Outcome.invalid(SLOT, "control characters in the user name")
+
+        record = self.context.store.principals.find_user(user)
+        if record is None or not record.password_hash:
+            passwords.burn_verification_time(password)
+            return Outcome.invalid(SLOT, _BAD)
+        key = secret_key(user, record.password_hash, password)
+        if self.cache.get(key) is None:
+            if not passwords.verify_password(password, record.password_hash):
+                return Outcome.invalid(SLOT, _BAD)
+            stored = self._upgrade(user, password, record.password_hash)
+            self.cache.set(secret_key(user, stored, password), True, time.time() + CACHE_SECONDS)
+        # Checked after the password so the answer does not reveal account state.
+        if record.disabled:
+            return Outcome.invalid(SLOT, f"user {user} is disabled", Reason.CREDENTIAL_REVOKED)
+        return Outcome.valid(SLOT, Identity(
+            id=user, kind=IdentityKind.USER, method=self.type, authenticator=self.name,
+            scopes=record.scopes, roles=record.roles,
+        ))
+
+    def _upgrade(self, user: str, password: str, stored: str) -> str:
+        """Replace an imported bcrypt (or weaker Argon2id) hash now that we know the password."""
+        if not passwords.needs_rehash(stored):
+            return stored
+        new = passwords.hash_password(password)
+        try:
+            if self.context.store.principals.set_password(user, new, expected_old=stored):
+                log.info("upgraded the password hash of user %s to Argon2id", user)
+                return new
+        except Exception:
+            log.warning("could not upgrade the password hash of user %s", user, exc_info=True)
+        return stored
+
+    def challenge(self, outcome: Outcome | None = None) -> str | None:
+        return f'Basic realm={quote(self.realm)}, charset="UTF-8"'

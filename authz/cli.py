@@ -1,0 +1,313 @@
+"""The ``authz`` command line: a thin skin over ``authz.store`` and ``authz.policy``.
+
+Every command takes ``--json`` for scripts. Bad input fails with one line on stderr
+and a non-zero exit, before anything is written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import sys
+import time
+from functools import wraps
+from pathlib import Path
+
+import click
+
+from authz import passwords
+from authz.authenticators import Context
+from authz.policy import PolicyError, load_policy
+from authz.store import Store, StoreError
+
+_DURATION = re.compile(r"(\d+)([smhdw])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str, option: str = "duration") -> int:
+    """``90d`` / ``12h`` / ``30m`` / ``45s`` / ``2w`` (or combined, ``1d12h``) → seconds."""
+    text = text.strip().lower()
+    if not text or _DURATION.sub("", text):
+        raise click.BadParameter(
+            f"{text!r} is not a duration like 90d, 12h, 30m, 45s or 2w", param_hint=option
+        )
+    return sum(int(n) * _UNITS[unit] for n, unit in _DURATION.findall(text))
+
+
+def when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def ago(ts: float | None) -> str:
+    if ts is None:
+        return "never"
+    seconds = max(0, int(time.time() - ts))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def emit(ctx: click.Context, data, text: str) -> None:
+    if ctx.obj.get("json"):
+        click.echo(json.dumps(data, indent=2, default=str))
+    else:
+        click.echo(text)
+
+
+def command(group: click.Group, name: str | None = None, **kwargs):
+    """A subcommand with ``--json`` and one-line errors for store and policy problems."""
+
+    def decorate(func):
+        @group.command(name, **kwargs)
+        @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+        @click.pass_context
+        @wraps(func)
+        def wrapper(ctx, as_json, **params):
+            ctx.obj["json"] = as_json
+            try:
+                return ctx.invoke(func, **params)
+            except (StoreError, ValueError) as exc:
+                raise click.ClickException(str(exc)) from None
+
+        return wrapper
+
+    return decorate
+
+
+@click.group()
+@click.option("--db", envvar="AUTHZ_DB", default="authz.db", show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path), help="SQLite credential store.")
+@click.pass_context
+def main(ctx: click.Context, db: Path) -> None:
+    """authz: authentication decisions for reverse proxies."""
+    ctx.ensure_object(dict)
+    ctx.obj["db"] = db
+
+
+def store(ready: bool = True) -> Store:
+    db = click.get_current_context().obj["db"]
+    s = Store(db)
+    if ready:
+        s.check_ready()
+    return s
+
+
+# ---------------------------------------------------------------------------- db
+@main.group()
+def db() -> None:
+    """The credential store."""
+
+
+@command(db, "init")
+def db_init() -> None:
+    """Create the store, or migrate it to the current schema."""
+    s = store(ready=False)
+    old, new = s.migrate()
+    ctx = click.get_current_context()
+    text = f"{s.path}: created at schema version {new}" if old == 0 else (
+        f"{s.path}: migrated from schema version {old} to {new}" if old != new
+        else f"{s.path}: already at schema version {new}")
+    emit(ctx, {"path": str(s.path), "from_version": old, "version": new}, text)
+
+
+# -------------------------------------------------------------------------- keys
+@main.group()
+def keys() -> None:
+    """API keys: create, list, rotate, revoke."""
+
+
+@command(keys, "create")
+@click.option("--principal", required=True, help="Who the key acts for (created as a client if new).")
+@click.option("--scope", "scopes", multiple=True, help="Scope granted (repeatable).")
+@click.option("--env", type=click.Choice(["live", "test"]), default="live", show_default=True)
+@click.option("--allow-ip", "allow_ips", multiple=True, help="CIDR the key may be used from (repeatable).")
+@click.option("--expires-in", help="Lifetime, e.g. 90d.")
+def keys_create(principal, scopes, env, allow_ips, expires_in) -> None:
+    """Create a key and print it once."""
+    expires_at = time.time() + parse_duration(expires_in, "'--expires-in'") if expires_in else None
+    record, secret = store().keys.create(principal, scopes, env, allow_ips, expires_at)
+    emit(click.get_current_context(), {**record, "key": secret},
+         f"Created {record['id']} for {principal} ({env}; scopes: {' '.join(scopes) or '-'}; "
+         f"expires: {when(expires_at)})\n{secret}\n"
+         "Store this key now: it is not kept and will not be shown again.")
+
+
+@command(keys, "list")
+@click.option("--principal", help="Only this principal's keys.")
+def keys_list(principal) -> None:
+    """Keys with their status, rotation and last use (never the secret)."""
+    records = store().keys.list(principal)
+    rows = [("ID", "PRINCIPAL", "KEY", "ENV", "STATUS", "SCOPES", "CREATED", "EXPIRES",
+             "LAST USED", "ROTATION")]
+    for r in records:
+        rotation = (f"-> {r['replaced_by']}" if r["replaced_by"] else
+                    f"<- {r['rotated_from']}" if r["rotated_from"] else "-")
+        rows.append((r["id"], r["principal"], r["display"], r["env"], r["status"],
+                     " ".join(r["scopes"]) or "-", when(r["created_at"]), when(r["expires_at"]),
+                     ago(r["last_used_at"]), rotation))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    text = "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+                     for row in rows)
+    emit(click.get_current_context(), records, text if records else "no API keys")
+
+
+@command(keys, "revoke")
+@click.argument("key_id")
+def keys_revoke(key_id) -> None:
+    """Revoke a key: refused from the next request on."""
+    record = store().keys.revoke(key_id)
+    emit(click.get_current_context(), record, f"Revoked {key_id} ({record['principal']})")
+
+
+@command(keys, "rotate")
+@click.argument("key_id")
+@click.option("--grace", default="7d", show_default=True, help="How long the old key keeps working.")
+def keys_rotate(key_id, grace) -> None:
+    """Issue a successor; the old key stays valid for the grace period."""
+    old, new, secret = store().keys.rotate(key_id, parse_duration(grace, "'--grace'"))
+    emit(click.get_current_context(), {"old": old, "new": {**new, "key": secret}},
+         f"Created {new['id']} for {new['principal']} to replace {key_id}\n{secret}\n"
+         f"Store this key now: it is not kept and will not be shown again.\n"
+         f"{key_id} keeps working until {when(old['expires_at'])}; `authz keys list` shows "
+         "when it was last used.")
+
+
+# ------------------------------------------------------------------------- users
+@main.group()
+def users() -> None:
+    """Users for Basic auth."""
+
+
+def read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif sys.stdin.isatty():
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    else:
+        raise click.UsageError("no terminal to ask for the password: use --password-stdin")
+    if not password:
+        raise click.UsageError("empty password")
+    return password
+
+
+@command(users, "add")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.option("--scope", "scopes", multiple=True)
+@click.option("--role", "roles", multiple=True)
+def users_add(name, password_stdin, scopes, roles) -> None:
+    """Add a user with an Argon2id-hashed password."""
+    s = store()
+    password = read_password(password_stdin)
+    s.principals.add_user(name, passwords.hash_password(password), scopes, roles)
+    emit(click.get_current_context(), {"name": name, "scopes": list(scopes), "roles": list(roles)},
+         f"Added user {name}")
+
+
+@command(users, "passwd")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def users_passwd(name, password_stdin) -> None:
+    """Change a user's password (effective on the next request)."""
+    s = store()
+    if s.principals.find_user(name) is None:
+        raise StoreError(f"no user named {name!r}")
+    s.principals.set_password(name, passwords.hash_password(read_password(password_stdin)))
+    emit(click.get_current_context(), {"name": name}, f"Changed the password of {name}")
+
+
+@command(users, "disable")
+@click.argument("name")
+def users_disable(name) -> None:
+    """Disable a principal: its password and keys are refused from the next request."""
+    store().principals.set_disabled(name, True)
+    emit(click.get_current_context(), {"name": name, "disabled": True}, f"Disabled {name}")
+
+
+@command(users, "enable")
+@click.argument("name")
+def users_enable(name) -> None:
+    """Enable a disabled principal again."""
+    store().principals.set_disabled(name, False)
+    emit(click.get_current_context(), {"name": name, "disabled": False}, f"Enabled {name}")
+
+
+@command(users, "list")
+def users_list() -> None:
+    """Principals with their kind, scopes, roles and state."""
+    records = store().principals.list()
+    text = "\n".join(
+        f"{r['name']}  {r['kind']}  scopes={' '.join(r['scopes']) or '-'}  "
+        f"roles={' '.join(r['roles']) or '-'}{'  DISABLED' if r['disabled'] else ''}"
+        for r in records
+    )
+    emit(click.get_current_context(), records, text or "no principals")
+
+
+@command(users, "import-htpasswd")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--scope", "scopes", multiple=True, help="Scope for every imported user.")
+@click.option("--role", "roles", multiple=True, help="Role for every imported user.")
+@click.option("--skip-unsupported", is_flag=True,
+              help="Import the acceptable lines even if others are refused.")
+def users_import_htpasswd(file, scopes, roles, skip_unsupported) -> None:
+    """Import users from an Apache/nginx htpasswd file (bcrypt; see docs for refusals)."""
+    s = store()
+    accepted, refused = [], []
+    for number, line in enumerate(file.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, colon, stored = line.partition(":")
+        if not colon:
+            refused.append({"line": number, "user": None, "why": "no ':' separating user and hash"})
+            continue
+        try:
+            passwords.check_importable(stored)
+            if s.principals.find_user(name) is not None:
+                raise StoreError("a user of that name exists already")
+            accepted.append((name, stored))
+        except (passwords.UnsupportedHash, StoreError) as exc:
+            refused.append({"line": number, "user": name, "why": str(exc)})
+    if refused and not skip_unsupported:
+        lines = "; ".join(f"line {r['line']} ({r['user']}): {r['why']}" for r in refused)
+        raise click.ClickException(
+            f"nothing imported: {len(refused)} line(s) refused — {lines} "
+            "(fix them or pass --skip-unsupported)"
+        )
+    for name, stored in accepted:
+        s.principals.add_user(name, stored, scopes, roles)
+    emit(click.get_current_context(),
+         {"imported": [n for n, _ in accepted], "refused": refused},
+         f"Imported {len(accepted)} user(s)" + (f", refused {len(refused)}: " + "; ".join(
+             f"line {r['line']} ({r['user']}): {r['why']}" for r in refused) if refused else ""))
+
+
+# ------------------------------------------------------------------------ policy
+@main.group()
+def policy() -> None:
+    """Policy files."""
+
+
+@command(policy, "check")
+@click.argument("directory", required=False, envvar="AUTHZ_POLICY_DIR", default="policies",
+                type=click.Path(path_type=Path))
+def policy_check(directory) -> None:
+    """Validate a policy directory (schema and references)."""
+    ctx = click.get_current_context()
+    try:
+        compiled = load_policy(directory, Context(store=Store(":memory:")))
+    except PolicyError as exc:
+        if ctx.obj.get("json"):
+            click.echo(json.dumps({"ok": False, "problems": [p.to_json() for p in exc.problems]}, indent=2))
+        else:
+            for problem in exc.problems:
+                click.echo(f"error: {problem}", err=True)
+        ctx.exit(1)
+    emit(ctx, {"ok": True, "revision": compiled.revision, "files": compiled.files,
+               "routes": [r.id for r in compiled.routes.routes]},
+         f"{directory}: OK, revision {compiled.revision}, {len(compiled.routes.routes)} route(s)")

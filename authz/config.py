@@ -1,0 +1,57 @@
+"""Service settings, from the environment (CLI flags override)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from authz.request import TrustedNetworks
+
+DEFAULT_TRUSTED = ("127.0.0.1/32", "::1/128")
+
+
+class SettingsError(ValueError):
+    """A setting has a value authz cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    db_path: Path = Path("authz.db")
+    policy_dir: Path = Path("policies")
+    trusted_proxies: tuple[str, ...] = DEFAULT_TRUSTED
+    proxy_secret: str | None = None
+    last_used_interval: float = 30.0
+    trusted: TrustedNetworks = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        try:
+            trusted = TrustedNetworks(self.trusted_proxies)
+        except ValueError as exc:
+            raise SettingsError(f"AUTHZ_TRUSTED_PROXIES: {exc}") from None
+        object.__setattr__(self, "trusted", trusted)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Settings:
+        env = os.environ if env is None else env
+        values: dict = {}
+        if env.get("AUTHZ_DB"):
+            values["db_path"] = Path(env["AUTHZ_DB"])
+        if env.get("AUTHZ_POLICY_DIR"):
+            values["policy_dir"] = Path(env["AUTHZ_POLICY_DIR"])
+        if env.get("AUTHZ_TRUSTED_PROXIES") is not None:
+            cidrs = tuple(c.strip() for c in env["AUTHZ_TRUSTED_PROXIES"].split(",") if c.strip())
+            values["trusted_proxies"] = cidrs
+        if env.get("AUTHZ_PROXY_SECRET"):
+            values["proxy_secret"] = env["AUTHZ_PROXY_SECRET"]
+        if env.get("AUTHZ_LAST_USED_INTERVAL"):
+            try:
+                values["last_used_interval"] = float(env["AUTHZ_LAST_USED_INTERVAL"])
+            except ValueError:
+                raise SettingsError("AUTHZ_LAST_USED_INTERVAL must be a number of seconds") from None
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_(self, **changes) -> Settings:
+        return replace(self, **changes)

@@ -1,0 +1,177 @@
+"""The vocabulary of a decision: reason codes, outcomes, identities and the verdict.
+
+Everything here is plain data so that every layer (authenticators, policy, adapters,
+CLI) can share it without importing each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Stable deny reason codes: proxies, dashboards and scripts match on them."""
+
+    NO_ROUTE = "no_route"
+    CREDENTIALS_MISSING = "credentials_missing"
+    CREDENTIALS_INVALID = "credentials_invalid"
+    CREDENTIAL_EXPIRED = "credential_expired"
+    CREDENTIAL_REVOKED = "credential_revoked"
+    INSUFFICIENT_SCOPE = "insufficient_scope"
+    PRINCIPAL_NOT_ALLOWED = "principal_not_allowed"
+    IP_NOT_ALLOWED = "ip_not_allowed"
+    UNTRUSTED_PROXY = "untrusted_proxy"
+    UPSTREAM_UNAVAILABLE = "upstream_unavailable"
+    BAD_REQUEST = "bad_request"
+    INTERNAL_ERROR = "internal_error"
+
+
+class IdentityKind(StrEnum):
+    """The layer an identity fills: who the person is, which app, which workload."""
+
+    USER = "user"
+    CLIENT = "client"
+    SERVICE = "service"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A principal an authenticator vouched for.
+
+    ``credential`` names the credential that proved it (an API key id, a certificate
+    fingerprint) and is safe to log; it is never the secret itself.
+    """
+
+    id: str
+    kind: IdentityKind
+    method: str
+    authenticator: str
+    scopes: frozenset[str] = frozenset()
+    roles: frozenset[str] = frozenset()
+    credential: str | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "id": self.id,
+            "kind": str(self.kind),
+            "method": self.method,
+            "authenticator": self.authenticator,
+            "scopes": sorted(self.scopes),
+            "roles": sorted(self.roles),
+            "credential": self.credential,
+        }
+
+
+class OutcomeKind(StrEnum):
+    ABSENT = "absent"
+    INVALID = "invalid"
+    VALID = "valid"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one authenticator concluded about one request.
+
+    ``slot`` names where the credential it claimed came from (``authorization``,
+    ``x-api-key``…): a credential in a slot no authenticator claimed turns a
+    "missing" answer into "invalid", so a token of a foreign issuer is not reported
+    as absent.
+    """
+
+    kind: OutcomeKind
+    identity: Identity | None = None
+    reason: Reason | None = None
+    detail: str = ""
+    slot: str | None = None
+
+    @classmethod
+    def absent(cls) -> Outcome:
+        return _ABSENT
+
+    @classmethod
+    def invalid(
+        cls, slot: str, detail: str, reason: Reason = Reason.CREDENTIALS_INVALID
+    ) -> Outcome:
+        return cls(OutcomeKind.INVALID, reason=reason, detail=detail, slot=slot)
+
+    @classmethod
+    def valid(cls, slot: str, identity: Identity) -> Outcome:
+        return cls(OutcomeKind.VALID, identity=identity, slot=slot)
+
+
+_ABSENT = Outcome(OutcomeKind.ABSENT)
+
+
+@dataclass(slots=True)
+class Decision:
+    """The verdict rendered by every adapter.
+
+    ``status`` is 200 exactly for an allow; 401, 403 (or 500 for an internal failure)
+    otherwise. ``challenges`` are complete ``WWW-Authenticate`` values.
+    """
+
+    allowed: bool
+    status: int
+    reason: Reason | None = None
+    route: str | None = None
+    identities: list[Identity] = field(default_factory=list)
+    methods: list[str] = field(default_factory=list)
+    challenges: list[str] = field(default_factory=list)
+    detail: str = ""
+    policy_revision: str | None = None
+
+    @property
+    def principal(self) -> Identity | None:
+        """The user if any, else the client, else the service."""
+        for kind in (IdentityKind.USER, IdentityKind.CLIENT, IdentityKind.SERVICE):
+            for identity in self.identities:
+                if identity.kind is kind:
+                    return identity
+        return None
+
+    def layer(self, kind: IdentityKind) -> Identity | None:
+        for identity in self.identities:
+            if identity.kind is kind:
+                return identity
+        return None
+
+    @property
+    def scopes(self) -> list[str]:
+        merged: set[str] = set()
+        for identity in self.identities:
+            merged |= identity.scopes
+        return sorted(merged)
+
+    @classmethod
+    def deny(
+        cls,
+        status: int,
+        reason: Reason,
+        detail: str = "",
+        route: str | None = None,
+        revision: str | None = None,
+    ) -> Decision:
+        return cls(
+            allowed=False, status=status, reason=reason, route=route,
+            detail=detail, policy_revision=revision,
+        )
+
+    def to_json(self) -> dict:
+        principal = self.principal
+        return {
+            "decision": "allow" if self.allowed else "deny",
+            "status": self.status,
+            "reason": str(self.reason) if self.reason else None,
+            "detail": self.detail,
+            "route": self.route,
+            "principal": None if principal is None else {
+                "id": principal.id,
+                "kind": str(principal.kind),
+                "method": principal.method,
+                "scopes": sorted(principal.scopes),
+            },
+            "identities": [identity.to_json() for identity in self.identities],
+            "methods": list(self.methods),
+            "policy_revision": self.policy_revision,
+        }

@@ -1,0 +1,86 @@
+"""The decision pipeline: route match, requirement tree, verdict.
+
+``DecisionEngine.decide`` never raises and never allows on error: any exception
+inside an authenticator becomes a 500 ``internal_error`` deny.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from authz.authenticators import CREDENTIAL_SLOTS
+from authz.decision import Decision, OutcomeKind, Reason
+from authz.policy import CompiledPolicy
+from authz.policy.requirements import Evaluation, Result, State
+from authz.policy.routes import Route
+from authz.request import CheckRequest
+
+log = logging.getLogger("authz.engine")
+SLOT_NAMES = {"authorization": "Authorization", "x-api-key": "X-API-Key"}
+
+
+class DecisionEngine:
+    def __init__(self, policy: CompiledPolicy) -> None:
+        # Replaced whole on reload: a request reads this attribute once and keeps
+        # that revision to the end, so it never sees a half-loaded policy.
+        self.policy = policy
+
+    def decide(self, request: CheckRequest) -> Decision:
+        policy = self.policy
+        route = policy.routes.match(request)
+        if route is None:
+            return Decision.deny(
+                403, Reason.NO_ROUTE, f"no route matches {request.method} {request.host}{request.path}",
+                revision=policy.revision,
+            )
+        evaluation = Evaluation(request)
+        try:
+            result = route.requirement.evaluate(evaluation)
+        except Exception:
+            log.exception("internal error deciding route %s", route.id)
+            return Decision.deny(500, Reason.INTERNAL_ERROR, "internal error", route.id, policy.revision)
+        return _verdict(route, result, evaluation, policy.revision)
+
+
+def _verdict(route: Route, result: Result, evaluation: Evaluation, revision: str) -> Decision:
+    if result.state is State.SATISFIED:
+        return Decision(
+            allowed=True, status=200, route=route.id, identities=result.identities,
+            methods=result.methods, policy_revision=revision,
+        )
+    decision = Decision.deny(
+        403 if result.state is State.FORBIDDEN else 401,
+        result.reason or Reason.CREDENTIALS_MISSING, result.detail, route.id, revision,
+    )
+    if result.state is State.FORBIDDEN:
+        for leaf in result.leaves:
+            challenge = leaf.authenticator.insufficient_scope_challenge(result.missing_scopes)
+            if challenge:
+                decision.challenges.append(challenge)
+        return decision
+    if result.state is State.ABSENT:
+        unclaimed = _unclaimed_slot(evaluation)
+        if unclaimed:
+            decision.reason = Reason.CREDENTIALS_INVALID
+            decision.detail = f"the credential in the {unclaimed} header is not accepted on route {route.id}"
+        leaves = result.leaves
+    else:
+        failed = result.leaves[0]
+        first = failed.authenticator.challenge(evaluation.outcomes[failed.authenticator.name])
+        if first:
+            decision.challenges.append(first)
+        leaves = [leaf for leaf in route.requirement.leaves() if leaf.authenticator is not failed.authenticator]
+    for leaf in leaves:
+        challenge = leaf.authenticator.challenge(None)
+        if challenge and challenge not in decision.challenges:
+            decision.challenges.append(challenge)
+    return decision
+
+
+def _unclaimed_slot(evaluation: Evaluation) -> str | None:
+    claimed = {o.slot for o in evaluation.outcomes.values() if o.kind is not OutcomeKind.ABSENT}
+    headers = evaluation.request.headers
+    for slot in CREDENTIAL_SLOTS:
+        if slot not in claimed and headers.get(slot):
+            return SLOT_NAMES.get(slot, slot)
+    return None

@@ -1,0 +1,173 @@
+"""Reading, validating and compiling a policy directory into a servable revision.
+
+Every problem found is reported, not only the first, each with its file and JSON
+pointer. A policy either compiles whole or not at all: callers keep serving the
+previous revision (or refuse to start) on ``PolicyError``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from authz.authenticators import TYPES, Authenticator, ConfigError, Context
+from authz.policy import schema
+from authz.policy.errors import PolicyError, PolicyProblem, did_you_mean, pointer
+from authz.policy.requirements import AllOf, AnyOf, Leaf, Requirement
+from authz.policy.routes import HostMatcher, Route, RouteTable, compile_path
+
+MAX_POLICY_FILE = 4 * 1024 * 1024
+
+
+@dataclass
+class PolicySource:
+    directory: Path
+    documents: list[tuple[str, dict]]
+    revision: str
+
+
+@dataclass
+class CompiledPolicy:
+    revision: str
+    directory: Path
+    routes: RouteTable
+    authenticators: dict[str, Authenticator]
+    files: list[str]
+
+
+def read_policy_dir(directory: str | Path) -> PolicySource:
+    """Read and schema-check every ``*.json`` directly in ``directory``."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise PolicyError([PolicyProblem(str(directory), "", "policy directory not found")])
+    paths = sorted(p for p in directory.glob("*.json") if not p.is_dir())
+    if not paths:
+        raise PolicyError([PolicyProblem(str(directory), "", "no *.json policy files in this directory")])
+    problems: list[PolicyProblem] = []
+    documents: list[tuple[str, dict]] = []
+    digest = hashlib.sha256()
+    for path in paths:
+        name = str(path)
+        try:
+            if path.stat().st_size > MAX_POLICY_FILE:
+                problems.append(PolicyProblem(name, "", f"larger than {MAX_POLICY_FILE} bytes"))
+                continue
+            raw = path.read_bytes()
+        except OSError as exc:
+            problems.append(PolicyProblem(name, "", f"cannot read: {exc.strerror or exc}"))
+            continue
+        digest.update(path.name.encode() + b"\0" + raw + b"\0")
+        try:
+            document = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            problems.append(PolicyProblem(name, "", "not UTF-8 text"))
+            continue
+        except json.JSONDecodeError as exc:
+            problems.append(PolicyProblem(name, "", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"))
+            continue
+        found = schema.validate(name, document)
+        problems.extend(found)
+        if not found:
+            documents.append((name, document))
+    if problems:
+        raise PolicyError(problems)
+    return PolicySource(directory, documents, digest.hexdigest()[:12])
+
+
+def compile_policy(source: PolicySource, context: Context) -> CompiledPolicy:
+    """Build authenticators, requirement trees and the route table; check references."""
+    problems: list[PolicyProblem] = []
+    authenticators: dict[str, Authenticator] = {}
+    defined_in: dict[str, str] = {}
+    for file, document in source.documents:
+        for name, config in document.get("authenticators", {}).items():
+            where = pointer(["authenticators", name])
+            if name in defined_in:
+                problems.append(PolicyProblem(
+                    file, where, f"authenticator {name!r} is already defined in {defined_in[name]}"))
+                continue
+            defined_in[name] = file
+            try:
+                authenticators[name] = TYPES[config["type"]](name, config, context)
+            except ConfigError as exc:
+                problems.append(PolicyProblem(file, pointer(["authenticators", name, exc.field]), exc.message))
+
+    routes: list[Route] = []
+    route_in: dict[str, str] = {}
+    for file, document in source.documents:
+        for index, spec in enumerate(document.get("routes", [])):
+            base = ["routes", index]
+            if spec["id"] in route_in:
+                problems.append(PolicyProblem(
+                    file, pointer([*base, "id"]), f"route id {spec['id']!r} is already used in {route_in[spec['id']]}"))
+                continue
+            route_in[spec["id"]] = file
+            requirement = _requirement(spec["require"], [*base, "require"], file, authenticators, defined_in, problems)
+            match = spec.get("match", {})
+            paths = None
+            if "paths" in match:
+                sources = []
+                for i, glob in enumerate(match["paths"]):
+                    try:
+                        sources.append(compile_path(glob))
+                    except ValueError as exc:
+                        problems.append(PolicyProblem(file, pointer([*base, "match", "paths", i]), str(exc)))
+
+                paths = re.compile("|".join(f"(?:{s})" for s in sources)) if sources else None
+            if requirement is None:
+                continue
+            routes.append(Route(
+                id=spec["id"], file=file, index=index, requirement=requirement,
+                hosts=HostMatcher.compile(match["hosts"]) if "hosts" in match else None,
+                paths=paths,
+                methods=frozenset(match["methods"]) if "methods" in match else None,
+                options={k: v for k, v in spec.items() if k not in ("id", "match", "require")},
+            ))
+    if not route_in and not problems:
+        problems.append(PolicyProblem(
+            str(source.directory), "", "no routes defined: every request would be denied with no_route"))
+    if problems:
+        raise PolicyError(problems)
+    return CompiledPolicy(
+        revision=source.revision, directory=source.directory, routes=RouteTable(routes),
+        authenticators=authenticators, files=[file for file, _ in source.documents],
+    )
+
+
+def load_policy(directory: str | Path, context: Context) -> CompiledPolicy:
+    return compile_policy(read_policy_dir(directory), context)
+
+
+def _requirement(spec, path, file, authenticators, defined_in, problems) -> Requirement | None:
+    where = pointer(path)
+    if isinstance(spec, str):
+        spec = {"use": spec}
+        leaf_path = path
+    else:
+        leaf_path = [*path, "use"]
+    if "any" in spec or "all" in spec:
+        key = "any" if "any" in spec else "all"
+        children = [
+            _requirement(child, [*path, key, i], file, authenticators, defined_in, problems)
+            for i, child in enumerate(spec[key])
+        ]
+        if any(child is None for child in children):
+            return None
+        return (AnyOf if key == "any" else AllOf)(children, where)
+    name = spec["use"]
+    if name not in defined_in:
+        problems.append(PolicyProblem(
+            file, pointer(leaf_path),
+            f"unknown authenticator {name!r}{did_you_mean(name, defined_in)}",
+        ))
+        return None
+    if name not in authenticators:  # defined, but its config was wrong (reported already)
+        return None
+    return Leaf(
+        authenticator=authenticators[name], pointer=where,
+        scopes=frozenset(spec.get("scopes", ())), roles=frozenset(spec.get("roles", ())),
+        principals=tuple(spec.get("principals", ())),
+    )

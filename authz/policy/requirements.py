@@ -1,0 +1,192 @@
+"""Requirement trees (``use`` / ``any`` / ``all``) and their evaluation.
+
+Each leaf asks its authenticator once per request (outcomes are memoised in the
+``Evaluation``, so an authenticator named in several leaves runs once), then checks
+the leaf's constraints. Constraints are checked after any cache, never baked in.
+
+Results combine as DESIGN.md says:
+- ``any``: children in order, the first satisfied wins; an invalid credential denies
+  at once (no silent fall-through to a weaker method); otherwise forbidden if some
+  child was forbidden, else absent.
+- ``all``: an invalid child denies; else any absent child makes the whole absent;
+  else a forbidden child forbids; else the identities of all children combine.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+
+from authz.authenticators.base import Authenticator
+from authz.decision import Identity, Outcome, OutcomeKind, Reason
+from authz.request import CheckRequest
+
+
+class State(Enum):
+    SATISFIED = "satisfied"
+    ABSENT = "absent"
+    INVALID = "invalid"
+    FORBIDDEN = "forbidden"
+
+
+@dataclass
+class Result:
+    state: State
+    identities: list[Identity] = field(default_factory=list)
+    methods: list[str] = field(default_factory=list)
+    reason: Reason | None = None
+    detail: str = ""
+    leaves: list[Leaf] = field(default_factory=list)
+    missing_scopes: frozenset[str] = frozenset()
+
+
+@dataclass
+class TraceEntry:
+    """One leaf's verdict, kept for explanations."""
+
+    leaf: Leaf
+    outcome: Outcome
+    state: State
+    detail: str
+
+
+class Evaluation:
+    """Per-request state: memoised authenticator outcomes and the trace."""
+
+    __slots__ = ("outcomes", "request", "trace")
+
+    def __init__(self, request: CheckRequest) -> None:
+        self.request = request
+        self.outcomes: dict[str, Outcome] = {}
+        self.trace: list[TraceEntry] = []
+
+    def outcome(self, authenticator: Authenticator) -> Outcome:
+        outcome = self.outcomes.get(authenticator.name)
+        if outcome is None:
+            outcome = authenticator.authenticate(self.request)
+            self.outcomes[authenticator.name] = outcome
+        return outcome
+
+
+class Requirement:
+    pointer: str
+
+    def evaluate(self, evaluation: Evaluation) -> Result:
+        raise NotImplementedError
+
+    def leaves(self) -> list[Leaf]:
+        raise NotImplementedError
+
+
+@dataclass(eq=False)
+class Leaf(Requirement):
+    authenticator: Authenticator
+    pointer: str
+    scopes: frozenset[str] = frozenset()
+    roles: frozenset[str] = frozenset()
+    principals: tuple[str, ...] = ()
+    _principal_patterns: tuple[re.Pattern[str], ...] = ()
+
+    def __post_init__(self) -> None:
+        # fnmatch: '*' also crosses '/', so spiffe://corp/ns/payments/* covers …/sa/api.
+        self._principal_patterns = tuple(
+            re.compile(fnmatch.translate(glob)) for glob in self.principals
+        )
+
+    def leaves(self) -> list[Leaf]:
+        return [self]
+
+    def evaluate(self, evaluation: Evaluation) -> Result:
+        outcome = evaluation.outcome(self.authenticator)
+        result = self._judge(outcome)
+        evaluation.trace.append(TraceEntry(self, outcome, result.state, result.detail))
+        return result
+
+    def _judge(self, outcome: Outcome) -> Result:
+        if outcome.kind is OutcomeKind.ABSENT:
+            return Result(State.ABSENT, leaves=[self], detail=f"no credential for {self.authenticator.name}")
+        if outcome.kind is OutcomeKind.INVALID:
+            return Result(State.INVALID, reason=outcome.reason, detail=outcome.detail, leaves=[self])
+        identity = outcome.identity
+        methods = [self.authenticator.type]
+        if identity is None:
+            return Result(State.SATISFIED, methods=methods)
+        missing = self.scopes - identity.scopes
+        if missing:
+            return Result(
+                State.FORBIDDEN, reason=Reason.INSUFFICIENT_SCOPE, leaves=[self],
+                detail=f"{identity.id} lacks scope(s) {' '.join(sorted(missing))}",
+                missing_scopes=self.scopes,
+            )
+        if self.roles and not self.roles & identity.roles:
+            return Result(
+                State.FORBIDDEN, reason=Reason.PRINCIPAL_NOT_ALLOWED, leaves=[self],
+                detail=f"{identity.id} has none of the roles {' '.join(sorted(self.roles))}",
+            )
+        if self._principal_patterns and not any(
+            p.match(identity.id) for p in self._principal_patterns
+        ):
+            return Result(
+                State.FORBIDDEN, reason=Reason.PRINCIPAL_NOT_ALLOWED, leaves=[self],
+                detail=f"{identity.id} is not among the allowed principals",
+            )
+        return Result(State.SATISFIED, identities=[identity], methods=methods)
+
+
+@dataclass(eq=False)
+class AnyOf(Requirement):
+    children: list[Requirement]
+    pointer: str
+
+    def leaves(self) -> list[Leaf]:
+        return [leaf for child in self.children for leaf in child.leaves()]
+
+    def evaluate(self, evaluation: Evaluation) -> Result:
+        forbidden: Result | None = None
+        absent: list[Leaf] = []
+        for child in self.children:
+            result = child.evaluate(evaluation)
+            if result.state in (State.SATISFIED, State.INVALID):
+                return result
+            if result.state is State.FORBIDDEN:
+                forbidden = forbidden or result
+            else:
+                absent.extend(result.leaves)
+        if forbidden is not None:
+            return forbidden
+        return Result(State.ABSENT, leaves=absent, detail="none of the accepted credentials was presented")
+
+
+@dataclass(eq=False)
+class AllOf(Requirement):
+    children: list[Requirement]
+    pointer: str
+
+    def leaves(self) -> list[Leaf]:
+        return [leaf for child in self.children for leaf in child.leaves()]
+
+    def evaluate(self, evaluation: Evaluation) -> Result:
+        results = []
+        for child in self.children:
+            result = child.evaluate(evaluation)
+            if result.state is State.INVALID:
+                return result
+            results.append(result)
+        absent = [leaf for r in results if r.state is State.ABSENT for leaf in r.leaves]
+        if absent:
+            names = ", ".join(dict.fromkeys(leaf.authenticator.name for leaf in absent))
+            return Result(State.ABSENT, leaves=absent, detail=f"also required: {names}")
+        for result in results:
+            if result.state is State.FORBIDDEN:
+                return result
+        combined = Result(State.SATISFIED)
+        for result in results:
+            for identity in result.identities:
+                if identity not in combined.identities:
+                    combined.identities.append(identity)
+            for method in result.methods:
+                if method not in combined.methods:
+                    combined.methods.append(method)
+        return combined

@@ -1,0 +1,50 @@
+"""Schema migrations, applied in order; ``PRAGMA user_version`` records how far.
+
+Never edit a released migration: append a new one.
+"""
+
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE principals (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            kind TEXT NOT NULL CHECK (kind IN ('user', 'client', 'service')),
+            scopes TEXT NOT NULL DEFAULT '',
+            roles TEXT NOT NULL DEFAULT '',
+            password_hash TEXT,
+            disabled INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        )""",
+        """CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,
+            principal_id INTEGER NOT NULL REFERENCES principals(id),
+            hash TEXT NOT NULL UNIQUE,
+            display TEXT NOT NULL,
+            env TEXT NOT NULL CHECK (env IN ('live', 'test')),
+            scopes TEXT NOT NULL DEFAULT '',
+            allow_ips TEXT NOT NULL DEFAULT '',
+            status TEXT NOT NULL DEFAULT 'active'
+                CHECK (status IN ('active', 'deprecated', 'revoked')),
+            created_at REAL NOT NULL,
+            expires_at REAL,
+            revoked_at REAL,
+            last_used_at REAL,
+            rotated_from TEXT REFERENCES api_keys(id),
+            replaced_by TEXT REFERENCES api_keys(id)
+        )""",
+        "CREATE INDEX api_keys_principal ON api_keys(principal_id)",
+        # Revoked tokens (jti) and certificates (fingerprint, issuer+serial); rows are
+        # purged once the credential they name has expired anyway.
+        """CREATE TABLE revocations (
+            kind TEXT NOT NULL,
+            issuer TEXT NOT NULL DEFAULT '',
+            value TEXT NOT NULL,
+            expires_at REAL,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (kind, issuer, value)
+        )""",
+    ],
+]
+
+LATEST = len(MIGRATIONS)

@@ -1,0 +1,161 @@
+"""Shared fixtures: real SQLite stores, policy directories, the Flask app, and real
+servers (gunicorn, nginx) on loopback ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from authz import passwords
+from authz.app import create_app
+from authz.authenticators import Context
+from authz.config import Settings
+from authz.engine import DecisionEngine
+from authz.policy import load_policy
+from authz.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+# Argon2id at full strength costs ~40 ms a hash; tests hash few passwords, so keep it.
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_policy(directory: Path, document: dict, name: str = "policy.json") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_text(json.dumps(document, indent=2))
+    return path
+
+
+@pytest.fixture
+def store(tmp_path) -> Store:
+    s = Store(tmp_path / "authz.db", last_used_interval=0.05)
+    s.migrate()
+    return s
+
+
+@pytest.fixture
+def policy_dir(tmp_path) -> Path:
+    d = tmp_path / "policies"
+    d.mkdir()
+    return d
+
+
+def engine_for(store: Store, directory: Path) -> DecisionEngine:
+    return DecisionEngine(load_policy(directory, Context(store=store)))
+
+
+def add_user(store: Store, name: str, password: str, scopes=(), roles=()) -> None:
+    store.principals.add_user(name, passwords.hash_password(password), scopes, roles)
+
+
+@pytest.fixture
+def make_client(store, policy_dir):
+    """Build a Flask test client for a policy document (and optional settings)."""
+
+    def make(document: dict | None = None, **settings):
+        if document is not None:
+            write_policy(policy_dir, document)
+        app = create_app(Settings(db_path=store.path, policy_dir=policy_dir, **settings))
+        return app.test_client()
+
+    return make
+
+
+class Server:
+    """A process serving HTTP on a loopback port, stopped at teardown."""
+
+    def __init__(self, args, port: int, env=None, cwd=ROOT, log: Path | None = None) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = log
+        out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
+        self.proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def wait(self, path: str = "/healthz", timeout: float = 20.0) -> Server:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.output()}")
+            try:
+                requests.get(self.url + path, timeout=1)
+                return self
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError(f"server on {self.url} did not answer in {timeout}s: {self.output()}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:] if self.log and self.log.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+
+
+@pytest.fixture
+def servers():
+    started: list[Server] = []
+
+    def start(*args, **kwargs) -> Server:
+        server = Server(*args, **kwargs)
+        started.append(server)
+        return server
+
+    yield start
+    for server in reversed(started):
+        server.stop()
+
+
+def gunicorn_env(store: Store, policy_dir: Path, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHZ_")}
+    env.update(AUTHZ_DB=str(store.path), AUTHZ_POLICY_DIR=str(policy_dir),
+               AUTHZ_LAST_USED_INTERVAL="0.2", **extra)
+    return env
+
+
+@pytest.fixture
+def gunicorn(servers, store, policy_dir, tmp_path):
+    """Start authz under gunicorn with N workers; access log records each worker's pid."""
+
+    def start(workers: int = 2, **env) -> Server:
+        port = free_port()
+        access = tmp_path / f"access-{port}.log"
+        server = servers(
+            [str(BIN / "gunicorn"), "--workers", str(workers), "--bind", f"127.0.0.1:{port}",
+             "--access-logfile", str(access), "--access-logformat", "%(p)s %(s)s %(U)s",
+             "wsgi:app"],
+            port, env=gunicorn_env(store, policy_dir, **env), log=tmp_path / f"gunicorn-{port}.log",
+        )
+        server.access_log = access
+        return server.wait()
+
+    return start
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if not found:
+        pytest.fail("nginx is not installed: `make test` installs it (apt-get install nginx-light)")
+    return found
