@@ -1,0 +1,130 @@
+"""The ``authz`` CLI: --json for scripts, one-line errors, nothing changed on bad input."""
+
+import json
+import re
+
+import bcrypt
+import pytest
+from click.testing import CliRunner
+
+from authz.cli import main
+
+
+@pytest.fixture
+def run(tmp_path):
+    db = tmp_path / "cli.db"
+
+    def run(*args, input=None, ok=True):
+        result = CliRunner().invoke(main, ["--db", str(db), *args], input=input)
+        if ok:
+            assert result.exit_code == 0, result.output
+        else:
+            assert result.exit_code != 0, result.output
+        return result
+
+    run("db", "init")
+    return run
+
+
+def snapshot(run):
+    return run("keys", "list", "--json").output + run("users", "list", "--json").output
+
+
+def test_db_init_is_idempotent(run):
+    out = json.loads(run("db", "init", "--json").output)
+    assert out["from_version"] == out["version"] == 1
+
+
+def test_commands_need_an_initialised_db(tmp_path):
+    result = CliRunner().invoke(main, ["--db", str(tmp_path / "none.db"), "keys", "list"])
+    assert result.exit_code == 1
+    assert result.output.strip() == f"Error: credential store {tmp_path / 'none.db'} not found: run `authz db init`"
+
+
+def test_keys_create_prints_the_key_once(run):
+    result = run("keys", "create", "--principal", "partner-a", "--scope", "orders:read",
+                 "--env", "test", "--allow-ip", "203.0.113.0/24", "--expires-in", "90d")
+    key = re.search(r"sk_test_[0-9A-Za-z]{43}", result.output).group(0)
+    listing = run("keys", "list").output
+    assert key not in listing and key[-4:] in listing
+    records = json.loads(run("keys", "list", "--json").output)
+    assert records[0]["scopes"] == ["orders:read"] and records[0]["allow_ips"] == ["203.0.113.0/24"]
+    assert records[0]["expires_at"] - records[0]["created_at"] == pytest.approx(90 * 86400, abs=5)
+    assert "key" not in records[0]
+
+
+def test_keys_create_json(run):
+    out = json.loads(run("keys", "create", "--principal", "p", "--json").output)
+    assert out["key"].startswith("sk_live_") and out["id"].startswith("key_") and out["status"] == "active"
+
+
+def test_rotate_then_revoke(run):
+    old = json.loads(run("keys", "create", "--principal", "p", "--json").output)
+    rotated = json.loads(run("keys", "rotate", old["id"], "--grace", "7d", "--json").output)
+    assert rotated["old"]["status"] == "deprecated"
+    assert rotated["old"]["expires_at"] == pytest.approx(rotated["new"]["created_at"] + 7 * 86400, abs=5)
+    assert rotated["new"]["key"].startswith("sk_live_")
+    text = run("keys", "list").output
+    assert f"-> {rotated['new']['id']}" in text and f"<- {old['id']}" in text and "never" in text
+    revoked = json.loads(run("keys", "revoke", old["id"], "--json").output)
+    assert revoked["status"] == "revoked"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["keys", "create", "--principal", "p", "--expires-in", "soon"], "'soon' is not a duration"),
+    (["keys", "create", "--principal", "p", "--allow-ip", "10.0.0.0/33"], "invalid CIDR '10.0.0.0/33'"),
+    (["keys", "create", "--principal", "bad name"], "invalid principal name 'bad name'"),
+    (["keys", "create", "--principal", "p", "--scope", 'a"b'], "invalid scope"),
+    (["keys", "create", "--principal", "p", "--env", "prod"], "'prod' is not one of"),
+    (["keys", "revoke", "key_doesnotexist"], "no API key with id 'key_doesnotexist'"),
+    (["keys", "rotate", "key_doesnotexist"], "no API key with id 'key_doesnotexist'"),
+    (["keys", "rotate", "key_x", "--grace", "-1d"], "is not a duration"),
+    (["users", "disable", "nobody"], "no principal named 'nobody'"),
+    (["users", "add", "x"], "use --password-stdin"),
+])
+def test_bad_input_is_one_line_and_changes_nothing(run, args, message):
+    before = snapshot(run)
+    result = run(*args, ok=False)
+    assert message in result.output
+    assert result.output.count("Error:") == 1
+    assert snapshot(run) == before
+
+
+def test_users_add_disable_passwd(run):
+    run("users", "add", "alice", "--password-stdin", "--scope", "s1", "--role", "admin", input="pw\n")
+    result = run("users", "add", "alice", "--password-stdin", input="pw\n", ok=False)
+    assert "already exists" in result.output
+    users = json.loads(run("users", "list", "--json").output)
+    assert users[0]["roles"] == ["admin"] and users[0]["has_password"]
+    run("users", "passwd", "alice", "--password-stdin", input="new\n")
+    run("users", "disable", "alice")
+    assert json.loads(run("users", "list", "--json").output)[0]["disabled"] is True
+
+
+def test_import_htpasswd(run, tmp_path):
+    good = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode().replace("$2b$", "$2y$")
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text(f"# nginx users\nalice:{good}\nbob:{{SHA}}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n"
+                        "carol:$apr1$abcdefgh$0123456789abcdefghijkl\n")
+    before = snapshot(run)
+    result = run("users", "import-htpasswd", str(htpasswd), ok=False)
+    assert "nothing imported: 2 line(s) refused" in result.output
+    assert "line 3 (bob): {SHA} is a single unsalted SHA-1" in result.output
+    assert "line 4 (carol): MD5-crypt" in result.output
+    assert snapshot(run) == before
+
+    out = json.loads(run("users", "import-htpasswd", str(htpasswd), "--skip-unsupported",
+                         "--role", "staff", "--json").output)
+    assert out["imported"] == ["alice"] and [r["user"] for r in out["refused"]] == ["bob", "carol"]
+    users = json.loads(run("users", "list", "--json").output)
+    assert [(u["name"], u["roles"]) for u in users] == [("alice", ["staff"])]
+
+
+def test_policy_check(tmp_path):
+    from tests.conftest import ROOT
+
+    result = CliRunner().invoke(main, ["policy", "check", str(ROOT / "policies"), "--json"])
+    assert result.exit_code == 0 and json.loads(result.output)["ok"] is True
+    (tmp_path / "p.json").write_text('{"routes": [{"id": "r", "require": "ghost"}]}')
+    result = CliRunner().invoke(main, ["policy", "check", str(tmp_path)])
+    assert result.exit_code == 1 and "/routes/0/require: unknown authenticator 'ghost'" in result.output
