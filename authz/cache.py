@@ -9,7 +9,6 @@ random key (``secret_key``), so a memory dump shows no reusable value.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import os
 import threading
 import time
@@ -22,8 +21,8 @@ _PROCESS_KEY = os.urandom(32)
 
 
 def secret_key(*parts: bytes | str) -> bytes:
-    """An opaque cache key for inputs that include secrets."""
-    mac = hmac.new(_PROCESS_KEY, digestmod=hashlib.sha256)
+    """An opaque cache key for inputs that include secrets (keyed BLAKE2b, a MAC)."""
+    mac = hashlib.blake2b(key=_PROCESS_KEY, digest_size=32)
     for part in parts:
         data = part.encode("utf-8", "surrogateescape") if isinstance(part, str) else part
         mac.update(len(data).to_bytes(4, "big"))

@@ -35,7 +35,7 @@ class IdentityKind(StrEnum):
     SERVICE = "service"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Identity:
     """A principal an authenticator vouched for.
 
@@ -69,7 +69,7 @@ class OutcomeKind(StrEnum):
     VALID = "valid"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outcome:
     """What one authenticator concluded about one request.
 

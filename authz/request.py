@@ -28,6 +28,11 @@ class BadRequest(ValueError):
     """The request cannot be described safely (unsafe path, oversized value…)."""
 
 
+# Most paths are already canonical: non-empty segments of plain characters, none of
+# them "." or "..", no escapes. Those are returned as they are without the walk below.
+_CANONICAL = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9\-._~!$&'()*+,;=:@]+)*/?")
+
+
 def normalise_path(raw: str) -> str:
     """Return the canonical form of a request path, or raise ``BadRequest``.
 
@@ -39,6 +44,8 @@ def normalise_path(raw: str) -> str:
     """
     if len(raw) > MAX_PATH_LENGTH:
         raise BadRequest(f"path longer than {MAX_PATH_LENGTH} characters")
+    if raw and _CANONICAL.fullmatch(raw):
+        return raw
     if not raw.startswith("/"):
         raise BadRequest("path does not start with '/'")
     out: list[str] = []
@@ -156,6 +163,19 @@ class Headers(Mapping[str, str]):
             lower = key.lower()
             store[lower] = f"{store[lower]}, {value}" if lower in store else value
         self._items = store
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, object], skip: frozenset[str] = frozenset()) -> Headers:
+        """The request headers of a WSGI environ (``HTTP_*``), minus those in ``skip``."""
+        store: dict[str, str] = {}
+        for key, value in environ.items():
+            if key.startswith("HTTP_") and key not in skip:
+                if len(value) > MAX_HEADER_VALUE:  # type: ignore[arg-type]
+                    raise BadRequest(f"header {key[5:]} longer than {MAX_HEADER_VALUE} characters")
+                store[key[5:].replace("_", "-").lower()] = value  # type: ignore[assignment]
+        headers = cls.__new__(cls)
+        headers._items = store
+        return headers
 
     def __getitem__(self, key: str) -> str:
         return self._items[key.lower()]

@@ -2,25 +2,38 @@
 
 Body: ``{"method", "url" | "host" + "path", "headers": {}, "client_ip", "client_cert"}``.
 The answer has the status of the decision (200/401/403) and the whole decision as
-JSON; a malformed body is the caller's mistake and gets 400 ``bad_request``.
+JSON. A body that does not describe a request is the caller's mistake (400
+``bad_request``); a described request with an unsafe path is a deny (403).
 """
 
 from __future__ import annotations
 
+import json
 from urllib.parse import urlsplit
 
-from flask import Blueprint, current_app, request
-
-from authz.adapters.common import check_peer, render
-from authz.decision import Decision, Reason
+from authz.adapters.common import Answer, bad_request, check_peer, render
 from authz.request import BadRequest, CheckRequest, Headers, parse_ip
 
-blueprint = Blueprint("api", __name__)
+PATH = "/v1/decisions"
 MAX_BODY = 256 * 1024
 
 
 class InvalidBody(ValueError):
-    """The JSON body does not describe a request (400, unlike an unsafe path: 403)."""
+    """The JSON body does not describe a request."""
+
+
+def read_json(environ: dict) -> object:
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise InvalidBody("bad Content-Length") from None
+    if length > MAX_BODY:
+        raise InvalidBody(f"body larger than {MAX_BODY} bytes")
+    raw = environ["wsgi.input"].read(length) if length > 0 else b""
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidBody("body is not JSON") from None
 
 
 def describe(body: object) -> CheckRequest:
@@ -55,22 +68,17 @@ def describe(body: object) -> CheckRequest:
     return CheckRequest.build(method, target, host, scheme, headers, client_ip)
 
 
-@blueprint.route("/v1/decisions", methods=["POST"], provide_automatic_options=False)
-def decisions():
-    state = current_app.extensions["authz"]
-    _, denied = check_peer(state.settings, request.environ)
+def handle(state, environ: dict) -> Answer:
+    if environ.get("REQUEST_METHOD") != "POST":
+        return Answer(405, [("Allow", "POST"), ("Content-Length", "0")], b"")
+    _, denied = check_peer(state.settings, environ)
     if denied:
         return render(denied, denied.to_json())
-    if (request.content_length or 0) > MAX_BODY:
-        decision = Decision.deny(400, Reason.BAD_REQUEST, f"body larger than {MAX_BODY} bytes")
-        return render(decision, decision.to_json())
     try:
-        check = describe(request.get_json(force=True, silent=True))
+        check = describe(read_json(environ))
     except InvalidBody as exc:
-        decision = Decision.deny(400, Reason.BAD_REQUEST, str(exc))
-        return render(decision, decision.to_json())
+        return bad_request(str(exc), 400, full=True)
     except BadRequest as exc:
-        decision = Decision.deny(403, Reason.BAD_REQUEST, str(exc))
-        return render(decision, decision.to_json())
+        return bad_request(str(exc), 403, full=True)
     decision = state.engine.decide(check)
     return render(decision, decision.to_json())

@@ -1,21 +1,32 @@
 """What every HTTP front door shares: the trusted-peer gate and the response.
 
-The response contract (DESIGN.md): allow is exactly 200 with ``X-Auth-*`` identity
-headers; deny is 401/403 (500 on internal error) with ``X-Auth-Reason``, one
-``WWW-Authenticate`` per acceptable scheme on 401, and a small JSON body. Nothing
-secret is ever echoed: the body carries the reason code and route only.
+Front doors are plain WSGI handlers, ``handle(state, environ) -> Answer``: the
+decision endpoints are the hot path and skip Flask's request and response objects
+(``app.FrontDoors`` routes to them). The response contract (DESIGN.md): allow is
+exactly 200 with ``X-Auth-*`` identity headers; deny is 401/403 (500 on internal
+error) with ``X-Auth-Reason``, one ``WWW-Authenticate`` per acceptable scheme on
+401, and a small JSON body. Nothing secret is ever echoed.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
-
-from flask import Response
+from functools import lru_cache
+from typing import NamedTuple
 
 from authz.config import Settings
 from authz.decision import Decision, IdentityKind, Reason
 from authz.request import Headers, IPAddress, parse_ip
+
+SECRET_HEADER = "HTTP_X_AUTHZ_PROXY_SECRET"  # noqa: S105 — a header name, not a secret
+_SKIP = frozenset({SECRET_HEADER})
+
+
+class Answer(NamedTuple):
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
 
 
 def header_safe(value: str) -> str:
@@ -26,31 +37,30 @@ def header_safe(value: str) -> str:
         f"%{b:02X}" for b in c.encode("utf-8", "surrogateescape")) for c in value)
 
 
-def headers_from_environ(environ: dict) -> Headers:
-    """The forwarded request headers (``HTTP_*`` in WSGI), without the proxy secret."""
-    items = [
-        (key[5:].replace("_", "-"), value)
-        for key, value in environ.items()
-        if key.startswith("HTTP_") and key != "HTTP_X_AUTHZ_PROXY_SECRET"
-    ]
-    return Headers(items)
+def request_headers(environ: dict) -> Headers:
+    """The forwarded request headers, without the proxy secret."""
+    return Headers.from_environ(environ, _SKIP)
+
+
+@lru_cache(maxsize=1024)
+def _peer(remote_addr: str | None) -> IPAddress | None:
+    return parse_ip(remote_addr)
 
 
 def check_peer(settings: Settings, environ: dict) -> tuple[IPAddress | None, Decision | None]:
     """Return (peer address, None) for a trusted caller, else (peer, deny decision)."""
-    peer = parse_ip(environ.get("REMOTE_ADDR"))
+    peer = _peer(environ.get("REMOTE_ADDR"))
     if peer not in settings.trusted:
         return peer, Decision.deny(403, Reason.UNTRUSTED_PROXY, f"peer {peer} is not a trusted proxy")
     if settings.proxy_secret is not None:
-        given = environ.get("HTTP_X_AUTHZ_PROXY_SECRET", "")
+        given = environ.get(SECRET_HEADER, "")
         if not hmac.compare_digest(given.encode(), settings.proxy_secret.encode()):
             return peer, Decision.deny(403, Reason.UNTRUSTED_PROXY, "missing or wrong X-Authz-Proxy-Secret")
     return peer, None
 
 
 def identity_headers(decision: Decision) -> list[tuple[str, str]]:
-    headers = [("X-Auth-Route", decision.route or "")]
-    headers.append(("X-Auth-Methods", ",".join(decision.methods)))
+    headers = [("X-Auth-Route", decision.route or ""), ("X-Auth-Methods", ",".join(decision.methods))]
     principal = decision.principal
     if principal is None:
         return headers
@@ -64,7 +74,7 @@ def identity_headers(decision: Decision) -> list[tuple[str, str]]:
     return headers
 
 
-def render(decision: Decision, body: dict | None = None) -> Response:
+def render(decision: Decision, body: dict | None = None) -> Answer:
     """The HTTP answer for a decision; ``body`` replaces the default JSON body."""
     if decision.allowed:
         headers = identity_headers(decision)
@@ -75,6 +85,13 @@ def render(decision: Decision, body: dict | None = None) -> Response:
         payload = body if body is not None else {
             "decision": "deny", "reason": str(decision.reason), "route": decision.route,
         }
+    data = json.dumps(payload).encode()
+    headers.append(("Content-Type", "application/json"))
+    headers.append(("Content-Length", str(len(data))))
     headers.append(("Cache-Control", "no-store"))
-    return Response(json.dumps(payload), status=decision.status, headers=headers,
-                    mimetype="application/json")
+    return Answer(decision.status, headers, data)
+
+
+def bad_request(detail: str, status: int = 403, full: bool = False) -> Answer:
+    decision = Decision.deny(status, Reason.BAD_REQUEST, detail)
+    return render(decision, decision.to_json() if full else None)

@@ -11,17 +11,14 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Blueprint, current_app, request
-
-from authz.adapters.common import check_peer, headers_from_environ, render
-from authz.decision import Decision, Reason
+from authz.adapters.common import Answer, bad_request, check_peer, render, request_headers
 from authz.request import BadRequest, CheckRequest
 
-blueprint = Blueprint("nginx", __name__)
+PATH = "/auth-request"
 
 
-def describe(environ: dict, client_ip) -> CheckRequest:
-    headers = headers_from_environ(environ)
+def describe(environ: dict, settings, peer) -> CheckRequest:
+    headers = request_headers(environ)
     method = headers.get("x-original-method")
     url = headers.get("x-original-url")
     target = headers.get("x-original-uri")
@@ -35,22 +32,16 @@ def describe(environ: dict, client_ip) -> CheckRequest:
         host, scheme = parts.netloc, parts.scheme
     if not method or not target:
         raise BadRequest("X-Original-Method and X-Original-URI (or X-Original-URL) are required")
+    client_ip = settings.trusted.client_ip(peer, headers.get("x-forwarded-for"), headers.get("x-real-ip"))
     return CheckRequest.build(method, target, host, scheme, headers, client_ip)
 
 
-@blueprint.route("/auth-request", methods=["GET", "HEAD", "POST"], provide_automatic_options=False)
-def auth_request():
-    state = current_app.extensions["authz"]
-    environ = request.environ
+def handle(state, environ: dict) -> Answer:
     peer, denied = check_peer(state.settings, environ)
     if denied:
         return render(denied)
-    headers = request.headers
-    client_ip = state.settings.trusted.client_ip(
-        peer, headers.get("X-Forwarded-For"), headers.get("X-Real-IP")
-    )
     try:
-        check = describe(environ, client_ip)
+        check = describe(environ, state.settings, peer)
     except BadRequest as exc:
-        return render(Decision.deny(403, Reason.BAD_REQUEST, str(exc)))
+        return bad_request(str(exc))
     return render(state.engine.decide(check))

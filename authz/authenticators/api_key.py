@@ -34,6 +34,9 @@ def _ip_allowed(cidrs: str, address: IPAddress | None) -> bool:
     return any(address in network for network in _networks(cidrs))
 
 
+_KINDS = {str(kind): kind for kind in IdentityKind}
+
+
 class ApiKeyAuthenticator(Authenticator):
     type = "api_key"
 
@@ -91,7 +94,7 @@ class ApiKeyAuthenticator(Authenticator):
             )
         self.context.store.last_used.record(match.id)
         return Outcome.valid(slot, Identity(
-            id=match.principal, kind=IdentityKind(match.kind), method=self.type,
+            id=match.principal, kind=_KINDS[match.kind], method=self.type,
             authenticator=self.name, scopes=match.scopes, roles=match.roles, credential=match.id,
         ))
 

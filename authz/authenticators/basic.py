@@ -54,7 +54,7 @@ class BasicAuthenticator(Authenticator):
             return Outcome.invalid(SLOT, "malformed Basic credentials (no ':' after the user name)")
         if not user:
             return Outcome.invalid(SLOT, "empty user name")
-        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in user):
+        if not user.isprintable():
             return Outcome.invalid(SLOT, "control characters in the user name")
 
         record = self.context.store.principals.find_user(user)

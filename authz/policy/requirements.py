@@ -31,7 +31,7 @@ class State(Enum):
     FORBIDDEN = "forbidden"
 
 
-@dataclass
+@dataclass(slots=True)
 class Result:
     state: State
     identities: list[Identity] = field(default_factory=list)
@@ -53,14 +53,14 @@ class TraceEntry:
 
 
 class Evaluation:
-    """Per-request state: memoised authenticator outcomes and the trace."""
+    """Per-request state: memoised authenticator outcomes and, when explaining, the trace."""
 
     __slots__ = ("outcomes", "request", "trace")
 
-    def __init__(self, request: CheckRequest) -> None:
+    def __init__(self, request: CheckRequest, explain: bool = False) -> None:
         self.request = request
         self.outcomes: dict[str, Outcome] = {}
-        self.trace: list[TraceEntry] = []
+        self.trace: list[TraceEntry] | None = [] if explain else None
 
     def outcome(self, authenticator: Authenticator) -> Outcome:
         outcome = self.outcomes.get(authenticator.name)
@@ -101,7 +101,8 @@ class Leaf(Requirement):
     def evaluate(self, evaluation: Evaluation) -> Result:
         outcome = evaluation.outcome(self.authenticator)
         result = self._judge(outcome)
-        evaluation.trace.append(TraceEntry(self, outcome, result.state, result.detail))
+        if evaluation.trace is not None:
+            evaluation.trace.append(TraceEntry(self, outcome, result.state, result.detail))
         return result
 
     def _judge(self, outcome: Outcome) -> Result:

@@ -12,7 +12,8 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+import weakref
+from typing import NamedTuple
 
 from authz import apikeys
 from authz.store.database import Database, StoreError
@@ -32,8 +33,7 @@ _LIST = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class KeyMatch:
+class KeyMatch(NamedTuple):
     """What the hot path needs to judge a presented key, read in one indexed query."""
 
     id: str
@@ -206,19 +206,25 @@ class LastUsedRecorder:
         self.interval = interval
         self._pending: dict[str, float] = {}
         self._lock = threading.Lock()
-        self._pid: int | None = None
+        self._started = False
+        # The flushing thread does not survive a fork: each worker starts its own.
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: (r := ref()) and r._forget_thread())
+
+    def _forget_thread(self) -> None:
+        self._started = False
+        self._lock = threading.Lock()
 
     def record(self, key_id: str) -> None:
         self._pending[key_id] = time.time()
-        if self._pid != os.getpid():
+        if not self._started:
             self._start()
 
     def _start(self) -> None:
         with self._lock:
-            if self._pid == os.getpid():
+            if self._started:
                 return
-            self._pid = os.getpid()
-            self._pending = dict(self._pending)
+            self._started = True
             thread = threading.Thread(target=self._run, name="authz-last-used", daemon=True)
             thread.start()
             atexit.register(self.flush)

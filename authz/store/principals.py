@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from authz.store.database import Database, StoreError
 
@@ -30,8 +30,7 @@ def check_tokens(values: list[str] | tuple[str, ...], what: str) -> str:
     return " ".join(dict.fromkeys(values))
 
 
-@dataclass(frozen=True, slots=True)
-class User:
+class User(NamedTuple):
     name: str
     password_hash: str | None
     scopes: frozenset[str]
