@@ -201,3 +201,15 @@ def test_app_refuses_to_start_on_bad_policy_or_store(store, make_client, policy_
         create_app(Settings(db_path=store.path, policy_dir=policy_dir))
     with pytest.raises(StoreError, match="run `authz db init`"):
         create_app(Settings(db_path=tmp_path / "missing.db", policy_dir=ROOT / "policies"))
+
+
+def test_adapter_failure_is_500_deny(client, key, monkeypatch):
+    from authz.adapters import nginx as nginx_adapter
+
+    def broken(*args):
+        raise KeyError("adapter bug")
+
+    monkeypatch.setattr(nginx_adapter, "describe", broken)
+    r = nginx(client, "/v1/orders", X_API_Key=key)
+    assert (r.status_code, r.headers["X-Auth-Reason"]) == (500, "internal_error")
+    assert r.get_json()["decision"] == "deny"
