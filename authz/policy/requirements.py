@@ -137,13 +137,15 @@ class Leaf(Requirement):
 
 
 @dataclass(eq=False)
-class AnyOf(Requirement):
+class Branch(Requirement):
     children: list[Requirement]
     pointer: str
 
     def leaves(self) -> list[Leaf]:
         return [leaf for child in self.children for leaf in child.leaves()]
 
+
+class AnyOf(Branch):
     def evaluate(self, evaluation: Evaluation) -> Result:
         forbidden: Result | None = None
         absent: list[Leaf] = []
@@ -160,14 +162,7 @@ class AnyOf(Requirement):
         return Result(State.ABSENT, leaves=absent, detail="none of the accepted credentials was presented")
 
 
-@dataclass(eq=False)
-class AllOf(Requirement):
-    children: list[Requirement]
-    pointer: str
-
-    def leaves(self) -> list[Leaf]:
-        return [leaf for child in self.children for leaf in child.leaves()]
-
+class AllOf(Branch):
     def evaluate(self, evaluation: Evaluation) -> Result:
         results = []
         for child in self.children:
