@@ -84,6 +84,7 @@ class Outcome:
     reason: Reason | None = None
     detail: str = ""
     slot: str | None = None
+    also: tuple[Identity, ...] = ()  # further layers proved by the same credential (a token's client)
 
     @classmethod
     def absent(cls) -> Outcome:

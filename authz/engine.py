@@ -48,6 +48,9 @@ def _verdict(route: Route, result: Result, evaluation: Evaluation, revision: str
             allowed=True, status=200, route=route.id, identities=result.identities,
             methods=result.methods, policy_revision=revision,
         )
+    if result.reason is Reason.UPSTREAM_UNAVAILABLE:
+        # Not the client's fault and nothing it can fix: an internal failure, denied.
+        return Decision.deny(500, Reason.UPSTREAM_UNAVAILABLE, result.detail, route.id, revision)
     decision = Decision.deny(
         403 if result.state is State.FORBIDDEN else 401,
         result.reason or Reason.CREDENTIALS_MISSING, result.detail, route.id, revision,

@@ -80,6 +80,7 @@ def read_policy_dir(directory: str | Path) -> PolicySource:
 def compile_policy(source: PolicySource, context: Context) -> CompiledPolicy:
     """Build authenticators, requirement trees and the route table; check references."""
     problems: list[PolicyProblem] = []
+    context.base_dir = source.directory  # key and CA paths are relative to the policy files
     authenticators: dict[str, Authenticator] = {}
     defined_in: dict[str, str] = {}
     for file, document in source.documents:

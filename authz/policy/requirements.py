@@ -133,7 +133,7 @@ class Leaf(Requirement):
                 State.FORBIDDEN, reason=Reason.PRINCIPAL_NOT_ALLOWED, leaves=[self],
                 detail=f"{identity.id} is not among the allowed principals",
             )
-        return Result(State.SATISFIED, identities=[identity], methods=methods)
+        return Result(State.SATISFIED, identities=[identity, *outcome.also], methods=methods)
 
 
 @dataclass(eq=False)

@@ -13,6 +13,7 @@ import os
 from authz.store.api_keys import ApiKeys, KeyMatch, LastUsedRecorder
 from authz.store.database import Database, StoreError
 from authz.store.principals import Principals, User
+from authz.store.revocations import Revocations
 
 __all__ = ["KeyMatch", "Store", "StoreError", "User"]
 
@@ -24,6 +25,7 @@ class Store:
         self.database = Database(path)
         self.principals = Principals(self.database)
         self.keys = ApiKeys(self.database, self.principals)
+        self.revocations = Revocations(self.database)
         self.last_used = LastUsedRecorder(self.database, last_used_interval)
 
     @property

@@ -1,0 +1,52 @@
+"""What the bearer-token authenticators (``jwt``, ``oauth2_introspection``) share:
+reading ``Authorization: Bearer``, claim values, and RFC 6750 challenges."""
+
+from __future__ import annotations
+
+from authz.authenticators.base import quote
+from authz.decision import Outcome, Reason
+from authz.request import CheckRequest
+
+SLOT = "authorization"
+
+
+def bearer_token(request: CheckRequest) -> str | None:
+    """The token of ``Authorization: Bearer <token>``, or None for any other scheme."""
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip()
+
+
+def as_tokens(value: object) -> frozenset[str]:
+    """A space-separated string or a list of strings, as a set."""
+    if isinstance(value, str):
+        return frozenset(value.split())
+    if isinstance(value, list):
+        return frozenset(v for v in value if isinstance(v, str))
+    return frozenset()
+
+
+def description(text: str) -> str:
+    """RFC 6750 error_description: printable ASCII without quote or backslash."""
+    return "".join(c for c in text if " " <= c <= "~" and c not in '"\\')[:200]
+
+
+class BearerChallenges:
+    """RFC 6750 §3: no error when no token came, ``invalid_token`` when one failed,
+    ``insufficient_scope`` with the needed scopes on 403."""
+
+    realm: str
+
+    def challenge(self, outcome: Outcome | None = None) -> str | None:
+        value = f"Bearer realm={quote(self.realm)}"
+        if outcome is not None and outcome.reason is not Reason.UPSTREAM_UNAVAILABLE:
+            value += f', error="invalid_token", error_description="{description(outcome.detail)}"'
+        return value
+
+    def insufficient_scope_challenge(self, scopes: frozenset[str]) -> str | None:
+        return (f'Bearer realm={quote(self.realm)}, error="insufficient_scope", '
+                f'scope="{description(" ".join(sorted(scopes)))}"')

@@ -1,0 +1,252 @@
+"""``jwt``: bearer JWTs (RFC 7519), including RFC 9068 JWT access tokens.
+
+Ownership first: a bearer value that is not a JWT, or a JWT whose (unverified)
+``iss`` is another issuer, is *absent* for this authenticator, so several issuers
+can sit side by side in one ``any``. Everything else it owns is verified in full:
+algorithm from the configured list only (``none`` never), key by ``kid`` from the
+configured key source only, signature, ``exp`` (required), ``nbf``, ``iat``, ``iss``,
+``aud``, ``typ`` and ``required_claims``, with ``leeway``.
+
+A verified token is cached per worker (key: a MAC of the whole token; entry: its
+claims and the kid that verified it) until it expires, so a repeated token costs no
+cryptography; revocation (``jti``), key withdrawal and scope checks still apply on
+every request.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+import jwt
+
+from authz.authenticators.base import Authenticator, ConfigError, Context
+from authz.authenticators.bearer import SLOT, BearerChallenges, as_tokens, bearer_token
+from authz.authenticators.keysets import (
+    HMAC_ALGORITHMS,
+    KeysUnavailable,
+    RemoteKeySet,
+    StaticKeySet,
+)
+from authz.cache import secret_key
+from authz.decision import Identity, IdentityKind, Outcome, Reason
+from authz.http_client import url_problem
+from authz.request import CheckRequest
+
+log = logging.getLogger("authz.jwt")
+MAX_TOKEN_BYTES = 8192
+MAX_KID_LENGTH = 256
+
+
+@dataclass(slots=True)
+class Verified:
+    claims: dict
+    kid: str | None
+    expires: float
+
+
+def _b64_json(segment: str) -> dict:
+    padded = segment + "=" * (-len(segment) % 4)
+    value = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    return value
+
+
+def claim_path(claims: dict, path: str):
+    """``realm_access.roles`` → claims["realm_access"]["roles"] (Keycloak-style nesting)."""
+    value: object = claims
+    for part in path.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+class JwtAuthenticator(BearerChallenges, Authenticator):
+    type = "jwt"
+
+    def __init__(self, name: str, config: dict, context: Context) -> None:
+        super().__init__(name, config, context)
+        self.issuer: str = config["issuer"]
+        audience = config["audience"]
+        self.audience: list[str] = [audience] if isinstance(audience, str) else list(audience)
+        self.algorithms: list[str] = list(config["algorithms"])
+        self.leeway = float(config.get("leeway", 30))
+        self.required_claims: list[str] = list(config.get("required_claims", []))
+        self.typ: str | None = config.get("typ")
+        self.scopes_claim: str | None = config.get("scopes_claim")
+        self.roles_claim: str | None = config.get("roles_claim")
+        self.principal_claim: str = config.get("principal_claim", "sub")
+        self.realm: str = config.get("realm", name)
+        self.cache = context.cache("jwt")
+        # Everything that decides a verification, folded into the cache key.
+        self.trust = json.dumps({k: v for k, v in sorted(config.items()) if k != "description"},
+                                sort_keys=True, default=str)
+        symmetric = set(self.algorithms) & set(HMAC_ALGORITHMS)
+        if symmetric and symmetric != set(self.algorithms):
+            raise ConfigError("algorithms", "HS* algorithms cannot be mixed with asymmetric ones "
+                                            "(a public key would become an HMAC secret)")
+        self.keys = self._key_source(config, context, bool(symmetric))
+
+    def _key_source(self, config: dict, context: Context, symmetric: bool):
+        sources = [k for k in ("jwks_file", "jwks_uri", "public_key_file", "secret_env") if k in config]
+        if len(sources) != 1:
+            raise ConfigError("jwks_uri", "give exactly one of jwks_file, jwks_uri, public_key_file, secret_env")
+        source = sources[0]
+        if symmetric != (source == "secret_env"):
+            raise ConfigError(source, "secret_env goes with HS* algorithms only, and HS* algorithms "
+                                      "with secret_env only")
+        label = f"authenticator {self.name}"
+        try:
+            if source == "secret_env":
+                value = os.environ.get(config["secret_env"])
+                if not value:
+                    raise ConfigError(source, f"environment variable {config['secret_env']} is not set")
+                return StaticKeySet.from_secret(value.encode(), self.algorithms)
+            if source == "jwks_uri":
+                problem = url_problem(config["jwks_uri"])
+                if problem:
+                    raise ConfigError(source, problem)
+                return RemoteKeySet(
+                    config["jwks_uri"], self.algorithms, label, timeout=float(config.get("timeout", 2)),
+                    max_stale=float(config.get("max_stale", 600)),
+                    refetch_interval=float(config.get("refetch_interval", 30)),
+                )
+            path = context.base_dir / config[source]
+            if source == "jwks_file":
+                keys = StaticKeySet.from_jwks_file(path, self.algorithms, label)
+                if not keys.all:
+                    raise ConfigError(source, f"{path} has no key usable with {', '.join(self.algorithms)}")
+                return keys
+            return StaticKeySet.from_pem(path.read_bytes(), self.algorithms)
+        except OSError as exc:
+            raise ConfigError(source, f"cannot read {exc.filename}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise ConfigError(source, str(exc)) from None
+
+    # -- the request ------------------------------------------------------------
+    def authenticate(self, request: CheckRequest) -> Outcome:
+        token = bearer_token(request)
+        if token is None or token.count(".") != 2:
+            return Outcome.absent()  # not a JWT: perhaps an opaque token for introspection
+        if len(token) > MAX_TOKEN_BYTES:
+            return Outcome.invalid(SLOT, f"token longer than {MAX_TOKEN_BYTES} bytes")
+
+        cache_key = secret_key(self.trust, token)
+        verified = self.cache.get(cache_key)
+        if verified is None or not self.keys.knows(verified.kid):
+            try:
+                header_fields = _b64_json(token.split(".", 1)[0])
+                unverified = _b64_json(token.split(".")[1])
+            except (ValueError, binascii.Error, UnicodeDecodeError):
+                return Outcome.invalid(SLOT, "malformed JWT")
+            if unverified.get("iss") != self.issuer:
+                return Outcome.absent()  # another issuer's token: not ours to judge
+            result = self._verify(token, header_fields)
+            if isinstance(result, Outcome):
+                return result
+            verified = result
+            self.cache.set(cache_key, verified, verified.expires)
+        elif verified.expires <= time.time():
+            return Outcome.invalid(SLOT, "token has expired", Reason.CREDENTIAL_EXPIRED)
+        return self._identity(verified.claims)
+
+    def _verify(self, token: str, header: dict) -> Verified | Outcome:
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self.algorithms:
+            return Outcome.invalid(SLOT, f"algorithm {str(alg)[:20]!r} is not accepted")
+        kid = header.get("kid")
+        if kid is not None and (not isinstance(kid, str) or len(kid) > MAX_KID_LENGTH):
+            return Outcome.invalid(SLOT, "malformed kid")
+        if self.typ is not None and not _same_typ(header.get("typ"), self.typ):
+            return Outcome.invalid(SLOT, f"token typ must be {self.typ}")
+        try:
+            candidates = self.keys.candidates(kid, alg)
+        except KeysUnavailable as exc:
+            return Outcome.invalid(SLOT, str(exc), Reason.UPSTREAM_UNAVAILABLE)
+        if not candidates:
+            return Outcome.invalid(SLOT, "no known key for this token's kid and alg")
+        error: Exception | None = None
+        for candidate in candidates[:8]:
+            try:
+                claims = jwt.decode(
+                    token, candidate.key, algorithms=[alg], audience=self.audience, issuer=self.issuer,
+                    leeway=self.leeway,
+                    options={"require": ["exp", "iss", *self.required_claims], "verify_sub": False,
+                             "verify_jti": False},
+                )
+                break
+            except jwt.ExpiredSignatureError:
+                return Outcome.invalid(SLOT, "token has expired", Reason.CREDENTIAL_EXPIRED)
+            except jwt.InvalidSignatureError as exc:
+                error = exc
+            except jwt.PyJWTError as exc:
+                return Outcome.invalid(SLOT, _explain(exc))
+        else:
+            return Outcome.invalid(SLOT, _explain(error) if error else "signature verification failed")
+        exp = claims.get("exp")
+        if not isinstance(exp, int | float) or isinstance(exp, bool):
+            return Outcome.invalid(SLOT, "exp is not a number")
+        return Verified(claims, candidate.kid, float(exp) + self.leeway)
+
+    def _identity(self, claims: dict) -> Outcome:
+        jti = claims.get("jti")
+        if isinstance(jti, str) and self.context.store.revocations.is_revoked("jti", jti, self.issuer):
+            return Outcome.invalid(SLOT, f"token {jti[:64]} is revoked", Reason.CREDENTIAL_REVOKED)
+        principal = claims.get(self.principal_claim)
+        if not isinstance(principal, str) or not principal:
+            return Outcome.invalid(SLOT, f"token has no {self.principal_claim} claim")
+        if self.scopes_claim:
+            scopes = as_tokens(claim_path(claims, self.scopes_claim))
+        else:
+            scopes = as_tokens(claims.get("scope")) or as_tokens(claims.get("scp"))
+        roles = as_tokens(claim_path(claims, self.roles_claim)) if self.roles_claim else frozenset()
+        credential = jti[:64] if isinstance(jti, str) else None
+        client_id = claims.get("client_id")
+        if isinstance(client_id, str) and client_id and self.principal_claim == "sub" and principal == client_id:
+            # RFC 9068 client-credentials token: the subject is the client itself.
+            return Outcome.valid(SLOT, Identity(client_id, IdentityKind.CLIENT, self.type, self.name,
+                                                scopes, roles, credential))
+        user = Identity(principal, IdentityKind.USER, self.type, self.name, scopes, roles, credential)
+        outcome = Outcome.valid(SLOT, user)
+        if isinstance(client_id, str) and client_id:
+            outcome.also = (Identity(client_id, IdentityKind.CLIENT, self.type, self.name, scopes, frozenset(),
+                                     credential),)
+        return outcome
+
+
+
+def _same_typ(actual: object, wanted: str) -> bool:
+    """RFC 8725 §3.11: compare media types case-insensitively, 'application/' optional."""
+    if not isinstance(actual, str):
+        return False
+
+    def norm(value: str) -> str:
+        value = value.lower()
+        return value[len("application/"):] if value.startswith("application/") else value
+
+    return norm(actual) == norm(wanted)
+
+
+def _explain(exc: Exception) -> str:
+    messages = {
+        jwt.InvalidAudienceError: "token audience is not accepted here",
+        jwt.InvalidIssuerError: "token issuer is not accepted here",
+        jwt.ImmatureSignatureError: "token is not valid yet",
+        jwt.InvalidIssuedAtError: "token iat is invalid or in the future",
+        jwt.InvalidSignatureError: "signature verification failed",
+        jwt.InvalidAlgorithmError: "algorithm does not fit the key",
+    }
+    for kind, message in messages.items():
+        if isinstance(exc, kind):
+            return message
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        return f"token lacks the {exc.claim} claim"
+    return "malformed or invalid token"
+

@@ -1,0 +1,256 @@
+"""Where a ``jwt`` authenticator gets its verification keys.
+
+Keys come only from the operator's configuration — a JWKS file or URL, a PEM public
+key, or an HMAC secret in the environment — never from a token (``jku``, ``x5u``,
+``jwk``, ``x5c`` are ignored; ``kid`` is only a lookup key). Keys unfit for
+signature verification are dropped with a warning: ``use: enc``, an ``alg`` not
+configured, RSA under 2048 bits, a curve that does not match its algorithm, HMAC
+secrets shorter than the hash.
+
+``RemoteKeySet`` caches a JWKS for the TTL of its ``Cache-Control: max-age``
+(default five minutes), refreshes in the background before it expires, keeps using
+the known keys for ``max_stale`` seconds while the IdP is unreachable and not a
+moment longer, and refetches for an unknown ``kid`` at most once per
+``refetch_interval`` so forged kids cannot turn into a request storm.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from authz.http_client import FetchError, fetch
+
+log = logging.getLogger("authz.jwks")
+
+HMAC_ALGORITHMS = {"HS256": 32, "HS384": 48, "HS512": 64}  # minimum secret bytes
+RSA_ALGORITHMS = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
+EC_ALGORITHMS = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
+EDDSA = {"EdDSA"}
+ASYMMETRIC_ALGORITHMS = RSA_ALGORITHMS | set(EC_ALGORITHMS) | EDDSA
+MIN_RSA_BITS = 2048
+_CURVE_NAMES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
+_MAX_STALE_CEILING = 7 * 86400
+
+
+class KeysUnavailable(Exception):
+    """No usable key material: the JWKS endpoint is unreachable and known keys are too old."""
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    kid: str | None
+    key: object
+    algorithms: frozenset[str]
+
+
+def _algorithms_for(key: object, wanted: Iterable[str]) -> set[str]:
+    """The configured algorithms this key may verify."""
+    wanted = set(wanted)
+    if isinstance(key, rsa.RSAPublicKey):
+        return wanted & RSA_ALGORITHMS if key.key_size >= MIN_RSA_BITS else set()
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        curve = _CURVE_NAMES.get(key.curve.name)
+        return {a for a in wanted & set(EC_ALGORITHMS) if EC_ALGORITHMS[a] == curve}
+    if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        return wanted & EDDSA
+    if isinstance(key, bytes):
+        return {a for a in wanted & set(HMAC_ALGORITHMS) if len(key) >= HMAC_ALGORITHMS[a]}
+    return set()
+
+
+def parse_jwks(document: object, algorithms: Iterable[str], source: str) -> dict[str | None, list[SigningKey]]:
+    """Usable verification keys of a JWKS, by kid; unfit keys are logged and skipped."""
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise ValueError("not a JWKS (an object with a 'keys' list)")
+    algorithms = set(algorithms)
+    found: dict[str | None, list[SigningKey]] = {}
+    for index, jwk in enumerate(document["keys"]):
+        if not isinstance(jwk, dict):
+            continue
+        kid = jwk.get("kid") if isinstance(jwk.get("kid"), str) else None
+        label = f"{source} key {kid or '#' + str(index)}"
+        if jwk.get("use", "sig") != "sig":
+            log.warning("%s ignored: use is %r, not 'sig'", label, jwk.get("use"))
+            continue
+        if "key_ops" in jwk and "verify" not in (jwk.get("key_ops") or []):
+            log.warning("%s ignored: key_ops does not allow 'verify'", label)
+            continue
+        alg = jwk.get("alg")
+        if alg is not None and alg not in algorithms:
+            log.warning("%s ignored: alg %r is not among the configured algorithms", label, alg)
+            continue
+        if jwk.get("kty") == "oct" and not algorithms & set(HMAC_ALGORITHMS):
+            log.warning("%s ignored: a symmetric key where asymmetric algorithms are configured", label)
+            continue
+        try:
+            key = jwt.PyJWK(jwk).key
+        except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError) as exc:
+            log.warning("%s ignored: %s", label, exc)
+            continue
+        if isinstance(key, _PRIVATE):
+            log.warning("%s: a JWKS should not carry private keys; using its public half", label)
+            key = key.public_key()
+        usable = _algorithms_for(key, {alg} if alg else algorithms)
+        if not usable:
+            log.warning("%s ignored: unfit for %s (RSA < %d bits, wrong curve or short secret)",
+                        label, "/".join(sorted(algorithms)), MIN_RSA_BITS)
+            continue
+        found.setdefault(kid, []).append(SigningKey(kid, key, frozenset(usable)))
+    return found
+
+
+_PRIVATE = (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)
+
+
+class StaticKeySet:
+    """Keys fixed at policy load: a JWKS file, a PEM public key or an HMAC secret."""
+
+    def __init__(self, keys: dict[str | None, list[SigningKey]]) -> None:
+        self.keys = keys
+        self.all = [k for ks in keys.values() for k in ks]
+
+    @classmethod
+    def from_jwks_file(cls, path, algorithms, source: str) -> StaticKeySet:
+        return cls(parse_jwks(json.loads(path.read_text()), algorithms, source))
+
+    @classmethod
+    def from_pem(cls, data: bytes, algorithms) -> StaticKeySet:
+        key = load_pem_public_key(data)
+        usable = _algorithms_for(key, algorithms)
+        if not usable:
+            raise ValueError("the public key fits none of the configured algorithms "
+                             f"(RSA needs ≥ {MIN_RSA_BITS} bits, EC keys their curve)")
+        return cls({None: [SigningKey(None, key, frozenset(usable))]})
+
+    @classmethod
+    def from_secret(cls, secret: bytes, algorithms) -> StaticKeySet:
+        usable = _algorithms_for(secret, algorithms)
+        if usable != set(algorithms):
+            need = max(HMAC_ALGORITHMS[a] for a in algorithms)
+            raise ValueError(f"the secret is {len(secret)} bytes; {'/'.join(sorted(algorithms))} "
+                             f"needs at least {need}")
+        return cls({None: [SigningKey(None, secret, frozenset(usable))]})
+
+    def candidates(self, kid: str | None, alg: str) -> list[SigningKey]:
+        keys = self.keys.get(kid) if kid is not None else None
+        if keys is None:
+            # No kid, or a kid we do not know: single-key sources still verify.
+            keys = self.keys.get(None, []) if kid is not None else self.all
+        return [k for k in keys if alg in k.algorithms]
+
+    def knows(self, kid: str | None) -> bool:
+        return kid in self.keys or None in self.keys
+
+
+_MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)", re.I)
+
+
+def ttl_from(cache_control: str | None, default: float) -> float:
+    if not cache_control:
+        return default
+    if re.search(r"no-store|no-cache", cache_control, re.I):
+        return 1.0
+    match = _MAX_AGE.search(cache_control)
+    return float(match.group(1)) if match else default
+
+
+class RemoteKeySet:
+    """A JWKS fetched from ``jwks_uri`` (see the module docstring for the rules)."""
+
+    def __init__(self, url: str, algorithms, source: str, *, timeout: float = 2.0,
+                 default_ttl: float = 300.0, max_ttl: float = 86400.0, max_stale: float = 600.0,
+                 refetch_interval: float = 30.0) -> None:
+        self.url = url
+        self.algorithms = frozenset(algorithms)
+        self.source = source
+        self.timeout = timeout
+        self.default_ttl = default_ttl
+        self.max_ttl = max_ttl
+        self.max_stale = min(max_stale, _MAX_STALE_CEILING)
+        self.refetch_interval = refetch_interval
+        self.keys: dict[str | None, list[SigningKey]] | None = None
+        self.fetched_at = 0.0
+        self.expires_at = 0.0
+        self.last_attempt = float("-inf")
+        self.fetches = 0
+        self._lock = threading.Lock()
+        self._refreshing = False
+
+    # -- fetching -------------------------------------------------------------
+    def _fetch(self) -> None:
+        """One fetch; on success replaces the keys. Call with ``_lock`` held."""
+        self.last_attempt = time.monotonic()
+        self.fetches += 1
+        try:
+            reply = fetch(self.url, headers={"Accept": "application/json"}, timeout=self.timeout)
+            if reply.status != 200:
+                raise FetchError(f"HTTP {reply.status}")
+            keys = parse_jwks(reply.json(), self.algorithms, self.source)
+        except (FetchError, ValueError) as exc:
+            log.warning("%s: JWKS fetch from %s failed: %s", self.source, self.url, exc)
+            raise
+        ttl = min(max(ttl_from(reply.headers.get("Cache-Control"), self.default_ttl), 1.0), self.max_ttl)
+        now = time.monotonic()
+        self.keys, self.fetched_at, self.expires_at = keys, now, now + ttl
+
+    def _fetch_now(self) -> bool:
+        with self._lock:
+            try:
+                self._fetch()
+                return True
+            except (FetchError, ValueError):
+                return False
+
+    def _refresh_in_background(self) -> None:
+        with self._lock:
+            if self._refreshing:
+                return
+            self._refreshing = True
+
+        def run() -> None:
+            try:
+                self._fetch_now()
+            finally:
+                self._refreshing = False
+
+        threading.Thread(target=run, name=f"jwks-{self.source}", daemon=True).start()
+
+    # -- lookup ---------------------------------------------------------------
+    def _current(self) -> dict[str | None, list[SigningKey]]:
+        now = time.monotonic()
+        if self.keys is not None and now < self.expires_at:
+            if now >= self.expires_at - (self.expires_at - self.fetched_at) * 0.1:
+                self._refresh_in_background()
+            return self.keys
+        if self.keys is not None and now < self.expires_at + self.max_stale:
+            # Stale but within the grace the operator allowed: serve, and retry quietly.
+            if now - self.last_attempt >= 1.0:
+                self._refresh_in_background()
+            return self.keys
+        # Nothing usable: fetch now, but not more than once a second while failing.
+        if now - self.last_attempt >= 1.0 and self._fetch_now():
+            return self.keys  # type: ignore[return-value]
+        raise KeysUnavailable(f"JWKS {self.url} unreachable and no usable cached keys")
+
+    def candidates(self, kid: str | None, alg: str) -> list[SigningKey]:
+        keys = self._current()
+        found = keys.get(kid, []) if kid is not None else [k for ks in keys.values() for k in ks]
+        # An unknown kid may be a key the IdP just rotated in: look once per interval.
+        if (not found and kid is not None and time.monotonic() - self.last_attempt >= self.refetch_interval
+                and self._fetch_now()):
+            found = self.keys.get(kid, []) if self.keys else []
+        return [k for k in found if alg in k.algorithms]
+
+    def knows(self, kid: str | None) -> bool:
+        keys = self.keys or {}
+        return kid in keys if kid is not None else bool(keys)

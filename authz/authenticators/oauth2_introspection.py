@@ -1,0 +1,124 @@
+"""``oauth2_introspection``: opaque OAuth 2.0 access tokens, checked with the
+authorization server's RFC 7662 introspection endpoint.
+
+authz authenticates itself to the endpoint (``client_secret_basic`` by default, or
+``client_secret_post``) and reads ``active``, ``exp``, ``nbf``, ``aud``, ``scope``,
+``client_id``, ``sub``/``username``. Answers are cached per worker under a MAC of
+the token — never the token itself —: active ones until ``min(exp, max_ttl)``,
+inactive ones for ``negative_ttl`` seconds. Scope and principal constraints are
+checked after the cache. An unreachable endpoint denies with
+``upstream_unavailable`` and is logged (without the token).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import time
+from urllib.parse import quote as urlquote
+from urllib.parse import urlencode
+
+from authz.authenticators.base import Authenticator, ConfigError, Context
+from authz.authenticators.bearer import SLOT, BearerChallenges, as_tokens, bearer_token
+from authz.cache import secret_key
+from authz.decision import Identity, IdentityKind, Outcome, Reason
+from authz.http_client import FetchError, fetch, url_problem
+from authz.request import CheckRequest
+
+log = logging.getLogger("authz.introspection")
+MAX_TOKEN_BYTES = 8192
+_INACTIVE = "inactive"
+
+
+class IntrospectionAuthenticator(BearerChallenges, Authenticator):
+    type = "oauth2_introspection"
+
+    def __init__(self, name: str, config: dict, context: Context) -> None:
+        super().__init__(name, config, context)
+        self.url: str = config["url"]
+        problem = url_problem(self.url)
+        if problem:
+            raise ConfigError("url", problem)
+        self.client_id: str = config["client_id"]
+        secret = os.environ.get(config["client_secret_env"])
+        if not secret:
+            raise ConfigError("client_secret_env", f"environment variable {config['client_secret_env']} is not set")
+        self.client_auth: str = config.get("client_auth", "client_secret_basic")
+        self.timeout = float(config.get("timeout", 2))
+        self.max_ttl = float(config.get("max_ttl", 60))
+        self.negative_ttl = float(config.get("negative_ttl", 10))
+        audience = config.get("audience")
+        self.audience = None if audience is None else {audience} if isinstance(audience, str) else set(audience)
+        self.realm: str = config.get("realm", name)
+        self.cache = context.cache("introspection")
+        self.trust = f"{self.url}\0{self.client_id}\0{sorted(self.audience or [])}"
+        if self.client_auth == "client_secret_basic":
+            # RFC 6749 §2.3.1: form-encode both parts before Basic.
+            pair = f"{urlquote(self.client_id, safe='')}:{urlquote(secret, safe='')}"
+            self._headers = {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
+            self._extra: dict[str, str] = {}
+        else:
+            self._headers, self._extra = {}, {"client_id": self.client_id, "client_secret": secret}
+
+    def authenticate(self, request: CheckRequest) -> Outcome:
+        token = bearer_token(request)
+        if token is None:
+            return Outcome.absent()
+        if not token or len(token) > MAX_TOKEN_BYTES or not token.isascii() or not token.isprintable():
+            return Outcome.invalid(SLOT, "malformed bearer token")
+        key = secret_key(self.trust, token)
+        answer = self.cache.get(key)
+        if answer is None:
+            try:
+                answer, expires = self._introspect(token)
+            except FetchError as exc:
+                log.warning("authenticator %s: introspection at %s failed: %s", self.name, self.url, exc)
+                return Outcome.invalid(SLOT, "introspection endpoint unavailable", Reason.UPSTREAM_UNAVAILABLE)
+            self.cache.set(key, answer, expires)
+        if answer == _INACTIVE:
+            return Outcome.invalid(SLOT, "token is not active")
+        return self._judge(answer)
+
+    def _introspect(self, token: str) -> tuple[dict | str, float]:
+        body = urlencode({"token": token, "token_type_hint": "access_token", **self._extra}).encode()
+        reply = fetch(self.url, data=body, timeout=self.timeout, max_bytes=64 * 1024, headers={
+            "Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json", **self._headers})
+        if reply.status != 200:
+            raise FetchError(f"HTTP {reply.status}")
+        answer = reply.json()
+        if not isinstance(answer, dict) or not isinstance(answer.get("active"), bool):
+            raise FetchError("answer has no boolean 'active'")
+        now = time.time()
+        if not answer["active"]:
+            return _INACTIVE, now + self.negative_ttl
+        exp = answer.get("exp")
+        expires = now + self.max_ttl
+        if isinstance(exp, int | float) and not isinstance(exp, bool):
+            expires = min(expires, float(exp))
+        return answer, expires
+
+    def _judge(self, answer: dict) -> Outcome:
+        now = time.time()
+        exp, nbf = answer.get("exp"), answer.get("nbf")
+        if isinstance(exp, int | float) and exp <= now:
+            return Outcome.invalid(SLOT, "token has expired", Reason.CREDENTIAL_EXPIRED)
+        if isinstance(nbf, int | float) and nbf > now + 30:
+            return Outcome.invalid(SLOT, "token is not valid yet")
+        if self.audience is not None and not self.audience & as_tokens(
+                [answer["aud"]] if isinstance(answer.get("aud"), str) else answer.get("aud")):
+            return Outcome.invalid(SLOT, "token audience is not accepted here")
+        scopes = as_tokens(answer.get("scope"))
+        subject = answer.get("sub") or answer.get("username")
+        client_id = answer.get("client_id")
+        client = (Identity(client_id, IdentityKind.CLIENT, self.type, self.name, scopes)
+                  if isinstance(client_id, str) and client_id else None)
+        if not isinstance(subject, str) or not subject or (client and subject == client_id):
+            if client is None:
+                return Outcome.invalid(SLOT, "introspection named neither a subject nor a client")
+            return Outcome.valid(SLOT, client)
+        outcome = Outcome.valid(SLOT, Identity(subject, IdentityKind.USER, self.type, self.name, scopes))
+        if client is not None:
+            outcome.also = (client,)
+        return outcome
+

@@ -1,0 +1,132 @@
+"""A real identity provider on loopback for the token tests: a JWKS endpoint and an
+RFC 7662 introspection endpoint served by ``http.server`` in a thread, with keys made
+by ``cryptography``. Tests change what it serves, count what it was asked, and take
+it down to simulate an outage."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+ISSUER = "https://idp.example.com"
+AUDIENCE = "https://api.example.com"
+
+
+def rsa_key(bits: int = 2048) -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+
+
+def ec_key(curve=None) -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(curve or ec.SECP256R1())
+
+
+def ed_key() -> ed25519.Ed25519PrivateKey:
+    return ed25519.Ed25519PrivateKey.generate()
+
+
+def public_jwk(private, kid: str | None, alg: str | None = None, **extra) -> dict:
+    jwk = json.loads(jwt.algorithms.get_default_algorithms()[alg or "RS256"].to_jwk(private.public_key()))
+    if kid is not None:
+        jwk["kid"] = kid
+    if alg:
+        jwk["alg"] = alg
+    jwk.update(extra)
+    return jwk
+
+
+def public_pem(private) -> bytes:
+    return private.public_key().public_bytes(serialization.Encoding.PEM,
+                                             serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def mint(private, alg: str = "RS256", kid: str | None = "k1", headers: dict | None = None, **claims) -> str:
+    now = int(time.time())
+    payload = {"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "iat": now, "exp": now + 300,
+               "scope": "orders:read"}
+    payload.update(claims)
+    payload = {k: v for k, v in payload.items() if v is not None}
+    head = dict(headers or {})
+    if kid is not None:
+        head["kid"] = kid
+    return jwt.encode(payload, private, algorithm=alg, headers=head)
+
+
+def b64(data: bytes | dict) -> str:
+    if isinstance(data, dict):
+        data = json.dumps(data).encode()
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class IdentityProvider:
+    """Serves ``/jwks`` and ``/introspect``; everything it answers is test-controlled."""
+
+    def __init__(self) -> None:
+        self.jwks: dict = {"keys": []}
+        self.cache_control: str | None = "max-age=300"
+        self.down = False
+        self.hits: dict[str, int] = {}
+        self.introspection: dict[str, dict] = {}
+        self.client_id, self.client_secret = "authz", "s3cret:with/odd&chars"
+        self.auth_seen: list[str] = []
+        provider = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def _send(self, status: int, body: dict, headers: dict | None = None) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                provider.hits[self.path] = provider.hits.get(self.path, 0) + 1
+                if provider.down:
+                    return self._send(503, {"error": "down"})
+                if self.path == "/jwks":
+                    headers = {"Cache-Control": provider.cache_control} if provider.cache_control else {}
+                    return self._send(200, provider.jwks, headers)
+                return self._send(404, {})
+
+            def do_POST(self) -> None:
+                provider.hits[self.path] = provider.hits.get(self.path, 0) + 1
+                length = int(self.headers.get("Content-Length") or 0)
+                form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+                if provider.down:
+                    return self._send(503, {"error": "down"})
+                if self.path != "/introspect":
+                    return self._send(404, {})
+                if not provider._client_ok(self.headers.get("Authorization"), form):
+                    return self._send(401, {"error": "invalid_client"})
+                return self._send(200, provider.introspection.get(form.get("token", ""), {"active": False}))
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _client_ok(self, authorization: str | None, form: dict) -> bool:
+        from urllib.parse import unquote
+
+        if authorization and authorization.startswith("Basic "):
+            user, _, secret = base64.b64decode(authorization[6:]).decode().partition(":")
+            self.auth_seen.append("client_secret_basic")
+            return (unquote(user), unquote(secret)) == (self.client_id, self.client_secret)
+        self.auth_seen.append("client_secret_post")
+        return (form.get("client_id"), form.get("client_secret")) == (self.client_id, self.client_secret)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
