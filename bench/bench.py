@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import base64
 import io
+import itertools
 import json
 import os
 import platform
@@ -34,7 +35,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import jwt as pyjwt
 import requests
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -49,14 +52,31 @@ from authz.request import CheckRequest  # noqa: E402
 from authz.store import Store  # noqa: E402
 
 BIN = Path(sys.executable).parent
+ISSUER, AUDIENCE = "https://idp.example.com", "https://api.example.com"
+JWT = {"type": "jwt", "issuer": ISSUER, "audience": AUDIENCE, "jwks_file": "keys/idp.jwks.json"}
 POLICY = {
-    "authenticators": {"partner_key": {"type": "api_key"}, "staff": {"type": "basic"}},
+    "authenticators": {"partner_key": {"type": "api_key"}, "staff": {"type": "basic"},
+                       "rs_jwt": {**JWT, "algorithms": ["RS256"]}, "es_jwt": {**JWT, "algorithms": ["ES256"]}},
     "routes": [
         {"id": "keys", "match": {"paths": ["/v1/orders/**"]},
          "require": {"use": "partner_key", "scopes": ["orders:read"]}},
         {"id": "basic", "match": {"paths": ["/admin/**"]}, "require": {"use": "staff", "roles": ["admin"]}},
+        {"id": "rs256", "match": {"paths": ["/rs/**"]}, "require": {"use": "rs_jwt", "scopes": ["orders:read"]}},
+        {"id": "es256", "match": {"paths": ["/es/**"]}, "require": {"use": "es_jwt", "scopes": ["orders:read"]}},
     ],
 }
+RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+EC_KEY = ec.generate_private_key(ec.SECP256R1())
+_serial = itertools.count()
+
+
+def token(alg: str) -> str:
+    """A realistic access token (jti, scope, client_id), never seen before."""
+    now = int(time.time())
+    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "client_id": "web", "scope": "orders:read",
+              "iat": now, "exp": now + 3600, "jti": f"t-{next(_serial)}"}
+    key, kid = (RSA_KEY, "rs1") if alg == "RS256" else (EC_KEY, "ec1")
+    return pyjwt.encode(claims, key, algorithm=alg, headers={"kid": kid})
 
 
 def percentile(samples: list[int], q: float) -> float:
@@ -70,19 +90,30 @@ def setup(workdir: Path) -> tuple[Store, Path, str, str]:
     policy_dir = workdir / "policies"
     policy_dir.mkdir()
     (policy_dir / "bench.json").write_text(json.dumps(POLICY))
+    (policy_dir / "keys").mkdir()
+    algorithms = pyjwt.algorithms.get_default_algorithms()
+    jwks = {"keys": [
+        {**json.loads(algorithms["RS256"].to_jwk(RSA_KEY.public_key())), "kid": "rs1", "alg": "RS256", "use": "sig"},
+        {**json.loads(algorithms["ES256"].to_jwk(EC_KEY.public_key())), "kid": "ec1", "alg": "ES256", "use": "sig"},
+    ]}
+    (policy_dir / "keys" / "idp.jwks.json").write_text(json.dumps(jwks))
     _, key = store.keys.create("partner-a", ["orders:read"])
     store.principals.add_user("alice", passwords.hash_password("alice-pw"), roles=["admin"])
     basic = "Basic " + base64.b64encode(b"alice:alice-pw").decode()
     return store, policy_dir, key, basic
 
 
-def trials(func, n: int, count: int) -> tuple[float, float, float]:
+def trials(func, n: int, count: int, warmup: int | None = None) -> tuple[float, float, float]:
     """(best p50, that trial's p99, median p50) over ``count`` trials of ``n`` calls."""
-    # A fresh process runs slow for its first second or so (caches, CPU clock):
-    # warm up by time, not by count.
-    deadline = time.perf_counter() + 2.0
-    while time.perf_counter() < deadline:
-        func()
+    if warmup is None:
+        # A fresh process runs slow for its first second or so (caches, CPU clock):
+        # warm up by time, not by count.
+        deadline = time.perf_counter() + 2.0
+        while time.perf_counter() < deadline:
+            func()
+    else:
+        for _ in range(warmup):
+            func()
     runs = []
     for _ in range(count):
         samples = []
@@ -95,11 +126,21 @@ def trials(func, n: int, count: int) -> tuple[float, float, float]:
     return best[0], best[1], statistics.median(p50 for p50, _ in runs)
 
 
-def in_process(store: Store, policy_dir: Path, cases: dict, n: int, count: int) -> dict:
+def in_process(store: Store, policy_dir: Path, cases: dict, n: int, count: int, n_first: int) -> dict:
     engine = DecisionEngine(load_policy(policy_dir, Context(store=store)))
     app = create_app(Settings(db_path=store.path, policy_dir=policy_dir))
     results = {}
     for name, (target, headers) in cases.items():
+        if callable(headers):  # first sight: a new token for every call
+            fresh = iter([headers() for _ in range(2000 + n_first * count)])
+
+            def decide(target=target, fresh=fresh):
+                return engine.decide(CheckRequest.build("GET", target, "api.example.com", "http", next(fresh)))
+
+            assert decide().allowed, name
+            results[f"{name}: decide()"] = trials(decide, n_first, count, warmup=1999)
+            continue
+
         def decide(target=target, headers=headers):
             return engine.decide(CheckRequest.build("GET", target, "api.example.com", "http", headers))
 
@@ -194,20 +235,27 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="short run, print only")
     args = parser.parse_args()
-    n, count, seconds, rounds = (5000, 2, 3, 1) if args.quick else (20000, 7, 10, 3)
+    n, count, n_first, seconds, rounds = (5000, 2, 500, 3, 1) if args.quick else (20000, 7, 2000, 10, 3)
     with tempfile.TemporaryDirectory() as tmp:
         store, policy_dir, key, basic = setup(Path(tmp))
+        rs_token, es_token = token("RS256"), token("ES256")
         cases = {"API key": ("/v1/orders/42", {"X-API-Key": key}),
-                 "Basic (cached)": ("/admin/users", {"Authorization": basic})}
-        latency = in_process(store, policy_dir, cases, n, count)
-        throughput = end_to_end(store, policy_dir, cases, seconds, rounds)
+                 "Basic (cached)": ("/admin/users", {"Authorization": basic}),
+                 "JWT RS256, repeated token": ("/rs/x", {"Authorization": f"Bearer {rs_token}"}),
+                 "JWT ES256, repeated token": ("/es/x", {"Authorization": f"Bearer {es_token}"}),
+                 "JWT RS256, first sight": ("/rs/x", lambda: {"Authorization": f"Bearer {token('RS256')}"}),
+                 "JWT ES256, first sight": ("/es/x", lambda: {"Authorization": f"Bearer {token('ES256')}"})}
+        latency = in_process(store, policy_dir, cases, n, count, n_first)
+        loaded = {name: case for name, case in cases.items() if not callable(case[1])}
+        throughput = end_to_end(store, policy_dir, loaded, seconds, rounds)
     lines = [
         "# Benchmark results", "",
         f"Machine: {machine()}. Measured {time.strftime('%Y-%m-%d')} with `make bench` "
         f"(`bench/bench.py`).", "",
         "## In-process decision latency", "",
-        f"{count} trials of {n} calls each after a warm-up; `decide()` includes building the "
-        "CheckRequest (path normalisation, headers) as an adapter does. Best trial's p50 and "
+        f"{count} trials of {n} calls each after a warm-up ({n_first} for first-sight tokens, each call "
+        "a token never seen before, with a jti checked against the revocation table); `decide()` "
+        "includes building the CheckRequest (path normalisation, headers) as an adapter does. Best trial's p50 and "
         "p99, and the median of the trials' p50 (the VM's neighbours add noise; see bench.py).", "",
         "| case | p50 µs (best trial) | p99 µs (same trial) | p50 µs (median of trials) |",
         "|---|---:|---:|---:|",
