@@ -128,3 +128,26 @@ def test_policy_check(tmp_path):
     (tmp_path / "p.json").write_text('{"routes": [{"id": "r", "require": "ghost"}]}')
     result = CliRunner().invoke(main, ["policy", "check", str(tmp_path)])
     assert result.exit_code == 1 and "/routes/0/require: unknown authenticator 'ghost'" in result.output
+
+
+def test_tokens_revoke(run, tmp_path):
+    import time
+
+    from tests.idp import mint, rsa_key
+
+    out = json.loads(run("tokens", "revoke", "--jti", "abc", "--issuer", "https://idp", "--json").output)
+    assert out["value"] == "abc" and out["issuer"] == "https://idp"
+    assert out["expires_at"] == pytest.approx(time.time() + 30 * 86400, abs=5)
+    token = mint(rsa_key(), jti="from-token", exp=int(time.time()) + 600)
+    (tmp_path / "t.jwt").write_text(token)
+    out = json.loads(run("tokens", "revoke", "--token", str(tmp_path / "t.jwt"), "--json").output)
+    assert (out["value"], out["issuer"]) == ("from-token", "https://idp.example.com")
+    assert out["expires_at"] == pytest.approx(time.time() + 600 + 300, abs=5)
+    listed = json.loads(run("tokens", "list", "--json").output)
+    assert [r["value"] for r in listed] == ["abc", "from-token"]
+    (tmp_path / "bad.jwt").write_text("not-a-token")
+    assert "not a JWT" in run("tokens", "revoke", "--token", str(tmp_path / "bad.jwt"), ok=False).output
+    assert "give --jti or --token" in run("tokens", "revoke", ok=False).output
+    expired = mint(rsa_key(), jti="old", exp=int(time.time()) - 3600)
+    (tmp_path / "old.jwt").write_text(expired)
+    assert "already expired" in run("tokens", "revoke", "--token", str(tmp_path / "old.jwt"), ok=False).output
