@@ -50,6 +50,9 @@ class Identity:
     scopes: frozenset[str] = frozenset()
     roles: frozenset[str] = frozenset()
     credential: str | None = None
+    # RFC 8705 certificate thumbprint: of the certificate itself (mtls), or the one a
+    # token is bound to (its cnf."x5t#S256").
+    x5t: str | None = None
 
     def to_json(self) -> dict:
         return {

@@ -193,6 +193,28 @@ class Headers(Mapping[str, str]):
         return len(self._items)
 
 
+# Where a client certificate can come from: proxy header dialects (adapters/client_certs.py),
+# the JSON API's client_cert, and Envoy gRPC's source.certificate.
+CERT_SOURCES = ("nginx", "xfcc", "traefik", "rfc9440", "api", "envoy_grpc")
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardedCert:
+    """A client certificate as one proxy header described it (see adapters/client_certs.py).
+
+    ``chain`` is DER, leaf first; it is empty when the proxy sent only a fingerprint
+    (XFCC ``Hash``). ``proxy_verify`` is the proxy's own verdict where it gives one
+    (nginx ``SUCCESS`` / ``FAILED:…`` / ``NONE``). ``error`` says why a header that was
+    present could not be read — the authenticator then refuses, never ignores it.
+    """
+
+    source: str
+    chain: tuple[bytes, ...] = ()
+    sha256: str | None = None
+    proxy_verify: str | None = None
+    error: str | None = None
+
+
 @dataclass(slots=True)
 class CheckRequest:
     """The original request as the proxy described it, already normalised."""
@@ -204,7 +226,12 @@ class CheckRequest:
     query: str = ""
     headers: Headers = field(default_factory=Headers)
     client_ip: IPAddress | None = None
-    client_cert_chain: tuple[bytes, ...] = ()
+    client_certs: tuple[ForwardedCert, ...] = ()
+
+    @property
+    def client_cert_chain(self) -> tuple[bytes, ...]:
+        """The first forwarded chain (DER, leaf first), or ()."""
+        return next((c.chain for c in self.client_certs if c.chain), ())
 
     @classmethod
     def build(
@@ -215,7 +242,7 @@ class CheckRequest:
         scheme: str = "http",
         headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
         client_ip: IPAddress | None = None,
-        client_cert_chain: tuple[bytes, ...] = (),
+        client_certs: tuple[ForwardedCert, ...] = (),
     ) -> CheckRequest:
         """Describe a request from its raw target (``/path?query``); may raise BadRequest."""
         method = method.strip().upper()
@@ -230,7 +257,7 @@ class CheckRequest:
             query=query,
             headers=headers if isinstance(headers, Headers) else Headers(headers),
             client_ip=client_ip,
-            client_cert_chain=client_cert_chain,
+            client_certs=client_certs,
         )
 
 

@@ -31,8 +31,10 @@ def snapshot(run):
 
 
 def test_db_init_is_idempotent(run):
+    from authz.store.migrations import LATEST
+
     out = json.loads(run("db", "init", "--json").output)
-    assert out["from_version"] == out["version"] == 1
+    assert out["from_version"] == out["version"] == LATEST
 
 
 def test_commands_need_an_initialised_db(tmp_path):

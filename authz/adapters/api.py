@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 from urllib.parse import urlsplit
 
+from authz.adapters import client_certs
 from authz.adapters.common import Answer, bad_request, check_peer, render
+from authz.certs import from_pem
 from authz.request import BadRequest, CheckRequest, Headers, parse_ip
 
 PATH = "/v1/decisions"
@@ -65,7 +67,12 @@ def describe(body: object) -> CheckRequest:
         client_ip = parse_ip(body["client_ip"]) if isinstance(body["client_ip"], str) else None
         if client_ip is None:
             raise InvalidBody("'client_ip' is not an IP address")
-    return CheckRequest.build(method, target, host, scheme, headers, client_ip)
+    certs = client_certs.from_headers(headers)
+    if body.get("client_cert") is not None:
+        if not isinstance(body["client_cert"], str):
+            raise InvalidBody("'client_cert' must be a PEM string (leaf first, chain after)")
+        certs = (from_pem("api", body["client_cert"]), *certs)
+    return CheckRequest.build(method, target, host, scheme, headers, client_ip, certs)
 
 
 def handle(state, environ: dict) -> Answer:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from authz.adapters import client_certs
 from authz.adapters.common import Answer, bad_request, check_peer, render, request_headers
 from authz.request import BadRequest, CheckRequest
 
@@ -33,7 +34,7 @@ def describe(environ: dict, settings, peer) -> CheckRequest:
     if not method or not target:
         raise BadRequest("X-Original-Method and X-Original-URI (or X-Original-URL) are required")
     client_ip = settings.trusted.client_ip(peer, headers.get("x-forwarded-for"), headers.get("x-real-ip"))
-    return CheckRequest.build(method, target, host, scheme, headers, client_ip)
+    return CheckRequest.build(method, target, host, scheme, headers, client_ip, client_certs.from_headers(headers))
 
 
 def handle(state, environ: dict) -> Answer:

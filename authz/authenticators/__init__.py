@@ -7,12 +7,13 @@ from authz.authenticators.api_key import ApiKeyAuthenticator
 from authz.authenticators.base import Authenticator, ConfigError, Context
 from authz.authenticators.basic import BasicAuthenticator
 from authz.authenticators.jwt_bearer import JwtAuthenticator
+from authz.authenticators.mtls import MtlsAuthenticator
 from authz.authenticators.oauth2_introspection import IntrospectionAuthenticator
 
 TYPES: dict[str, type[Authenticator]] = {
     cls.type: cls
     for cls in (AnonymousAuthenticator, ApiKeyAuthenticator, BasicAuthenticator, JwtAuthenticator,
-                IntrospectionAuthenticator)
+                IntrospectionAuthenticator, MtlsAuthenticator)
 }
 
 # Places a credential can arrive in. A filled slot that no authenticator of the route

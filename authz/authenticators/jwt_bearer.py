@@ -15,6 +15,7 @@ every request.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ from authz.authenticators.keysets import (
     StaticKeySet,
 )
 from authz.cache import secret_key
+from authz.certs import thumbprint
 from authz.decision import Identity, IdentityKind, Outcome, Reason
 from authz.http_client import url_problem
 from authz.request import CheckRequest
@@ -143,7 +145,7 @@ class JwtAuthenticator(BearerChallenges, Authenticator):
             self.cache.set(cache_key, verified, verified.expires)
         elif verified.expires <= time.time():
             return Outcome.invalid(SLOT, "token has expired", Reason.CREDENTIAL_EXPIRED)
-        return self._identity(verified.claims)
+        return self._identity(verified.claims, request)
 
     def _verify(self, jws: jose.CompactJWS) -> Verified | Outcome:
         header = jws.header
@@ -172,7 +174,15 @@ class JwtAuthenticator(BearerChallenges, Authenticator):
                                    Reason.CREDENTIALS_INVALID)
         return Verified(jws.claims, signer.kid, exp + self.leeway)
 
-    def _identity(self, claims: dict) -> Outcome:
+    def _identity(self, claims: dict, request: CheckRequest) -> Outcome:
+        bound_to = _bound_thumbprint(claims)
+        if bound_to is not None:
+            # RFC 8705 §3: a bound token is only good with the certificate it names.
+            presented = certificate_thumbprints(request)
+            if not presented:
+                return Outcome.invalid(SLOT, "certificate-bound token without a client certificate")
+            if presented != {bound_to}:
+                return Outcome.invalid(SLOT, "token is bound to another client certificate")
         jti = claims.get("jti")
         if isinstance(jti, str) and self.context.store.revocations.is_revoked("jti", jti, self.issuer):
             return Outcome.invalid(SLOT, f"token {jti[:64]} is revoked", Reason.CREDENTIAL_REVOKED)
@@ -189,14 +199,31 @@ class JwtAuthenticator(BearerChallenges, Authenticator):
         if isinstance(client_id, str) and client_id and self.principal_claim == "sub" and principal == client_id:
             # RFC 9068 client-credentials token: the subject is the client itself.
             return Outcome.valid(SLOT, Identity(client_id, IdentityKind.CLIENT, self.type, self.name,
-                                                scopes, roles, credential))
-        user = Identity(principal, IdentityKind.USER, self.type, self.name, scopes, roles, credential)
+                                                scopes, roles, credential, bound_to))
+        user = Identity(principal, IdentityKind.USER, self.type, self.name, scopes, roles, credential, bound_to)
         outcome = Outcome.valid(SLOT, user)
         if isinstance(client_id, str) and client_id:
             outcome.also = (Identity(client_id, IdentityKind.CLIENT, self.type, self.name, scopes, frozenset(),
-                                     credential),)
+                                     credential, bound_to),)
         return outcome
 
+
+
+def _bound_thumbprint(claims: dict) -> str | None:
+    cnf = claims.get("cnf")
+    value = cnf.get("x5t#S256") if isinstance(cnf, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def certificate_thumbprints(request: CheckRequest) -> set[str]:
+    """RFC 8705 thumbprints of every client certificate the proxy forwarded."""
+    found = set()
+    for cert in request.client_certs:
+        if cert.chain:
+            found.add(thumbprint(cert.chain[0]))
+        elif cert.sha256:
+            found.add(base64.urlsafe_b64encode(bytes.fromhex(cert.sha256)).rstrip(b"=").decode())
+    return found
 
 
 def _same_typ(actual: object, wanted: str) -> bool:

@@ -157,6 +157,14 @@ def _requirement(spec, path, file, authenticators, defined_in, problems) -> Requ
         ]
         if any(child is None for child in children):
             return None
+        for i, child in enumerate(children):
+            if isinstance(child, Leaf) and child.bind_certificate:
+                siblings = [c for c in children if isinstance(c, Leaf) and c.authenticator.type == "mtls"]
+                if key != "all" or child.authenticator.type != "jwt" or not siblings:
+                    problems.append(PolicyProblem(file, pointer([*path, key, i, "bind_certificate"]),
+                                                  "bind_certificate goes on a jwt leaf inside an 'all' that also "
+                                                  "has an mtls leaf"))
+                    return None
         return (AnyOf if key == "any" else AllOf)(children, where)
     name = spec["use"]
     if name not in defined_in:
@@ -167,8 +175,12 @@ def _requirement(spec, path, file, authenticators, defined_in, problems) -> Requ
         return None
     if name not in authenticators:  # defined, but its config was wrong (reported already)
         return None
+    if spec.get("bind_certificate") and path[-1] == "require":
+        problems.append(PolicyProblem(file, pointer([*path, "bind_certificate"]),
+                                      "bind_certificate goes on a jwt leaf inside an 'all' that also has an mtls leaf"))
+        return None
     return Leaf(
-        authenticator=authenticators[name], pointer=where,
+        authenticator=authenticators[name], pointer=where, bind_certificate=bool(spec.get("bind_certificate")),
         scopes=frozenset(spec.get("scopes", ())), roles=frozenset(spec.get("roles", ())),
         principals=tuple(spec.get("principals", ())),
     )

@@ -87,6 +87,7 @@ class Leaf(Requirement):
     scopes: frozenset[str] = frozenset()
     roles: frozenset[str] = frozenset()
     principals: tuple[str, ...] = ()
+    bind_certificate: bool = False
     _principal_patterns: tuple[re.Pattern[str], ...] = ()
 
     def __post_init__(self) -> None:
@@ -114,6 +115,9 @@ class Leaf(Requirement):
         methods = [self.authenticator.type]
         if identity is None:
             return Result(State.SATISFIED, methods=methods)
+        if self.bind_certificate and identity.x5t is None:
+            return Result(State.INVALID, reason=Reason.CREDENTIALS_INVALID, leaves=[self],
+                          detail="this route needs a certificate-bound token (cnf.x5t#S256)")
         missing = self.scopes - identity.scopes
         if missing:
             return Result(
@@ -178,6 +182,13 @@ class AllOf(Branch):
             if result.state is State.FORBIDDEN:
                 return result
         combined = Result(State.SATISFIED)
+        certificates = {i.x5t for r in results for i in r.identities if i.method == "mtls" and i.x5t}
+        for result in results:
+            for identity in result.identities:
+                if identity.method != "mtls" and identity.x5t and certificates and identity.x5t not in certificates:
+                    # RFC 8705: the token names another certificate than the one verified here.
+                    return Result(State.INVALID, reason=Reason.CREDENTIALS_INVALID, leaves=result.leaves,
+                                  detail="token is bound to another client certificate")
         for result in results:
             for identity in result.identities:
                 if identity not in combined.identities:

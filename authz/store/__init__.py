@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from authz.store.api_keys import ApiKeys, KeyMatch, LastUsedRecorder
+from authz.store.certificates import Certificates
 from authz.store.database import Database, StoreError
 from authz.store.principals import Principals, User
 from authz.store.revocations import Revocations
@@ -26,6 +27,7 @@ class Store:
         self.principals = Principals(self.database)
         self.keys = ApiKeys(self.database, self.principals)
         self.revocations = Revocations(self.database)
+        self.certificates = Certificates(self.database, self.principals, self.revocations)
         self.last_used = LastUsedRecorder(self.database, last_used_interval)
 
     @property

@@ -45,6 +45,17 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (kind, issuer, value)
         )""",
     ],
+    [
+        # Client certificates registered to a principal (mtls principal_from: registered).
+        """CREATE TABLE certificates (
+            fingerprint TEXT PRIMARY KEY,
+            principal_id INTEGER NOT NULL REFERENCES principals(id),
+            subject TEXT,
+            not_after REAL,
+            created_at REAL NOT NULL
+        )""",
+        "CREATE INDEX certificates_principal ON certificates(principal_id)",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)
