@@ -45,7 +45,10 @@ def pem_chain(text: str) -> tuple[bytes, ...]:
 
 
 def make(source: str, chain: tuple[bytes, ...], verify: str | None = None) -> ForwardedCert:
-    return ForwardedCert(source, chain, fingerprint(chain[0]), verify)
+    digest = hashlib.sha256()
+    for der in chain:
+        digest.update(hashlib.sha256(der).digest())
+    return ForwardedCert(source, chain, fingerprint(chain[0]), verify, chain_digest=digest.digest())
 
 
 def from_base64_der(source: str, value: str) -> ForwardedCert:

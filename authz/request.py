@@ -213,6 +213,7 @@ class ForwardedCert:
     sha256: str | None = None
     proxy_verify: str | None = None
     error: str | None = None
+    chain_digest: bytes = b""  # SHA-256 over the whole chain: a cache key for its verification
 
 
 @dataclass(slots=True)

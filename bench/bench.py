@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import jwt as pyjwt
 import requests
@@ -43,38 +44,54 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from authz import passwords  # noqa: E402
+from authz.adapters import client_certs  # noqa: E402
 from authz.app import create_app  # noqa: E402
 from authz.authenticators import Context  # noqa: E402
+from authz.certs import thumbprint  # noqa: E402
 from authz.config import Settings  # noqa: E402
 from authz.engine import DecisionEngine  # noqa: E402
 from authz.policy import load_policy  # noqa: E402
-from authz.request import CheckRequest  # noqa: E402
+from authz.request import CheckRequest, Headers  # noqa: E402
 from authz.store import Store  # noqa: E402
+from tests.pki import Pki  # noqa: E402
 
 BIN = Path(sys.executable).parent
 ISSUER, AUDIENCE = "https://idp.example.com", "https://api.example.com"
-JWT = {"type": "jwt", "issuer": ISSUER, "audience": AUDIENCE, "jwks_file": "keys/idp.jwks.json"}
+JWT = {"type": "jwt", "issuer": ISSUER, "audience": AUDIENCE}
 POLICY = {
     "authenticators": {"partner_key": {"type": "api_key"}, "staff": {"type": "basic"},
-                       "rs_jwt": {**JWT, "algorithms": ["RS256"]}, "es_jwt": {**JWT, "algorithms": ["ES256"]}},
+                       "rs_jwt": {**JWT, "algorithms": ["RS256"], "jwks_file": "keys/rs.jwks.json"},
+                       "es_jwt": {**JWT, "algorithms": ["ES256"], "jwks_file": "keys/es.jwks.json"},
+                       "mesh": {"type": "mtls", "ca_file": "keys/mesh-ca.pem", "cert_sources": ["nginx"],
+                                "intermediates_file": "keys/mesh-intermediates.pem"}},
     "routes": [
         {"id": "keys", "match": {"paths": ["/v1/orders/**"]},
          "require": {"use": "partner_key", "scopes": ["orders:read"]}},
         {"id": "basic", "match": {"paths": ["/admin/**"]}, "require": {"use": "staff", "roles": ["admin"]}},
         {"id": "rs256", "match": {"paths": ["/rs/**"]}, "require": {"use": "rs_jwt", "scopes": ["orders:read"]}},
         {"id": "es256", "match": {"paths": ["/es/**"]}, "require": {"use": "es_jwt", "scopes": ["orders:read"]}},
+        {"id": "mtls", "match": {"paths": ["/mesh/**"]},
+         "require": {"use": "mesh", "principals": ["spiffe://corp/ns/payments/*"]}},
+        {"id": "mtls-jwt", "match": {"paths": ["/zero-trust/**"]},
+         "require": {"all": ["mesh", {"use": "rs_jwt", "bind_certificate": True}]}},
     ],
 }
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 EC_KEY = ec.generate_private_key(ec.SECP256R1())
 _serial = itertools.count()
+PKI = Pki()
 
 
-def token(alg: str) -> str:
+def nginx_cert(leaf) -> dict:
+    """Headers as the README's nginx mTLS block sends them ($ssl_client_escaped_cert: the leaf)."""
+    return {"X-SSL-Client-Cert": quote(leaf.pem.decode(), safe=""), "X-SSL-Client-Verify": "SUCCESS"}
+
+
+def token(alg: str, **extra) -> str:
     """A realistic access token (jti, scope, client_id), never seen before."""
     now = int(time.time())
     claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "client_id": "web", "scope": "orders:read",
-              "iat": now, "exp": now + 3600, "jti": f"t-{next(_serial)}"}
+              "iat": now, "exp": now + 3600, "jti": f"t-{next(_serial)}", **extra}
     key, kid = (RSA_KEY, "rs1") if alg == "RS256" else (EC_KEY, "ec1")
     return pyjwt.encode(claims, key, algorithm=alg, headers={"kid": kid})
 
@@ -92,11 +109,12 @@ def setup(workdir: Path) -> tuple[Store, Path, str, str]:
     (policy_dir / "bench.json").write_text(json.dumps(POLICY))
     (policy_dir / "keys").mkdir()
     algorithms = pyjwt.algorithms.get_default_algorithms()
-    jwks = {"keys": [
-        {**json.loads(algorithms["RS256"].to_jwk(RSA_KEY.public_key())), "kid": "rs1", "alg": "RS256", "use": "sig"},
-        {**json.loads(algorithms["ES256"].to_jwk(EC_KEY.public_key())), "kid": "ec1", "alg": "ES256", "use": "sig"},
-    ]}
-    (policy_dir / "keys" / "idp.jwks.json").write_text(json.dumps(jwks))
+    rs = {**json.loads(algorithms["RS256"].to_jwk(RSA_KEY.public_key())), "kid": "rs1", "alg": "RS256", "use": "sig"}
+    es = {**json.loads(algorithms["ES256"].to_jwk(EC_KEY.public_key())), "kid": "ec1", "alg": "ES256", "use": "sig"}
+    (policy_dir / "keys" / "rs.jwks.json").write_text(json.dumps({"keys": [rs]}))
+    (policy_dir / "keys" / "es.jwks.json").write_text(json.dumps({"keys": [es]}))
+    (policy_dir / "keys" / "mesh-ca.pem").write_bytes(PKI.root.pem)
+    (policy_dir / "keys" / "mesh-intermediates.pem").write_bytes(PKI.intermediate.pem)
     _, key = store.keys.create("partner-a", ["orders:read"])
     store.principals.add_user("alice", passwords.hash_password("alice-pw"), roles=["admin"])
     basic = "Basic " + base64.b64encode(b"alice:alice-pw").decode()
@@ -126,6 +144,13 @@ def trials(func, n: int, count: int, warmup: int | None = None) -> tuple[float, 
     return best[0], best[1], statistics.median(p50 for p50, _ in runs)
 
 
+def describe(target: str, headers: dict) -> CheckRequest:
+    """What the nginx adapter does with a request's headers."""
+    parsed = Headers(headers)
+    return CheckRequest.build("GET", target, "api.example.com", "http", parsed, None,
+                              client_certs.from_headers(parsed))
+
+
 def in_process(store: Store, policy_dir: Path, cases: dict, n: int, count: int, n_first: int) -> dict:
     engine = DecisionEngine(load_policy(policy_dir, Context(store=store)))
     app = create_app(Settings(db_path=store.path, policy_dir=policy_dir))
@@ -135,14 +160,14 @@ def in_process(store: Store, policy_dir: Path, cases: dict, n: int, count: int, 
             fresh = iter([headers() for _ in range(2000 + n_first * count)])
 
             def decide(target=target, fresh=fresh):
-                return engine.decide(CheckRequest.build("GET", target, "api.example.com", "http", next(fresh)))
+                return engine.decide(describe(target, next(fresh)))
 
             assert decide().allowed, name
             results[f"{name}: decide()"] = trials(decide, n_first, count, warmup=1999)
             continue
 
         def decide(target=target, headers=headers):
-            return engine.decide(CheckRequest.build("GET", target, "api.example.com", "http", headers))
+            return engine.decide(describe(target, headers))
 
         assert decide().allowed, name
         results[f"{name}: decide()"] = trials(decide, n, count)
@@ -239,12 +264,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store, policy_dir, key, basic = setup(Path(tmp))
         rs_token, es_token = token("RS256"), token("ES256")
+        leaf = PKI.leaf()
+        bound = token("RS256", cnf={"x5t#S256": thumbprint(leaf.der)})
         cases = {"API key": ("/v1/orders/42", {"X-API-Key": key}),
                  "Basic (cached)": ("/admin/users", {"Authorization": basic}),
                  "JWT RS256, repeated token": ("/rs/x", {"Authorization": f"Bearer {rs_token}"}),
                  "JWT ES256, repeated token": ("/es/x", {"Authorization": f"Bearer {es_token}"}),
                  "JWT RS256, first sight": ("/rs/x", lambda: {"Authorization": f"Bearer {token('RS256')}"}),
-                 "JWT ES256, first sight": ("/es/x", lambda: {"Authorization": f"Bearer {token('ES256')}"})}
+                 "JWT ES256, first sight": ("/es/x", lambda: {"Authorization": f"Bearer {token('ES256')}"}),
+                 "mTLS, repeated certificate": ("/mesh/x", nginx_cert(leaf)),
+                 "mTLS + bound JWT, repeated": ("/zero-trust/x",
+                                                {**nginx_cert(leaf), "Authorization": f"Bearer {bound}"}),
+                 "mTLS, first sight": ("/mesh/x", lambda: nginx_cert(PKI.leaf()))}
         latency = in_process(store, policy_dir, cases, n, count, n_first)
         loaded = {name: case for name, case in cases.items() if not callable(case[1])}
         throughput = end_to_end(store, policy_dir, loaded, seconds, rounds)

@@ -153,3 +153,38 @@ def test_tokens_revoke(run, tmp_path):
     expired = mint(rsa_key(), jti="old", exp=int(time.time()) - 3600)
     (tmp_path / "old.jwt").write_text(expired)
     assert "already expired" in run("tokens", "revoke", "--token", str(tmp_path / "old.jwt"), ok=False).output
+
+
+def test_certs_add_revoke_list(run, tmp_path):
+    from tests.pki import Pki
+
+    pki = Pki()
+    leaf = pki.leaf()
+    (tmp_path / "leaf.pem").write_bytes(leaf.pem)
+    out = json.loads(run("certs", "add", "--principal", "payments-api", "--file", str(tmp_path / "leaf.pem"),
+                         "--json").output)
+    assert out["fingerprint"] == leaf.sha256 and out["kind"] == "service"
+    colons = ":".join(leaf.sha256[i:i + 2] for i in range(0, 64, 2)).upper()
+    assert "already registered to payments-api" in run("certs", "add", "--principal", "x", "--fingerprint",
+                                                        colons, ok=False).output
+    out = json.loads(run("certs", "revoke", "--fingerprint", colons, "--json").output)
+    assert out["value"] == leaf.sha256
+    issuer = pki.intermediate.cert.subject.rfc4514_string()
+    out = json.loads(run("certs", "revoke", "--issuer", issuer, "--serial", "0x00ABCDEF", "--json").output)
+    assert (out["issuer"], out["value"]) == (issuer, "abcdef")
+    listed = json.loads(run("certs", "list", "--json").output)
+    assert [r["principal"] for r in listed["registered"]] == ["payments-api"]
+    assert {r["value"] for r in listed["revoked"]} == {leaf.sha256, "abcdef"}
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["certs", "add", "--principal", "p"], "give exactly one of --fingerprint or --file"),
+    (["certs", "add", "--principal", "p", "--fingerprint", "abc"], "is not a SHA-256 fingerprint"),
+    (["certs", "revoke", "--serial", "01"], "give exactly one of"),
+    (["certs", "revoke", "--issuer", "not a dn", "--serial", "01"], "is not an RFC 4514 distinguished name"),
+    (["certs", "revoke", "--issuer", "CN=x", "--serial", "xyz"], "is not a hexadecimal serial number"),
+])
+def test_certs_bad_input(run, args, message):
+    before = run("certs", "list", "--json").output
+    assert message in run(*args, ok=False).output
+    assert run("certs", "list", "--json").output == before

@@ -17,6 +17,7 @@ the ``mtls`` authenticator refuses it rather than treating it as absent.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from urllib.parse import unquote
 
 from authz.certs import MAX_CHAIN, Unreadable, b64_der, make, pem_chain
@@ -130,8 +131,23 @@ def _rfc9440(headers: Headers) -> ForwardedCert | None:
 _READERS = {"nginx": _nginx, "xfcc": _xfcc, "traefik": _traefik, "rfc9440": _rfc9440}
 
 
+_CERT_HEADERS = ("x-ssl-client-cert", "ssl-client-cert", "x-ssl-client-verify", "ssl-client-verify",
+                 "x-forwarded-client-cert", "x-forwarded-tls-client-cert", "client-cert", "client-cert-chain")
+
+
 def from_headers(headers: Headers) -> tuple[ForwardedCert, ...]:
     """Every client certificate the request's headers describe, one per source."""
+    values = tuple(headers.get(name) for name in _CERT_HEADERS)
+    if not any(values):
+        return ()
+    return _parse(values)
+
+
+@lru_cache(maxsize=4096)
+def _parse(values: tuple[str | None, ...]) -> tuple[ForwardedCert, ...]:
+    """Parsing is pure, and a client sends the same certificate again and again:
+    remember the last few thousand header sets (certificates are public data)."""
+    headers = Headers((name, value) for name, value in zip(_CERT_HEADERS, values, strict=True) if value)
     found = []
     for source, read in _READERS.items():
         try:

@@ -145,7 +145,7 @@ class MtlsAuthenticator(Authenticator):
         if not cert.chain:
             return self._fingerprint_only(cert.sha256)  # type: ignore[arg-type]
 
-        chain_key = (self.trust, *(hashlib.sha256(der).digest() for der in cert.chain))
+        chain_key = (self.trust, cert.chain_digest)
         verified = self.cache.get(chain_key)
         if verified is None:
             result = self._verify(cert.chain)
@@ -206,8 +206,14 @@ class MtlsAuthenticator(Authenticator):
         return self._registered(status, fingerprint, None)
 
     def _identity(self, verified: VerifiedChain) -> Outcome:
-        status = self.context.store.certificates.check(verified.fingerprint, verified.issuer, verified.serial)
-        if status.revoked:
+        if self.principal_from != "registered":
+            if self.context.store.certificates.is_revoked(verified.fingerprint, verified.issuer, verified.serial):
+                return Outcome.invalid(SLOT, f"client certificate {verified.fingerprint[:16]}… is revoked",
+                                       Reason.CREDENTIAL_REVOKED)
+            status = None
+        else:
+            status = self.context.store.certificates.check(verified.fingerprint, verified.issuer, verified.serial)
+        if status is not None and status.revoked:
             return Outcome.invalid(SLOT, f"client certificate {verified.fingerprint[:16]}… is revoked",
                                    Reason.CREDENTIAL_REVOKED)
         if verified.expires <= time.time():

@@ -22,6 +22,10 @@ _CHECK = """SELECT
 FROM (SELECT 1) LEFT JOIN certificates c ON c.fingerprint = :fp LEFT JOIN principals p ON p.id = c.principal_id"""
 
 
+_REVOKED = ("SELECT 1 FROM revocations WHERE (kind = 'cert_fingerprint' AND issuer = '' AND value = ?) "
+            "OR (kind = 'cert_serial' AND issuer = ? AND value = ?) LIMIT 1")
+
+
 class CertStatus(NamedTuple):
     revoked: bool
     principal: str | None
@@ -62,6 +66,10 @@ class Certificates:
         """Revocation and registration of one certificate, in one indexed query."""
         row = self.database.execute(_CHECK, {"fp": fingerprint, "issuer": issuer_dn, "serial": serial_hex}).fetchone()
         return CertStatus(bool(row[0]), row[1], row[2], bool(row[3]))
+
+    def is_revoked(self, fingerprint: str, issuer_dn: str, serial_hex: str) -> bool:
+        """Revoked by fingerprint or by issuer + serial: one indexed query."""
+        return self.database.execute(_REVOKED, (fingerprint, issuer_dn, serial_hex)).fetchone() is not None
 
     def register(self, principal: str, fingerprint: str, subject: str | None = None,
                  not_after: float | None = None) -> dict:
