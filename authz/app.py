@@ -21,14 +21,15 @@ from http import HTTPStatus
 
 from flask import Flask, jsonify
 
-from authz.adapters import api, nginx
+from authz.adapters import api, envoy_http, forward_auth, nginx
 from authz.adapters.common import Answer, render
 from authz.authenticators import Context
 from authz.config import Settings
 from authz.decision import Decision, Reason
 from authz.engine import DecisionEngine
+from authz.identity_token import IdentitySigner
 from authz.policy import load_policy
-from authz.store import Store
+from authz.store import Store, StoreError
 
 log = logging.getLogger("authz")
 
@@ -48,13 +49,23 @@ class FrontDoors:
     Any exception in an adapter is answered with a 500 deny, never an allow.
     """
 
-    def __init__(self, fallback, state: AuthzState, handlers: dict[str, Handler]) -> None:
+    def __init__(self, fallback, state: AuthzState, handlers: dict[str, Handler],
+                 prefixes: dict[str, Handler]) -> None:
         self.fallback = fallback
         self.state = state
         self.handlers = handlers
+        self.prefixes = prefixes
+
+    def _handler(self, path: str) -> Handler | None:
+        handler = self.handlers.get(path)
+        if handler is None:
+            for prefix, candidate in self.prefixes.items():
+                if path == prefix or path.startswith(prefix + "/"):
+                    return candidate
+        return handler
 
     def __call__(self, environ: dict, start_response) -> Iterable[bytes]:
-        handler = self.handlers.get(environ.get("PATH_INFO", ""))
+        handler = self._handler(environ.get("PATH_INFO", ""))
         if handler is None:
             return self.fallback(environ, start_response)
         try:
@@ -66,24 +77,46 @@ class FrontDoors:
         return [body]
 
 
-def create_app(settings: Settings | None = None) -> Flask:
+def build_engine(settings: Settings, store: Store) -> DecisionEngine:
+    """The policy (refusing to start on any problem) and the identity-token signer."""
+    policy = load_policy(settings.policy_dir, Context(store=store))
+    signer = IdentitySigner(store, settings.issuer, settings.identity_token_ttl, settings.identity_token_audience)
+    wants_token = settings.identity_token_everywhere or any(
+        r.options.get("identity_token") for r in policy.routes.routes)
+    if wants_token and store.signing_keys.active() is None:
+        raise StoreError("X-Auth-Token is configured but the store has no signing key: "
+                         "run `authz signing-keys rotate`")
+    return DecisionEngine(policy, signer, settings.identity_token_everywhere)
+
+
+def build_state(settings: Settings | None = None) -> AuthzState:
+    """Store and engine for a front door (the WSGI app or the gRPC server)."""
     settings = settings or Settings.from_env()
     store = Store(settings.db_path, last_used_interval=settings.last_used_interval)
     store.check_ready()
-    context = Context(store=store)
-    engine = DecisionEngine(load_policy(settings.policy_dir, context))
-    state = AuthzState(settings, store, engine)
+    return AuthzState(settings, store, build_engine(settings, store))
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    state = build_state(settings)
 
     app = Flask("authz")
     app.extensions["authz"] = state
     app.wsgi_app = FrontDoors(app.wsgi_app, state, {  # type: ignore[method-assign]
         nginx.PATH: nginx.handle,
+        forward_auth.PATH: forward_auth.handle,
         api.PATH: api.handle,
-    })
+    }, {envoy_http.PREFIX: envoy_http.handle})
 
     @app.get("/healthz", provide_automatic_options=False)
     def healthz():
         return jsonify(status="ok")
+
+    @app.get("/.well-known/jwks.json", provide_automatic_options=False)
+    def jwks():
+        response = jsonify(state.engine.signer.jwks() if state.engine.signer else {"keys": []})
+        response.headers["Cache-Control"] = "public, max-age=60"
+        return response
 
     @app.get("/readyz", provide_automatic_options=False)
     def readyz():

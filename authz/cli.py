@@ -18,6 +18,8 @@ import click
 
 from authz import passwords
 from authz.authenticators import Context
+from authz.config import Settings
+from authz.identity_token import keep_retired_for
 from authz.policy import PolicyError, load_policy
 from authz.store import Store, StoreError
 
@@ -107,6 +109,7 @@ def db_init() -> None:
     """Create the store, or migrate it to the current schema."""
     s = store(ready=False)
     old, new = s.migrate()
+    s.signing_keys.ensure(keep_retired_for(Settings.from_env().identity_token_ttl))
     ctx = click.get_current_context()
     text = f"{s.path}: created at schema version {new}" if old == 0 else (
         f"{s.path}: migrated from schema version {old} to {new}" if old != new
@@ -419,6 +422,78 @@ def certs_list() -> None:
     lines += [f"revoked    {r['value']}  {r['issuer'] or ''}".rstrip() for r in revoked]
     emit(click.get_current_context(), {"registered": registered, "revoked": revoked},
          "\n".join(lines) or "no certificates")
+
+
+# ------------------------------------------------------------------ signing keys
+@main.group("signing-keys")
+def signing_keys() -> None:
+    """authz's own keys for the X-Auth-Token identity JWT."""
+
+
+@command(signing_keys, "rotate")
+def signing_keys_rotate() -> None:
+    """New signing key; the old one stays published until its tokens have expired."""
+    record = store().signing_keys.rotate(keep_retired_for(Settings.from_env().identity_token_ttl))
+    emit(click.get_current_context(), record,
+         f"Signing with {record['kid']} from now on (workers pick it up within seconds)"
+         + (f"; {', '.join(record['retired'])} published until {when(record['old_published_until'])}"
+            if record["retired"] else ""))
+
+
+@command(signing_keys, "list")
+def signing_keys_list() -> None:
+    """Signing keys, newest first."""
+    records = store().signing_keys.list()
+    emit(click.get_current_context(), records, "\n".join(
+        f"{r['kid']}  {r['algorithm']}  {r['status']}  created {when(r['created_at'])}"
+        + (f"  published until {when(r['publish_until'])}" if r["publish_until"] else "") for r in records)
+        or "no signing keys")
+
+
+# -------------------------------------------------------------------------- grpc
+@main.command("grpc")
+@click.option("--bind", default="127.0.0.1:9191", show_default=True, help="HOST:PORT to listen on.")
+@click.option("--workers", default=8, show_default=True, type=click.IntRange(1, 256), help="Handler threads.")
+@click.option("--policy-dir", envvar="AUTHZ_POLICY_DIR", type=click.Path(path_type=Path), help="Policy directory.")
+def grpc_command(bind, workers, policy_dir) -> None:
+    """Serve Envoy's ext_authz gRPC API (envoy.service.auth.v3.Authorization)."""
+    import signal
+    import threading
+
+    from authz.adapters.envoy_grpc import make_server
+    from authz.app import build_engine, build_state
+    from authz.config import SettingsError
+
+    ctx = click.get_current_context()
+    try:
+        settings = Settings.from_env(db_path=ctx.obj["db"], policy_dir=policy_dir)
+        state = build_state(settings)
+        server, port = make_server(state, bind, workers)
+    except (PolicyError, StoreError, SettingsError, OSError) as exc:
+        raise click.ClickException(f"refusing to start:\n{exc}") from None
+    stopping = threading.Event()
+
+    def stop(signum, frame) -> None:
+        stopping.set()
+
+    def reload(signum, frame) -> None:
+        try:
+            state.engine = build_engine(state.settings, state.store)
+            click.echo(f"authz grpc: policy revision {state.engine.policy.revision}", err=True)
+        except (PolicyError, StoreError) as exc:
+            click.echo(f"authz grpc: reload refused, keeping revision {state.engine.policy.revision}:\n{exc}",
+                       err=True)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)
+    server.start()
+    click.echo(f"authz grpc: listening on {bind.rsplit(':', 1)[0]}:{port}, "
+               f"policy revision {state.engine.policy.revision}", err=True)
+    while not stopping.wait(1.0):
+        pass
+    click.echo("authz grpc: shutting down (finishing calls in flight)", err=True)
+    server.stop(grace=5).wait()
 
 
 # ------------------------------------------------------------------------ policy

@@ -23,6 +23,10 @@ class Settings:
     trusted_proxies: tuple[str, ...] = DEFAULT_TRUSTED
     proxy_secret: str | None = None
     last_used_interval: float = 30.0
+    issuer: str = "authz"
+    identity_token_ttl: float = 60.0
+    identity_token_audience: str | None = None
+    identity_token_everywhere: bool = False
     trusted: TrustedNetworks = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -50,6 +54,22 @@ class Settings:
                 values["last_used_interval"] = float(env["AUTHZ_LAST_USED_INTERVAL"])
             except ValueError:
                 raise SettingsError("AUTHZ_LAST_USED_INTERVAL must be a number of seconds") from None
+        if env.get("AUTHZ_ISSUER"):
+            values["issuer"] = env["AUTHZ_ISSUER"]
+        if env.get("AUTHZ_IDENTITY_TOKEN_AUDIENCE"):
+            values["identity_token_audience"] = env["AUTHZ_IDENTITY_TOKEN_AUDIENCE"]
+        if env.get("AUTHZ_IDENTITY_TOKEN"):
+            if env["AUTHZ_IDENTITY_TOKEN"] not in ("routes", "all"):
+                raise SettingsError("AUTHZ_IDENTITY_TOKEN must be 'routes' (per route option) or 'all'")
+            values["identity_token_everywhere"] = env["AUTHZ_IDENTITY_TOKEN"] == "all"  # noqa: S105
+        if env.get("AUTHZ_IDENTITY_TOKEN_TTL"):
+            try:
+                ttl = float(env["AUTHZ_IDENTITY_TOKEN_TTL"])
+            except ValueError:
+                ttl = -1
+            if not 1 <= ttl <= 300:
+                raise SettingsError("AUTHZ_IDENTITY_TOKEN_TTL must be 1 to 300 seconds")
+            values["identity_token_ttl"] = ttl
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

@@ -124,6 +124,8 @@ class Decision:
     challenges: list[str] = field(default_factory=list)
     detail: str = ""
     policy_revision: str | None = None
+    identity_token: str | None = None
+    strip_headers: list[str] = field(default_factory=list)  # consumed credential headers
 
     @property
     def principal(self) -> Identity | None:

@@ -10,6 +10,7 @@ import logging
 
 from authz.authenticators import CREDENTIAL_SLOTS
 from authz.decision import Decision, OutcomeKind, Reason
+from authz.identity_token import IdentitySigner
 from authz.policy import CompiledPolicy
 from authz.policy.requirements import Evaluation, Result, State
 from authz.policy.routes import Route
@@ -20,10 +21,13 @@ SLOT_NAMES = {"authorization": "Authorization", "x-api-key": "X-API-Key"}
 
 
 class DecisionEngine:
-    def __init__(self, policy: CompiledPolicy) -> None:
+    def __init__(self, policy: CompiledPolicy, signer: IdentitySigner | None = None,
+                 token_everywhere: bool = False) -> None:
         # Replaced whole on reload: a request reads this attribute once and keeps
         # that revision to the end, so it never sees a half-loaded policy.
         self.policy = policy
+        self.signer = signer
+        self.token_everywhere = token_everywhere
 
     def decide(self, request: CheckRequest) -> Decision:
         policy = self.policy
@@ -36,10 +40,21 @@ class DecisionEngine:
         evaluation = Evaluation(request)
         try:
             result = route.requirement.evaluate(evaluation)
+            decision = _verdict(route, result, evaluation, policy.revision)
+            if decision.allowed:
+                self._finish(route, decision, evaluation)
         except Exception:
             log.exception("internal error deciding route %s", route.id)
             return Decision.deny(500, Reason.INTERNAL_ERROR, "internal error", route.id, policy.revision)
-        return _verdict(route, result, evaluation, policy.revision)
+        return decision
+
+    def _finish(self, route: Route, decision: Decision, evaluation: Evaluation) -> None:
+        """Route options of an allow: the signed identity, credential headers to strip."""
+        if self.signer is not None and (self.token_everywhere or route.options.get("identity_token")):
+            decision.identity_token = self.signer.sign(decision)
+        if route.options.get("strip_credentials"):
+            slots = {o.slot for o in evaluation.outcomes.values() if o.kind is OutcomeKind.VALID and o.slot}
+            decision.strip_headers = sorted(s for s in slots if s not in ("query", "client_cert"))
 
 
 def _verdict(route: Route, result: Result, evaluation: Evaluation, revision: str) -> Decision:

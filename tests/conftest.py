@@ -154,6 +154,24 @@ def gunicorn(servers, store, policy_dir, tmp_path):
     return start
 
 
+def caddy_binary() -> str:
+    found = shutil.which("caddy")
+    if not found:
+        pytest.fail("caddy is not installed: `make test` installs it (apt-get install caddy)")
+    return found
+
+
+def start_caddy(servers, caddyfile: str, port: int, tmp_path: Path) -> Server:
+    """Debian's Caddy 2.6 with its state kept inside the test's directory."""
+    home = tmp_path / "caddy-home"
+    home.mkdir(exist_ok=True)
+    (tmp_path / "Caddyfile").write_text(caddyfile)
+    env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / "config"),
+           "XDG_DATA_HOME": str(home / "data")}
+    return servers([caddy_binary(), "run", "--config", str(tmp_path / "Caddyfile"), "--adapter", "caddyfile"],
+                   port, env=env, log=tmp_path / "caddy.log")
+
+
 def nginx_binary() -> str:
     found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
     if not found:

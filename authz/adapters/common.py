@@ -17,8 +17,12 @@ from typing import NamedTuple
 
 from authz.config import Settings
 from authz.decision import Decision, IdentityKind, Reason
-from authz.request import Headers, IPAddress, parse_ip
+from authz.request import BadRequest, Headers, IPAddress, parse_ip
 
+# Every identity header an allow may carry: a front door that can remove request
+# headers removes those a decision does not set, so a client cannot forge them.
+IDENTITY_HEADERS = ("x-auth-principal", "x-auth-user", "x-auth-client", "x-auth-service", "x-auth-scopes",
+                    "x-auth-token")
 SECRET_HEADER = "HTTP_X_AUTHZ_PROXY_SECRET"  # noqa: S105 — a header name, not a secret
 _SKIP = frozenset({SECRET_HEADER})
 
@@ -74,10 +78,32 @@ def identity_headers(decision: Decision) -> list[tuple[str, str]]:
     return headers
 
 
+def serve(state, environ: dict, describe, extra=None) -> Answer:
+    """The front-door routine: trusted peer, describe the request, decide, render.
+
+    ``describe(environ, settings, peer) -> CheckRequest`` is the adapter's parser;
+    ``extra(decision) -> headers`` adds proxy-specific response headers on allow.
+    """
+    peer, denied = check_peer(state.settings, environ)
+    if denied:
+        return render(denied)
+    try:
+        check = describe(environ, state.settings, peer)
+    except BadRequest as exc:
+        return bad_request(str(exc))
+    decision = state.engine.decide(check)
+    answer = render(decision)
+    if extra is not None and decision.allowed:
+        answer.headers.extend(extra(decision))
+    return answer
+
+
 def render(decision: Decision, body: dict | None = None) -> Answer:
     """The HTTP answer for a decision; ``body`` replaces the default JSON body."""
     if decision.allowed:
         headers = identity_headers(decision)
+        if decision.identity_token:
+            headers.append(("X-Auth-Token", decision.identity_token))
         payload = body if body is not None else {"decision": "allow", "route": decision.route}
     else:
         headers = [("X-Auth-Reason", str(decision.reason))]

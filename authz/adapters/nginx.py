@@ -12,7 +12,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from authz.adapters import client_certs
-from authz.adapters.common import Answer, bad_request, check_peer, render, request_headers
+from authz.adapters.common import Answer, request_headers, serve
 from authz.request import BadRequest, CheckRequest
 
 PATH = "/auth-request"
@@ -38,11 +38,4 @@ def describe(environ: dict, settings, peer) -> CheckRequest:
 
 
 def handle(state, environ: dict) -> Answer:
-    peer, denied = check_peer(state.settings, environ)
-    if denied:
-        return render(denied)
-    try:
-        check = describe(environ, state.settings, peer)
-    except BadRequest as exc:
-        return bad_request(str(exc))
-    return render(state.engine.decide(check))
+    return serve(state, environ, describe)

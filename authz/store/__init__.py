@@ -15,6 +15,7 @@ from authz.store.certificates import Certificates
 from authz.store.database import Database, StoreError
 from authz.store.principals import Principals, User
 from authz.store.revocations import Revocations
+from authz.store.signing_keys import SigningKeys
 
 __all__ = ["KeyMatch", "Store", "StoreError", "User"]
 
@@ -28,6 +29,7 @@ class Store:
         self.keys = ApiKeys(self.database, self.principals)
         self.revocations = Revocations(self.database)
         self.certificates = Certificates(self.database, self.principals, self.revocations)
+        self.signing_keys = SigningKeys(self.database)
         self.last_used = LastUsedRecorder(self.database, last_used_interval)
 
     @property

@@ -56,6 +56,19 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX certificates_principal ON certificates(principal_id)",
     ],
+    [
+        # Keys authz signs X-Auth-Token with. The newest unretired key signs; retired
+        # keys stay published (JWKS) until every token they signed has expired.
+        """CREATE TABLE signing_keys (
+            kid TEXT PRIMARY KEY,
+            algorithm TEXT NOT NULL,
+            private_pem TEXT NOT NULL,
+            public_jwk TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            retired_at REAL,
+            publish_until REAL
+        )""",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)

@@ -1,0 +1,114 @@
+"""Envoy ``ext_authz`` over gRPC: ``envoy.service.auth.v3.Authorization/Check``.
+
+Runs in its own process (``authz grpc --bind HOST:PORT``), never inside a gunicorn
+WSGI worker, with the same policy and store as the HTTP side. The request is read
+from ``CheckRequest.attributes`` (``request.http``: method, path with query, host,
+scheme, lower-case headers; ``source.address``; ``source.certificate`` as URL-encoded
+PEM). The answer: ``status.code`` 0 with identity headers (overwriting anything the
+client sent, and removing identity headers this decision does not set) in
+``ok_response``; 16 UNAUTHENTICATED (401), 7 PERMISSION_DENIED (403) or 13 INTERNAL
+(500) with the HTTP status, ``x-auth-reason``, ``www-authenticate`` and the JSON body
+in ``denied_response``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from concurrent import futures
+
+import grpc
+from envoy.config.core.v3.base_pb2 import HeaderValue, HeaderValueOption
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from envoy.type.v3.http_status_pb2 import HttpStatus
+from google.rpc import status_pb2
+
+from authz.adapters import client_certs
+from authz.adapters.common import IDENTITY_HEADERS, render
+from authz.certs import from_pem
+from authz.decision import Decision, Reason
+from authz.request import BadRequest, CheckRequest, Headers, parse_ip
+
+log = logging.getLogger("authz.grpc")
+OK, PERMISSION_DENIED, UNAUTHENTICATED, INTERNAL = 0, 7, 16, 13
+_OVERWRITE = HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+
+
+def grpc_peer(peer: str) -> str | None:
+    """'ipv4:127.0.0.1:5000' / 'ipv6:[::1]:5000' → the address."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rsplit(":", 1)[0]
+    if kind == "ipv6":
+        return rest.rsplit(":", 1)[0].strip("[]")
+    return None
+
+
+def describe(request: external_auth_pb2.CheckRequest) -> CheckRequest:
+    attributes = request.attributes
+    http = attributes.request.http
+    headers = Headers([(k, v) for k, v in http.headers.items() if not k.startswith(":")])
+    certs = client_certs.from_headers(headers)
+    if attributes.source.certificate:
+        certs = (from_pem("envoy_grpc", attributes.source.certificate), *certs)
+    client_ip = parse_ip(attributes.source.address.socket_address.address)
+    host = http.host or headers.get("host", "")
+    return CheckRequest.build(http.method or "GET", http.path or "/", host, http.scheme or "http", headers,
+                              client_ip, certs)
+
+
+def respond(decision: Decision) -> external_auth_pb2.CheckResponse:
+    status, headers, body = render(decision)
+    if decision.allowed:
+        present = {name.lower() for name, _ in headers}
+        remove = [h for h in IDENTITY_HEADERS if h not in present] + decision.strip_headers
+        return external_auth_pb2.CheckResponse(
+            status=status_pb2.Status(code=OK),
+            ok_response=external_auth_pb2.OkHttpResponse(
+                headers=[HeaderValueOption(header=HeaderValue(key=k.lower(), value=v), append_action=_OVERWRITE)
+                         for k, v in headers if k.lower().startswith("x-auth-")],
+                headers_to_remove=remove))
+    code = {401: UNAUTHENTICATED, 403: PERMISSION_DENIED}.get(status, INTERNAL)
+    return external_auth_pb2.CheckResponse(
+        status=status_pb2.Status(code=code, message=str(decision.reason)),
+        denied_response=external_auth_pb2.DeniedHttpResponse(
+            status=HttpStatus(code=status),
+            headers=[HeaderValueOption(header=HeaderValue(key=k.lower(), value=v)) for k, v in headers],
+            body=body.decode()))
+
+
+class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
+    def __init__(self, state) -> None:
+        self.state = state
+
+    def Check(self, request, context):
+        try:
+            return respond(self._decide(request, context))
+        except Exception:
+            log.exception("internal error in Check")
+            return respond(Decision.deny(500, Reason.INTERNAL_ERROR, "internal error"))
+
+    def _decide(self, request, context) -> Decision:
+        settings = self.state.settings
+        peer = parse_ip(grpc_peer(context.peer()))
+        if peer not in settings.trusted:
+            return Decision.deny(403, Reason.UNTRUSTED_PROXY, f"peer {peer} is not a trusted proxy")
+        if settings.proxy_secret is not None:
+            given = dict(context.invocation_metadata()).get("x-authz-proxy-secret", "")
+            if not hmac.compare_digest(given.encode(), settings.proxy_secret.encode()):
+                return Decision.deny(403, Reason.UNTRUSTED_PROXY, "missing or wrong x-authz-proxy-secret")
+        try:
+            check = describe(request)
+        except BadRequest as exc:
+            return Decision.deny(403, Reason.BAD_REQUEST, str(exc))
+        return self.state.engine.decide(check)
+
+
+def make_server(state, bind: str, workers: int = 8) -> tuple[grpc.Server, int]:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="authz-grpc"),
+                         options=[("grpc.max_receive_message_length", 1 << 20)])
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(AuthorizationService(state), server)
+    port = server.add_insecure_port(bind)
+    if port == 0:
+        raise OSError(f"cannot listen on {bind}")
+    return server, port

@@ -1,0 +1,60 @@
+"""Envoy ``ext_authz`` HTTP service: ``/ext-authz/<original path>``.
+
+Envoy sends **the client's method**, ``path_prefix`` + the original ``:path`` (query
+included, not decoded) and the original ``Host``; only ``authorization`` and the
+headers in ``allowed_headers`` arrive. Only 200 allows, so every method — OPTIONS
+too — is decided by the policy here, never answered by the framework. On allow,
+``x-envoy-auth-headers-to-remove`` names the consumed credential headers when the
+route says ``strip_credentials``.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from authz.adapters import client_certs
+from authz.adapters.common import IDENTITY_HEADERS, Answer, request_headers, serve
+from authz.decision import Decision
+from authz.request import BadRequest, CheckRequest
+
+PREFIX = "/ext-authz"
+
+
+def original_target(environ: dict) -> str:
+    """The undecoded path and query after the prefix (gunicorn's RAW_URI when there is one)."""
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if raw is None:
+        path = quote(environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8", "surrogateescape"),
+                     safe="/;:@&=+$,!~*'()%")
+        raw = environ.get("SCRIPT_NAME", "") + path + (f"?{environ['QUERY_STRING']}"
+                                                         if environ.get("QUERY_STRING") else "")
+    if raw.startswith(("http://", "https://")):  # absolute-form request target
+        raw = "/" + raw.split("/", 3)[3] if raw.count("/") >= 3 else "/"
+    if not raw.startswith(PREFIX):
+        raise BadRequest("request target does not start with the ext_authz path_prefix")
+    target = raw[len(PREFIX):]
+    return target if target.startswith("/") else "/" + target
+
+
+def describe(environ: dict, settings, peer) -> CheckRequest:
+    headers = request_headers(environ)
+    client_ip = settings.trusted.client_ip(peer, headers.get("x-forwarded-for"), None)
+    return CheckRequest.build(environ.get("REQUEST_METHOD", "GET"), original_target(environ),
+                              headers.get("host", ""), headers.get("x-forwarded-proto", "http"), headers,
+                              client_ip, client_certs.from_headers(headers))
+
+
+def strip(decision: Decision) -> list[tuple[str, str]]:
+    """Remove identity headers this decision does not set (a client may have sent
+    them) and, with ``strip_credentials``, the consumed credential headers."""
+    present = set()
+    if decision.principal is not None:
+        present = {"x-auth-principal", "x-auth-scopes"} | {f"x-auth-{i.kind}" for i in decision.identities}
+    if decision.identity_token:
+        present.add("x-auth-token")
+    remove = [h for h in IDENTITY_HEADERS if h not in present] + decision.strip_headers
+    return [("x-envoy-auth-headers-to-remove", ", ".join(remove))]
+
+
+def handle(state, environ: dict) -> Answer:
+    return serve(state, environ, describe, strip)

@@ -1,0 +1,329 @@
+"""One policy, five front doors, the same answers.
+
+Real nginx (``deploy/nginx/authz.conf``) and real Caddy (``deploy/caddy/Caddyfile``)
+in front of authz under gunicorn; Envoy's HTTP ext_authz and Traefik's forwardAuth
+requests shaped exactly as PROXIES.md says those proxies send them; Envoy's gRPC
+ext_authz through a real gRPC channel to ``authz grpc``. A table of requests — odd
+methods, HEAD and OPTIONS included — must give the same status and principal
+through every door."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import subprocess
+import time
+
+import grpc
+import pytest
+import requests
+from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, external_auth_pb2_grpc
+
+from authz import passwords
+from authz.store import Store
+from tests.conftest import BIN, ROOT, Server, free_port, gunicorn_env, nginx_binary, start_caddy
+
+POLICY = json.loads((ROOT / "policies" / "api.json").read_text())
+ECHO_NGINX = 'add_header X-Seen-Principal "$http_x_auth_principal" always; return 200 "ok";'
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("doors")
+    store = Store(tmp / "authz.db")
+    store.migrate()
+    policy_dir = tmp / "policies"
+    policy_dir.mkdir()
+    (policy_dir / "api.json").write_text(json.dumps(POLICY))
+    store.principals.add_user("alice", passwords.hash_password("alice-pw"), roles=["admin", "approver"])
+    creds = {
+        "reader": store.keys.create("partner-a", ["orders:read"])[1],
+        "writer": store.keys.create("partner-w", ["orders:read", "orders:write"])[1],
+        "alice": basic("alice", "alice-pw"),
+    }
+    started: list[Server] = []
+    try:
+        port = free_port()
+        authz = Server([str(BIN / "gunicorn"), "--workers", "2", "--bind", f"127.0.0.1:{port}", "wsgi:app"],
+                       port, env=gunicorn_env(store, policy_dir), log=tmp / "gunicorn.log")
+        started.append(authz.wait())
+        grpc_port = free_port()
+        grpc_server = Server([str(BIN / "authz"), "--db", str(store.path), "grpc", "--bind",
+                              f"127.0.0.1:{grpc_port}"], grpc_port, env=gunicorn_env(store, policy_dir),
+                             log=tmp / "grpc.log")
+        started.append(grpc_server)
+        nginx_port, nginx_upstream = free_port(), free_port()
+        site = ((ROOT / "deploy" / "nginx" / "authz.conf").read_text()
+                .replace("listen 80;", f"listen 127.0.0.1:{nginx_port};")
+                .replace("127.0.0.1:8080", f"127.0.0.1:{port}")
+                .replace("127.0.0.1:9000", f"127.0.0.1:{nginx_upstream}"))
+        (tmp / "nginx.conf").write_text(f"""
+{"user root;" if os.geteuid() == 0 else ""}
+daemon off;
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy; fastcgi_temp_path {tmp}/fcgi;
+    uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
+{site}
+    server {{ listen 127.0.0.1:{nginx_upstream}; location / {{ {ECHO_NGINX} }} }}
+}}""")
+        nginx = Server([nginx_binary(), "-c", str(tmp / "nginx.conf"), "-e", str(tmp / "nginx-error.log")],
+                       nginx_port, log=tmp / "nginx.log")
+        started.append(nginx)
+        caddy_port, caddy_upstream = free_port(), free_port()
+        caddyfile = ((ROOT / "deploy" / "caddy" / "Caddyfile").read_text()
+                     .replace("admin off", "admin off\n\tauto_https off")
+                     .replace("api.example.com {", f"http://:{caddy_port} {{")
+                     .replace("127.0.0.1:8080", f"127.0.0.1:{port}")
+                     .replace("127.0.0.1:9000", f"127.0.0.1:{caddy_upstream}"))
+        caddyfile += (f"\nhttp://:{caddy_upstream} {{\n\theader X-Seen-Principal \"{{header.X-Auth-Principal}}\"\n"
+                      "\trespond \"ok\" 200\n}\n")
+        caddy = start_caddy(lambda *a, **k: Server(*a, **k), caddyfile, caddy_port, tmp)
+        started.append(caddy)
+        for server in (nginx, caddy):
+            server.wait("/healthz")
+        channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+        grpc.channel_ready_future(channel).result(timeout=20)
+        yield {"authz": authz, "nginx": nginx, "caddy": caddy, "creds": creds, "store": store, "tmp": tmp,
+               "grpc": external_auth_pb2_grpc.AuthorizationStub(channel), "grpc_server": grpc_server}
+        channel.close()
+    finally:
+        for server in reversed(started):
+            server.stop()
+
+
+def via_nginx(stack, method, path, headers):
+    r = requests.request(method, stack["nginx"].url + path, headers={"Host": "api.example.com", **headers}, timeout=5)
+    return r.status_code, r.headers.get("X-Seen-Principal") or None if r.status_code == 200 else None
+
+
+def via_caddy(stack, method, path, headers):
+    r = requests.request(method, stack["caddy"].url + path, headers={"Host": "api.example.com", **headers}, timeout=5)
+    return r.status_code, r.headers.get("X-Seen-Principal") or None if r.status_code == 200 else None
+
+
+def via_envoy_http(stack, method, path, headers):
+    # Envoy: the client's method, path_prefix + :path, the Host, allowed_headers only.
+    allowed = {k: v for k, v in headers.items() if k.lower() in ("authorization", "x-api-key")}
+    r = requests.request(method, stack["authz"].url + "/ext-authz" + path,
+                         headers={"Host": "api.example.com", "Content-Length": "0", **allowed}, timeout=5)
+    return r.status_code, r.headers.get("X-Auth-Principal") if r.status_code == 200 else None
+
+
+def via_traefik(stack, method, path, headers):
+    # Traefik forwardAuth: GET to the address, client headers copied, X-Forwarded-* set.
+    sent = {**headers, "X-Forwarded-Method": method, "X-Forwarded-Proto": "https",
+            "X-Forwarded-Host": "api.example.com", "X-Forwarded-Uri": path, "X-Forwarded-For": "203.0.113.7"}
+    r = requests.get(stack["authz"].url + "/forward-auth", headers=sent, timeout=5)
+    # Traefik copies authResponseHeaders as they are: an empty one means no principal.
+    return r.status_code, (r.headers.get("X-Auth-Principal") or None) if r.status_code == 200 else None
+
+
+def envoy_check_request(method, path, headers, certificate: str = "") -> external_auth_pb2.CheckRequest:
+    http = attribute_context_pb2.AttributeContext.HttpRequest(
+        id="1", method=method, path=path, host="api.example.com", scheme="https", protocol="HTTP/1.1",
+        headers={":method": method, ":path": path, ":authority": "api.example.com", ":scheme": "https",
+                 **{k.lower(): v for k, v in headers.items()}})
+    attributes = attribute_context_pb2.AttributeContext(
+        source=attribute_context_pb2.AttributeContext.Peer(
+            address={"socket_address": {"address": "203.0.113.7", "port_value": 50000}},
+            certificate=certificate),
+        destination=attribute_context_pb2.AttributeContext.Peer(
+            address={"socket_address": {"address": "10.0.0.5", "port_value": 8000}}),
+        request=attribute_context_pb2.AttributeContext.Request(http=http))
+    return external_auth_pb2.CheckRequest(attributes=attributes)
+
+
+def via_envoy_grpc(stack, method, path, headers):
+    response = stack["grpc"].Check(envoy_check_request(method, path, headers), timeout=5)
+    if response.status.code == 0:
+        sent = {h.header.key: h.header.value for h in response.ok_response.headers}
+        return 200, sent.get("x-auth-principal")
+    return response.denied_response.status.code, None
+
+
+DOORS = {"nginx": via_nginx, "envoy-http": via_envoy_http, "envoy-grpc": via_envoy_grpc,
+         "traefik": via_traefik, "caddy": via_caddy}
+
+TABLE = [
+    # method, path, credentials, expected status, expected principal
+    ("GET", "/v1/orders/42?expand=items", ["reader"], 200, "partner-a"),
+    ("GET", "/v1/orders/42", [], 401, None),
+    ("GET", "/v1/orders/42", ["bogus"], 401, None),
+    ("DELETE", "/v1/orders/42", ["reader", "alice"], 403, None),
+    ("POST", "/v1/orders", ["writer", "alice"], 200, "alice"),
+    ("GET", "/admin/users", ["alice"], 200, "alice"),
+    ("PURGE", "/admin/cache", ["alice"], 200, "alice"),
+    ("OPTIONS", "/v1/orders", ["reader"], 403, None),
+    ("HEAD", "/v1/orders/42", ["reader"], 200, "partner-a"),
+    ("GET", "/healthz", [], 200, None),
+    ("GET", "/elsewhere", ["alice"], 403, None),
+]
+
+
+def headers_for(stack, names) -> dict:
+    headers = {}
+    for name in names:
+        if name == "alice":
+            headers["Authorization"] = stack["creds"]["alice"]
+        elif name == "bogus":
+            headers["X-API-Key"] = "sk_live_" + "B" * 43
+        else:
+            headers["X-API-Key"] = stack["creds"][name]
+    return headers
+
+
+@pytest.mark.parametrize("door", list(DOORS))
+def test_same_decision_through_every_door(stack, door):
+    got = [(m, p, DOORS[door](stack, m, p, headers_for(stack, names))) for m, p, names, *_ in TABLE]
+    expected = [(m, p, (status, principal)) for m, p, _, status, principal in TABLE]
+    assert got == expected
+
+
+def test_envoy_http_decides_options_and_keeps_the_query(stack):
+    r = requests.options(stack["authz"].url + "/ext-authz/v1/orders/1?x=%2F", timeout=5,
+                         headers={"X-API-Key": stack["creds"]["reader"]})
+    assert (r.status_code, r.headers["X-Auth-Reason"]) == (403, "no_route")
+    assert r.headers["Content-Type"] == "application/json" and r.json()["decision"] == "deny"
+
+
+def test_envoy_http_removes_forged_identity_headers(stack):
+    r = requests.get(stack["authz"].url + "/ext-authz/v1/orders/1", timeout=5,
+                     headers={"X-API-Key": stack["creds"]["reader"]})
+    removed = [h.strip() for h in r.headers["x-envoy-auth-headers-to-remove"].split(",")]
+    assert "x-auth-user" in removed and "x-auth-service" in removed and "x-auth-client" not in removed
+
+
+def test_grpc_deny_carries_status_headers_and_body(stack):
+    response = stack["grpc"].Check(envoy_check_request("GET", "/v1/orders", {}), timeout=5)
+    assert response.status.code == 16
+    denied = response.denied_response
+    assert denied.status.code == 401
+    sent = [(h.header.key, h.header.value) for h in denied.headers]
+    assert ("x-auth-reason", "credentials_missing") in sent
+    assert ("www-authenticate", 'ApiKey realm="partners"') in sent
+    assert json.loads(denied.body) == {"decision": "deny", "reason": "credentials_missing", "route": "orders-read"}
+    response = stack["grpc"].Check(envoy_check_request("GET", "/nowhere", {}), timeout=5)
+    assert (response.status.code, response.denied_response.status.code) == (7, 403)
+
+
+def test_grpc_allow_overwrites_and_removes_identity_headers(stack):
+    response = stack["grpc"].Check(envoy_check_request(
+        "GET", "/v1/orders/1", {"x-api-key": stack["creds"]["reader"], "x-auth-user": "root"}), timeout=5)
+    assert response.status.code == 0
+    ok = response.ok_response
+    assert {h.header.key for h in ok.headers} >= {"x-auth-principal", "x-auth-client", "x-auth-methods"}
+    assert all(h.append_action == h.OVERWRITE_IF_EXISTS_OR_ADD for h in ok.headers)
+    assert "x-auth-user" in ok.headers_to_remove
+
+
+def test_grpc_peer_certificate(stack, tmp_path):
+    from urllib.parse import quote
+
+    from tests.pki import Pki
+
+    pki = Pki()
+    leaf = pki.leaf()
+    policy_dir = tmp_path / "p"
+    (policy_dir / "keys").mkdir(parents=True)
+    (policy_dir / "keys" / "ca.pem").write_bytes(pki.root.pem + pki.intermediate.pem)
+    (policy_dir / "mesh.json").write_text(json.dumps({
+        "authenticators": {"mesh": {"type": "mtls", "ca_file": "keys/ca.pem", "cert_sources": ["envoy_grpc"]}},
+        "routes": [{"id": "mesh", "require": "mesh"}]}))
+    port = free_port()
+    server = Server([str(BIN / "authz"), "--db", str(stack["store"].path), "grpc", "--bind", f"127.0.0.1:{port}"],
+                    port, env=gunicorn_env(stack["store"], policy_dir), log=tmp_path / "grpc.log")
+    try:
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        grpc.channel_ready_future(channel).result(timeout=20)
+        stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+        response = stub.Check(envoy_check_request("GET", "/x", {}, quote(leaf.pem.decode(), safe="")), timeout=5)
+        assert response.status.code == 0
+        sent = {h.header.key: h.header.value for h in response.ok_response.headers}
+        assert sent["x-auth-service"] == "spiffe://corp/ns/payments/sa/api"
+        assert stub.Check(envoy_check_request("GET", "/x", {}), timeout=5).status.code == 16
+        # graceful shutdown on SIGTERM
+        server.proc.terminate()
+        assert server.proc.wait(15) == 0
+        channel.close()
+    finally:
+        server.stop()
+    assert "shutting down" in server.output()
+
+
+def test_grpc_reloads_policy_on_sighup_and_keeps_it_when_broken(stack, tmp_path):
+    policy_dir = tmp_path / "p"
+    policy_dir.mkdir()
+    (policy_dir / "a.json").write_text(json.dumps(
+        {"authenticators": {"p": {"type": "anonymous"}}, "routes": [{"id": "open", "require": "p"}]}))
+    port = free_port()
+    server = Server([str(BIN / "authz"), "--db", str(stack["store"].path), "grpc", "--bind", f"127.0.0.1:{port}"],
+                    port, env=gunicorn_env(stack["store"], policy_dir), log=tmp_path / "grpc.log")
+    try:
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        grpc.channel_ready_future(channel).result(timeout=20)
+        stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+        assert stub.Check(envoy_check_request("GET", "/x", {}), timeout=5).status.code == 0
+        (policy_dir / "a.json").write_text(json.dumps(
+            {"authenticators": {"k": {"type": "api_key"}}, "routes": [{"id": "closed", "require": "k"}]}))
+        server.proc.send_signal(1)
+        deadline = time.time() + 10
+        while stub.Check(envoy_check_request("GET", "/x", {}), timeout=5).status.code == 0:
+            assert time.time() < deadline
+            time.sleep(0.1)
+        (policy_dir / "a.json").write_text("{broken")
+        server.proc.send_signal(1)
+        time.sleep(0.5)
+        assert stub.Check(envoy_check_request("GET", "/x", {}), timeout=5).status.code == 16
+        channel.close()
+    finally:
+        server.stop()
+    assert "reload refused" in server.output()
+
+
+def test_grpc_untrusted_peer(stack, tmp_path):
+    port = free_port()
+    env = gunicorn_env(stack["store"], ROOT / "policies", AUTHZ_TRUSTED_PROXIES="10.0.0.0/8")
+    server = Server([str(BIN / "authz"), "--db", str(stack["store"].path), "grpc", "--bind", f"127.0.0.1:{port}"],
+                    port, env=env, log=tmp_path / "grpc.log")
+    try:
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        grpc.channel_ready_future(channel).result(timeout=20)
+        response = external_auth_pb2_grpc.AuthorizationStub(channel).Check(
+            envoy_check_request("GET", "/healthz", {}), timeout=5)
+        assert (response.status.code, response.denied_response.status.code) == (7, 403)
+        assert ("x-auth-reason", "untrusted_proxy") in [(h.header.key, h.header.value)
+                                                        for h in response.denied_response.headers]
+        channel.close()
+    finally:
+        server.stop()
+
+
+def test_caddy_deny_reaches_the_client(stack):
+    r = requests.get(stack["caddy"].url + "/v1/orders/1", headers={"Host": "api.example.com"}, timeout=5)
+    assert r.status_code == 401
+    assert r.headers.get("WWW-Authenticate", "").startswith("ApiKey")
+    assert r.json()["reason"] == "credentials_missing"
+
+
+def test_caddy_client_cannot_forge_identity_headers(stack):
+    r = requests.get(stack["caddy"].url + "/healthz", headers={"Host": "api.example.com", "X-Auth-Principal": "root"},
+                     timeout=5)
+    assert r.status_code == 200 and r.headers.get("X-Seen-Principal", "") == ""
+
+
+def test_subprocess_grpc_stub_is_real(stack):
+    # the gRPC door is a separate process, not a thread of the test
+    assert stack["grpc_server"].proc.poll() is None
+    assert re.search(r"listening on 127\.0\.0\.1:\d+", stack["grpc_server"].output())
+    assert subprocess.run(["true"], check=True).returncode == 0
