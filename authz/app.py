@@ -28,7 +28,8 @@ from authz.config import Settings
 from authz.decision import Decision, Reason
 from authz.engine import DecisionEngine
 from authz.identity_token import IdentitySigner
-from authz.policy import load_policy
+from authz.policy import PolicyError
+from authz.policy.reloader import PolicyReloader
 from authz.store import Store, StoreError
 
 log = logging.getLogger("authz")
@@ -41,6 +42,7 @@ class AuthzState:
     settings: Settings
     store: Store
     engine: DecisionEngine
+    reloader: PolicyReloader
 
 
 class FrontDoors:
@@ -65,6 +67,7 @@ class FrontDoors:
         return handler
 
     def __call__(self, environ: dict, start_response) -> Iterable[bytes]:
+        self.state.reloader.ensure_running()
         handler = self._handler(environ.get("PATH_INFO", ""))
         if handler is None:
             return self.fallback(environ, start_response)
@@ -77,16 +80,18 @@ class FrontDoors:
         return [body]
 
 
-def build_engine(settings: Settings, store: Store) -> DecisionEngine:
-    """The policy (refusing to start on any problem) and the identity-token signer."""
-    policy = load_policy(settings.policy_dir, Context(store=store))
+def build_engine(settings: Settings, store: Store, context: Context | None = None
+                 ) -> tuple[DecisionEngine, PolicyError | None]:
+    """The policy (the files, else the last good snapshot, else refuse) and the signer."""
+    context = context or Context(store=store)
+    policy, error = PolicyReloader.initial_policy(settings.policy_dir, context, store.policy_snapshots)
     signer = IdentitySigner(store, settings.issuer, settings.identity_token_ttl, settings.identity_token_audience)
     wants_token = settings.identity_token_everywhere or any(
         r.options.get("identity_token") for r in policy.routes.routes)
     if wants_token and store.signing_keys.active() is None:
         raise StoreError("X-Auth-Token is configured but the store has no signing key: "
                          "run `authz signing-keys rotate`")
-    return DecisionEngine(policy, signer, settings.identity_token_everywhere)
+    return DecisionEngine(policy, signer, settings.identity_token_everywhere), error
 
 
 def build_state(settings: Settings | None = None) -> AuthzState:
@@ -94,7 +99,11 @@ def build_state(settings: Settings | None = None) -> AuthzState:
     settings = settings or Settings.from_env()
     store = Store(settings.db_path, last_used_interval=settings.last_used_interval)
     store.check_ready()
-    return AuthzState(settings, store, build_engine(settings, store))
+    context = Context(store=store)
+    engine, error = build_engine(settings, store, context)
+    reloader = PolicyReloader(engine, settings.policy_dir, context)
+    reloader.error = error
+    return AuthzState(settings, store, engine, reloader)
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -120,7 +129,6 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     @app.get("/readyz", provide_automatic_options=False)
     def readyz():
-        policy = state.engine.policy
-        return jsonify(status="ready", revision=policy.revision, files=policy.files)
+        return jsonify(state.reloader.status())
 
     return app

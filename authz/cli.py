@@ -461,7 +461,7 @@ def grpc_command(bind, workers, policy_dir) -> None:
     import threading
 
     from authz.adapters.envoy_grpc import make_server
-    from authz.app import build_engine, build_state
+    from authz.app import build_state
     from authz.config import SettingsError
 
     ctx = click.get_current_context()
@@ -477,17 +477,21 @@ def grpc_command(bind, workers, policy_dir) -> None:
         stopping.set()
 
     def reload(signum, frame) -> None:
-        try:
-            state.engine = build_engine(state.settings, state.store)
+        threading.Thread(target=forced_check, daemon=True).start()
+
+    def forced_check() -> None:
+        state.reloader.check(force=True)
+        if state.reloader.error is not None:
+            click.echo(f"authz grpc: reload refused, keeping revision {state.engine.policy.revision}:\n"
+                       f"{state.reloader.error}", err=True)
+        else:
             click.echo(f"authz grpc: policy revision {state.engine.policy.revision}", err=True)
-        except (PolicyError, StoreError) as exc:
-            click.echo(f"authz grpc: reload refused, keeping revision {state.engine.policy.revision}:\n{exc}",
-                       err=True)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, reload)
     server.start()
+    state.reloader.ensure_running()
     click.echo(f"authz grpc: listening on {bind.rsplit(':', 1)[0]}:{port}, "
                f"policy revision {state.engine.policy.revision}", err=True)
     while not stopping.wait(1.0):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from authz.authenticators import TYPES, Authenticator, ConfigError, Context
@@ -27,6 +27,7 @@ class PolicySource:
     directory: Path
     documents: list[tuple[str, dict]]
     revision: str
+    contents: dict[str, bytes] = field(default_factory=dict)  # relative path -> bytes, policy files
 
 
 @dataclass
@@ -36,6 +37,9 @@ class CompiledPolicy:
     routes: RouteTable
     authenticators: dict[str, Authenticator]
     files: list[str]
+    # Everything the revision was built from (policy files and the key, CA and CRL
+    # files they name), relative to the directory: what a snapshot must restore.
+    contents: dict[str, bytes] = field(default_factory=dict)
 
 
 def read_policy_dir(directory: str | Path) -> PolicySource:
@@ -48,6 +52,7 @@ def read_policy_dir(directory: str | Path) -> PolicySource:
         raise PolicyError([PolicyProblem(str(directory), "", "no *.json policy files in this directory")])
     problems: list[PolicyProblem] = []
     documents: list[tuple[str, dict]] = []
+    contents: dict[str, bytes] = {}
     digest = hashlib.sha256()
     for path in paths:
         name = str(path)
@@ -60,6 +65,7 @@ def read_policy_dir(directory: str | Path) -> PolicySource:
             problems.append(PolicyProblem(name, "", f"cannot read: {exc.strerror or exc}"))
             continue
         digest.update(path.name.encode() + b"\0" + raw + b"\0")
+        contents[path.name] = raw
         try:
             document = json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError:
@@ -74,7 +80,7 @@ def read_policy_dir(directory: str | Path) -> PolicySource:
             documents.append((name, document))
     if problems:
         raise PolicyError(problems)
-    return PolicySource(directory, documents, digest.hexdigest()[:12])
+    return PolicySource(directory, documents, digest.hexdigest()[:12], contents)
 
 
 def compile_policy(source: PolicySource, context: Context) -> CompiledPolicy:
@@ -132,10 +138,32 @@ def compile_policy(source: PolicySource, context: Context) -> CompiledPolicy:
             str(source.directory), "", "no routes defined: every request would be denied with no_route"))
     if problems:
         raise PolicyError(problems)
+    contents = dict(source.contents)
+    for file, document in source.documents:
+        for name, config in document.get("authenticators", {}).items():
+            for relative in referenced_files(config):
+                try:
+                    contents[relative] = (source.directory / relative).read_bytes()
+                except OSError as exc:  # read a moment ago by the authenticator: raced with an edit
+                    raise PolicyError([PolicyProblem(file, pointer(["authenticators", name]),
+                                                     f"cannot read {relative}: {exc.strerror}")]) from None
+    digest = hashlib.sha256()
+    for relative in sorted(contents):
+        digest.update(relative.encode() + b"\0" + contents[relative] + b"\0")
     return CompiledPolicy(
-        revision=source.revision, directory=source.directory, routes=RouteTable(routes),
-        authenticators=authenticators, files=[file for file, _ in source.documents],
+        revision=digest.hexdigest()[:12], directory=source.directory, routes=RouteTable(routes),
+        authenticators=authenticators, files=[file for file, _ in source.documents], contents=contents,
     )
+
+
+FILE_OPTIONS = ("jwks_file", "public_key_file", "ca_file", "intermediates_file")
+
+
+def referenced_files(config: dict) -> list[str]:
+    """Key, CA and CRL files an authenticator's config names (relative paths)."""
+    names = [config[k] for k in FILE_OPTIONS if isinstance(config.get(k), str)]
+    names += [c for c in config.get("crl_files", []) if isinstance(c, str)]
+    return names
 
 
 def load_policy(directory: str | Path, context: Context) -> CompiledPolicy:

@@ -13,6 +13,7 @@ import os
 from authz.store.api_keys import ApiKeys, KeyMatch, LastUsedRecorder
 from authz.store.certificates import Certificates
 from authz.store.database import Database, StoreError
+from authz.store.policy_snapshots import PolicySnapshots
 from authz.store.principals import Principals, User
 from authz.store.revocations import Revocations
 from authz.store.signing_keys import SigningKeys
@@ -30,6 +31,7 @@ class Store:
         self.revocations = Revocations(self.database)
         self.certificates = Certificates(self.database, self.principals, self.revocations)
         self.signing_keys = SigningKeys(self.database)
+        self.policy_snapshots = PolicySnapshots(self.database)
         self.last_used = LastUsedRecorder(self.database, last_used_interval)
 
     @property

@@ -69,6 +69,16 @@ MIGRATIONS: list[list[str]] = [
             publish_until REAL
         )""",
     ],
+    [
+        # The last good policy revisions, so that a worker started while the files are
+        # broken serves the last good revision instead of nothing or a partial one.
+        """CREATE TABLE policy_snapshots (
+            revision TEXT PRIMARY KEY,
+            directory TEXT NOT NULL,
+            files TEXT NOT NULL,
+            created_at REAL NOT NULL
+        )""",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)

@@ -1,0 +1,137 @@
+"""Hot reload: policy files (and the key, CA and CRL files they name) are watched and a
+valid change is swapped in whole; a broken one is logged and shown in ``/readyz``
+while the last good revision keeps serving.
+
+Each process (gunicorn worker, ``authz grpc``) polls the files' stat once a second
+from a thread of its own, so every worker applies a change within about a second;
+SIGHUP forces a check. The swap is one attribute assignment (``engine.policy``): a
+request that has begun keeps the revision it started with. Good revisions are
+snapshotted in the store, and a process started while the files are broken serves
+the newest snapshot — never a partial policy.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+from authz.authenticators import Context
+from authz.policy.errors import PolicyError
+from authz.policy.loader import CompiledPolicy, load_policy
+
+log = logging.getLogger("authz.policy")
+
+
+class PolicyReloader:
+    def __init__(self, engine, directory: Path, context: Context, interval: float = 1.0, on_result=None) -> None:
+        self.engine = engine
+        self.directory = Path(directory)
+        self.context = context
+        self.interval = interval
+        self.on_result = on_result or (lambda result: None)
+        self.error: PolicyError | None = None
+        self._stamp = self._fingerprint()
+        self._lock = threading.Lock()
+        self._running_in: int | None = None
+
+    # -- startup -------------------------------------------------------------------
+    @classmethod
+    def initial_policy(cls, directory: Path, context: Context, snapshots) -> tuple[CompiledPolicy, PolicyError | None]:
+        """The policy to start with: the files, else the last good snapshot, else refuse."""
+        try:
+            policy = load_policy(directory, context)
+        except PolicyError as exc:
+            snapshot = snapshots.latest(str(Path(directory).resolve()))
+            if snapshot is None:
+                raise
+            revision, contents = snapshot
+            log.error("policy files are broken; serving the last good revision %s:\n%s", revision, exc)
+            return load_policy(_materialise(contents), context), exc
+        snapshots.save(policy.revision, str(Path(directory).resolve()), policy.contents)
+        return policy, None
+
+    # -- watching ------------------------------------------------------------------
+    def _fingerprint(self) -> tuple:
+        entries = []
+        paths = sorted(self.directory.glob("*.json"))
+        policy = getattr(self.engine, "policy", None)
+        if policy is not None:
+            paths += [self.directory / name for name in sorted(policy.contents) if "/" in name or
+                      not name.endswith(".json")]
+        for path in paths:
+            try:
+                st = path.stat()
+                entries.append((str(path), st.st_mtime_ns, st.st_size, st.st_ino))
+            except OSError:
+                entries.append((str(path), None))
+        return tuple(entries)
+
+    def check(self, force: bool = False) -> bool:
+        """Reload if anything changed (or when forced); True when a new revision was swapped in."""
+        with self._lock:
+            stamp = self._fingerprint()
+            if stamp == self._stamp and not force:
+                return False
+            self._stamp = stamp
+            try:
+                policy = load_policy(self.directory, self.context)
+            except PolicyError as exc:
+                self.error = exc
+                log.error("policy reload failed, still serving revision %s:\n%s", self.engine.policy.revision, exc)
+                self.on_result("failure")
+                return False
+            self.error = None
+            if policy.revision == self.engine.policy.revision:
+                return False
+            old = self.engine.policy.revision
+            self.engine.policy = policy
+            self._stamp = self._fingerprint()
+            log.info("policy revision %s replaces %s", policy.revision, old)
+            self.on_result("success")
+            try:
+                self.context.store.policy_snapshots.save(policy.revision, str(self.directory.resolve()),
+                                                         policy.contents)
+            except Exception:
+                log.warning("could not snapshot policy revision %s", policy.revision, exc_info=True)
+            return True
+
+    def ensure_running(self) -> None:
+        """Start this process's watcher thread (after a fork, the parent's is gone)."""
+        if self._running_in == os.getpid():
+            return
+        with self._lock:
+            if self._running_in == os.getpid():
+                return
+            self._running_in = os.getpid()
+            self._lock = threading.Lock()
+            threading.Thread(target=self._watch, name="authz-policy-watch", daemon=True).start()
+
+    def _watch(self) -> None:
+        stop = threading.Event()
+        while not stop.wait(self.interval):
+            try:
+                self.check()
+            except Exception:
+                log.exception("policy watcher error")
+
+    def status(self) -> dict:
+        policy = self.engine.policy
+        body: dict = {"status": "ready", "revision": policy.revision, "files": policy.files}
+        if self.error is not None:
+            body["status"] = "degraded"
+            body["errors"] = [p.to_json() for p in self.error.problems]
+        return body
+
+
+def _materialise(contents: dict[str, bytes]) -> Path:
+    directory = Path(tempfile.mkdtemp(prefix="authz-policy-snapshot-"))
+    for name, data in contents.items():
+        target = (directory / name).resolve()
+        if directory.resolve() not in target.parents:
+            continue  # a snapshot never writes outside its directory
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    return directory
