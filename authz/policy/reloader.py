@@ -99,15 +99,17 @@ class PolicyReloader:
             return True
 
     def ensure_running(self) -> None:
-        """Start this process's watcher thread (after a fork, the parent's is gone)."""
+        """Start this process's watcher thread (after a fork, the parent's is gone),
+        catching up first with any change made while no watcher ran here."""
         if self._running_in == os.getpid():
             return
+        self._lock = threading.Lock()  # a lock inherited through fork may be held by a dead thread
         with self._lock:
             if self._running_in == os.getpid():
                 return
             self._running_in = os.getpid()
-            self._lock = threading.Lock()
-            threading.Thread(target=self._watch, name="authz-policy-watch", daemon=True).start()
+        self.check()
+        threading.Thread(target=self._watch, name="authz-policy-watch", daemon=True).start()
 
     def _watch(self) -> None:
         stop = threading.Event()
