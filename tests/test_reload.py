@@ -9,8 +9,6 @@ import time
 
 import requests
 
-from tests.conftest import write_policy
-
 
 def policy(version: str) -> tuple[dict, dict]:
     """Two files that only make sense together: a.json's route uses b.json's authenticator."""
