@@ -100,8 +100,9 @@ def build_state(settings: Settings | None = None) -> AuthzState:
     store = Store(settings.db_path, last_used_interval=settings.last_used_interval)
     store.check_ready()
     context = Context(store=store)
+    stamp = PolicyReloader.policy_files_stamp(settings.policy_dir)
     engine, error = build_engine(settings, store, context)
-    reloader = PolicyReloader(engine, settings.policy_dir, context)
+    reloader = PolicyReloader(engine, settings.policy_dir, context, stamp_before_load=stamp)
     reloader.error = error
     return AuthzState(settings, store, engine, reloader)
 

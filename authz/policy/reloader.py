@@ -2,8 +2,8 @@
 valid change is swapped in whole; a broken one is logged and shown in ``/readyz``
 while the last good revision keeps serving.
 
-Each process (gunicorn worker, ``authz grpc``) polls the files' stat once a second
-from a thread of its own, so every worker applies a change within about a second;
+Each process (gunicorn worker, ``authz grpc``) polls the files' stat twice a second
+from a thread of its own, so every worker applies a change within a second;
 SIGHUP forces a check. The swap is one attribute assignment (``engine.policy``): a
 request that has begun keeps the revision it started with. Good revisions are
 snapshotted in the store, and a process started while the files are broken serves
@@ -26,14 +26,17 @@ log = logging.getLogger("authz.policy")
 
 
 class PolicyReloader:
-    def __init__(self, engine, directory: Path, context: Context, interval: float = 1.0, on_result=None) -> None:
+    def __init__(self, engine, directory: Path, context: Context, interval: float = 0.5, on_result=None,
+                 stamp_before_load: tuple | None = None) -> None:
         self.engine = engine
         self.directory = Path(directory)
         self.context = context
         self.interval = interval
         self.on_result = on_result or (lambda result: None)
         self.error: PolicyError | None = None
-        self._stamp = self._fingerprint()
+        self._stamp: tuple | None = self._fingerprint()
+        if stamp_before_load is not None and self._policy_files_part(self._stamp) != stamp_before_load:
+            self._stamp = None  # the files changed while the policy loaded: look again at once
         self._lock = threading.Lock()
         self._running_in: int | None = None
 
@@ -54,13 +57,18 @@ class PolicyReloader:
         return policy, None
 
     # -- watching ------------------------------------------------------------------
-    def _fingerprint(self) -> tuple:
+    @staticmethod
+    def policy_files_stamp(directory: Path) -> tuple:
+        """The stat of the policy files alone: taken before a load, compared after it."""
+        return PolicyReloader._stat(sorted(Path(directory).glob("*.json")))
+
+    def _policy_files_part(self, stamp: tuple) -> tuple:
+        return tuple(entry for entry in stamp if Path(entry[0]).parent == self.directory
+                     and entry[0].endswith(".json"))
+
+    @staticmethod
+    def _stat(paths) -> tuple:
         entries = []
-        paths = sorted(self.directory.glob("*.json"))
-        policy = getattr(self.engine, "policy", None)
-        if policy is not None:
-            paths += [self.directory / name for name in sorted(policy.contents) if "/" in name or
-                      not name.endswith(".json")]
         for path in paths:
             try:
                 st = path.stat()
@@ -68,6 +76,14 @@ class PolicyReloader:
             except OSError:
                 entries.append((str(path), None))
         return tuple(entries)
+
+    def _fingerprint(self) -> tuple:
+        paths = sorted(self.directory.glob("*.json"))
+        policy = getattr(self.engine, "policy", None)
+        if policy is not None:
+            paths += [self.directory / name for name in sorted(policy.contents) if "/" in name or
+                      not name.endswith(".json")]
+        return self._stat(paths)
 
     def check(self, force: bool = False) -> bool:
         """Reload if anything changed (or when forced); True when a new revision was swapped in."""
