@@ -19,13 +19,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
 
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify
 
+from authz import metrics
 from authz.adapters import api, envoy_http, forward_auth, nginx
 from authz.adapters.common import Answer, render
 from authz.authenticators import Context
 from authz.config import Settings
 from authz.decision import Decision, Reason
+from authz.decision_log import DecisionLog
 from authz.engine import DecisionEngine
 from authz.identity_token import IdentitySigner
 from authz.policy import PolicyError
@@ -43,6 +45,7 @@ class AuthzState:
     store: Store
     engine: DecisionEngine
     reloader: PolicyReloader
+    decision_log: DecisionLog
 
 
 class FrontDoors:
@@ -102,9 +105,12 @@ def build_state(settings: Settings | None = None) -> AuthzState:
     context = Context(store=store)
     stamp = PolicyReloader.policy_files_stamp(settings.policy_dir)
     engine, error = build_engine(settings, store, context)
-    reloader = PolicyReloader(engine, settings.policy_dir, context, stamp_before_load=stamp)
+    reloader = PolicyReloader(engine, settings.policy_dir, context, stamp_before_load=stamp,
+                              on_result=metrics.reload_result)
     reloader.error = error
-    return AuthzState(settings, store, engine, reloader)
+    metrics.policy_revision(engine.policy.revision)
+    return AuthzState(settings, store, engine, reloader,
+                      DecisionLog(settings.decision_log, settings.decision_log_allow_sample))
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -127,6 +133,11 @@ def create_app(settings: Settings | None = None) -> Flask:
         response = jsonify(state.engine.signer.jwks() if state.engine.signer else {"keys": []})
         response.headers["Cache-Control"] = "public, max-age=60"
         return response
+
+    @app.get("/metrics", provide_automatic_options=False)
+    def metrics_endpoint():
+        body, content_type = metrics.exposition()
+        return Response(body, content_type=content_type)
 
     @app.get("/readyz", provide_automatic_options=False)
     def readyz():

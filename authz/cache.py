@@ -15,6 +15,8 @@ import time
 from collections import OrderedDict
 from typing import Generic, TypeVar
 
+from authz import metrics
+
 V = TypeVar("V")
 
 _PROCESS_KEY = os.urandom(32)
@@ -38,18 +40,16 @@ class TTLCache(Generic[V]):
         self.max_entries = max_entries
         self._entries: OrderedDict[object, tuple[float, V]] = OrderedDict()
         self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
 
     def get(self, key: object, now: float | None = None) -> V | None:
         entry = self._entries.get(key)
         if entry is not None:
             if entry[0] > (time.time() if now is None else now):
-                self.hits += 1
+                metrics.cache(self.name, True)
                 return entry[1]
             with self._lock:
                 self._entries.pop(key, None)
-        self.misses += 1
+        metrics.cache(self.name, False)
         return None
 
     def set(self, key: object, value: V, expires_at: float) -> None:

@@ -27,6 +27,8 @@ class Settings:
     identity_token_ttl: float = 60.0
     identity_token_audience: str | None = None
     identity_token_everywhere: bool = False
+    decision_log: str = "stderr"
+    decision_log_allow_sample: float = 1.0
     trusted: TrustedNetworks = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -70,6 +72,16 @@ class Settings:
             if not 1 <= ttl <= 300:
                 raise SettingsError("AUTHZ_IDENTITY_TOKEN_TTL must be 1 to 300 seconds")
             values["identity_token_ttl"] = ttl
+        if env.get("AUTHZ_DECISION_LOG"):
+            values["decision_log"] = env["AUTHZ_DECISION_LOG"]
+        if env.get("AUTHZ_DECISION_LOG_ALLOW_SAMPLE"):
+            try:
+                sample = float(env["AUTHZ_DECISION_LOG_ALLOW_SAMPLE"])
+            except ValueError:
+                sample = -1
+            if not 0 <= sample <= 1:
+                raise SettingsError("AUTHZ_DECISION_LOG_ALLOW_SAMPLE must be a number from 0 to 1")
+            values["decision_log_allow_sample"] = sample
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

@@ -130,7 +130,8 @@ def servers():
 
 def gunicorn_env(store: Store, policy_dir: Path, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHZ_")}
-    env.update(AUTHZ_DB=str(store.path), AUTHZ_POLICY_DIR=str(policy_dir), AUTHZ_LAST_USED_INTERVAL="0.2")
+    env.update(AUTHZ_DB=str(store.path), AUTHZ_POLICY_DIR=str(policy_dir), AUTHZ_LAST_USED_INTERVAL="0.2",
+               AUTHZ_DECISION_LOG=str(Path(store.path).parent / "decisions.log"))
     env.update(extra)
     return env
 

@@ -9,10 +9,11 @@ JSON. A body that does not describe a request is the caller's mistake (400
 from __future__ import annotations
 
 import json
+import time
 from urllib.parse import urlsplit
 
 from authz.adapters import client_certs
-from authz.adapters.common import Answer, bad_request, check_peer, render
+from authz.adapters.common import Answer, bad_request, check_peer, observe, render
 from authz.certs import from_pem
 from authz.request import BadRequest, CheckRequest, Headers, parse_ip
 
@@ -78,6 +79,7 @@ def describe(body: object) -> CheckRequest:
 def handle(state, environ: dict) -> Answer:
     if environ.get("REQUEST_METHOD") != "POST":
         return Answer(405, [("Allow", "POST"), ("Content-Length", "0")], b"")
+    started = time.perf_counter()
     _, denied = check_peer(state.settings, environ)
     if denied:
         return render(denied, denied.to_json())
@@ -88,4 +90,5 @@ def handle(state, environ: dict) -> Answer:
     except BadRequest as exc:
         return bad_request(str(exc), 403, full=True)
     decision = state.engine.decide(check)
+    observe(state, decision, check, environ.get("HTTP_X_REQUEST_ID"), started)
     return render(decision, decision.to_json())

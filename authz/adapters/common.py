@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import hmac
 import json
+import time
 from functools import lru_cache
 from typing import NamedTuple
 
+from authz import metrics
 from authz.config import Settings
 from authz.decision import Decision, IdentityKind, Reason
-from authz.request import BadRequest, Headers, IPAddress, parse_ip
+from authz.request import BadRequest, CheckRequest, Headers, IPAddress, parse_ip
 
 # Every identity header an allow may carry: a front door that can remove request
 # headers removes those a decision does not set, so a client cannot forge them.
@@ -78,20 +80,30 @@ def identity_headers(decision: Decision) -> list[tuple[str, str]]:
     return headers
 
 
+def observe(state, decision: Decision, check: CheckRequest | None, request_id: str | None, started: float) -> None:
+    """Every decision is counted and logged, whichever door it came through."""
+    metrics.decision(decision.route, decision.allowed, str(decision.reason) if decision.reason else None,
+                     time.perf_counter() - started)
+    state.decision_log.record(decision, check, request_id, started)
+
+
 def serve(state, environ: dict, describe, extra=None) -> Answer:
     """The front-door routine: trusted peer, describe the request, decide, render.
 
     ``describe(environ, settings, peer) -> CheckRequest`` is the adapter's parser;
     ``extra(decision) -> headers`` adds proxy-specific response headers on allow.
     """
-    peer, denied = check_peer(state.settings, environ)
-    if denied:
-        return render(denied)
-    try:
-        check = describe(environ, state.settings, peer)
-    except BadRequest as exc:
-        return bad_request(str(exc))
-    decision = state.engine.decide(check)
+    started = time.perf_counter()
+    check = None
+    peer, decision = check_peer(state.settings, environ)
+    if decision is None:
+        try:
+            check = describe(environ, state.settings, peer)
+        except BadRequest as exc:
+            decision = Decision.deny(403, Reason.BAD_REQUEST, str(exc))
+        else:
+            decision = state.engine.decide(check)
+    observe(state, decision, check, environ.get("HTTP_X_REQUEST_ID"), started)
     answer = render(decision)
     if extra is not None and decision.allowed:
         answer.headers.extend(extra(decision))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from concurrent import futures
 
 import grpc
@@ -24,7 +25,7 @@ from envoy.type.v3.http_status_pb2 import HttpStatus
 from google.rpc import status_pb2
 
 from authz.adapters import client_certs
-from authz.adapters.common import IDENTITY_HEADERS, render
+from authz.adapters.common import IDENTITY_HEADERS, observe, render
 from authz.certs import from_pem
 from authz.decision import Decision, Reason
 from authz.request import BadRequest, CheckRequest, Headers, parse_ip
@@ -82,26 +83,31 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         self.state = state
 
     def Check(self, request, context):
+        started = time.perf_counter()
+        self.state.reloader.ensure_running()
         try:
-            return respond(self._decide(request, context))
+            decision, check = self._decide(request, context)
         except Exception:
             log.exception("internal error in Check")
-            return respond(Decision.deny(500, Reason.INTERNAL_ERROR, "internal error"))
+            decision, check = Decision.deny(500, Reason.INTERNAL_ERROR, "internal error"), None
+        headers = request.attributes.request.http.headers
+        observe(self.state, decision, check, headers.get("x-request-id"), started)
+        return respond(decision)
 
-    def _decide(self, request, context) -> Decision:
+    def _decide(self, request, context) -> tuple[Decision, CheckRequest | None]:
         settings = self.state.settings
         peer = parse_ip(grpc_peer(context.peer()))
         if peer not in settings.trusted:
-            return Decision.deny(403, Reason.UNTRUSTED_PROXY, f"peer {peer} is not a trusted proxy")
+            return Decision.deny(403, Reason.UNTRUSTED_PROXY, f"peer {peer} is not a trusted proxy"), None
         if settings.proxy_secret is not None:
             given = dict(context.invocation_metadata()).get("x-authz-proxy-secret", "")
             if not hmac.compare_digest(given.encode(), settings.proxy_secret.encode()):
-                return Decision.deny(403, Reason.UNTRUSTED_PROXY, "missing or wrong x-authz-proxy-secret")
+                return Decision.deny(403, Reason.UNTRUSTED_PROXY, "missing or wrong x-authz-proxy-secret"), None
         try:
             check = describe(request)
         except BadRequest as exc:
-            return Decision.deny(403, Reason.BAD_REQUEST, str(exc))
-        return self.state.engine.decide(check)
+            return Decision.deny(403, Reason.BAD_REQUEST, str(exc)), None
+        return self.state.engine.decide(check), check
 
 
 def make_server(state, bind: str, workers: int = 8) -> tuple[grpc.Server, int]:

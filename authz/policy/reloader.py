@@ -18,6 +18,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+from authz import metrics
 from authz.authenticators import Context
 from authz.policy.errors import PolicyError
 from authz.policy.loader import CompiledPolicy, load_policy
@@ -104,6 +105,7 @@ class PolicyReloader:
                 return False
             old = self.engine.policy.revision
             self.engine.policy = policy
+            metrics.policy_revision(policy.revision, old)
             self._stamp = self._fingerprint()
             log.info("policy revision %s replaces %s", policy.revision, old)
             self.on_result("success")

@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 from enum import Enum
 
+from authz import metrics
 from authz.authenticators.base import Authenticator
 from authz.decision import Identity, Outcome, OutcomeKind, Reason
 from authz.request import CheckRequest
@@ -67,6 +68,7 @@ class Evaluation:
         if outcome is None:
             outcome = authenticator.authenticate(self.request)
             self.outcomes[authenticator.name] = outcome
+            metrics.outcome(authenticator.name, authenticator.type, outcome.kind.value)
         return outcome
 
 
