@@ -1,0 +1,94 @@
+"""The decision log and /metrics under a multi-worker gunicorn."""
+
+import json
+import time
+
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import ROOT, write_policy
+
+POLICY = json.loads((ROOT / "policies" / "api.json").read_text())
+
+
+def samples(text: str) -> dict:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def ask(server, key=None, uri="/v1/orders/1", request_id=None):
+    headers = {"X-Original-URI": uri, "X-Original-Method": "GET", "Connection": "close"}
+    if key:
+        headers["X-API-Key"] = key
+    if request_id:
+        headers["X-Request-ID"] = request_id
+    return requests.get(server.url + "/auth-request", headers=headers, timeout=5)
+
+
+def test_metrics_count_what_was_sent_across_workers(store, policy_dir, gunicorn, tmp_path):
+    write_policy(policy_dir, POLICY)
+    _, key = store.keys.create("partner-a", ["orders:read"])
+    prom = tmp_path / "prom"
+    prom.mkdir()
+    server = gunicorn(workers=3, PROMETHEUS_MULTIPROC_DIR=str(prom))
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:  # concurrent, so that several workers answer
+        statuses = list(pool.map(lambda i: ask(server, key if i < 25 else None,
+                                               "/nowhere" if i >= 32 else "/v1/orders/1").status_code, range(35)))
+    assert statuses == [200] * 25 + [401] * 7 + [403] * 3
+    pids = {line.split()[0] for line in server.access_log.read_text().splitlines()}
+    assert len(pids) >= 2  # the counts below are summed over several workers
+    text = requests.get(server.url + "/metrics", timeout=5).text
+    got = samples(text)
+    assert got[("authz_decisions_total", (("decision", "allow"), ("reason", ""), ("route", "orders-read")))] == 25
+    assert got[("authz_decisions_total", (("decision", "deny"), ("reason", "credentials_missing"),
+                                          ("route", "orders-read")))] == 7
+    assert got[("authz_decisions_total", (("decision", "deny"), ("reason", "no_route"), ("route", "")))] == 3
+    assert got[("authz_decision_duration_seconds_count", ())] == 35
+    assert got[("authz_authenticator_outcomes_total", (("authenticator", "partner_key"), ("outcome", "valid"),
+                                                       ("type", "api_key")))] == 25
+    revision = requests.get(server.url + "/readyz", timeout=5).json()["revision"]
+    assert got[("authz_policy_info", (("revision", revision),))] == 1
+
+    (policy_dir / "policy.json").write_text("{ broken")
+    time.sleep(1.5)
+    ask(server, key)  # wake every worker's watcher at least once
+    text = requests.get(server.url + "/metrics", timeout=5).text
+    assert samples(text).get(("authz_policy_reloads_total", (("result", "failure"),)), 0) >= 1
+
+
+def test_decision_log_lines(store, policy_dir, gunicorn, tmp_path):
+    write_policy(policy_dir, POLICY)
+    record, key = store.keys.create("partner-a", ["orders:read"])
+    log = tmp_path / "decisions.jsonl"
+    server = gunicorn(workers=2, AUTHZ_DECISION_LOG=str(log))
+    ask(server, key, request_id="req-allow-1")
+    ask(server, "sk_live_" + "Z" * 43, request_id="req-deny-1")
+    time.sleep(0.3)
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    allow = next(entry for entry in lines if entry["request_id"] == "req-allow-1")
+    deny = next(entry for entry in lines if entry["request_id"] == "req-deny-1")
+    assert (allow["decision"], allow["status"], allow["principal"], allow["credential"]) == (
+        "allow", 200, "partner-a", record["id"])
+    assert allow["methods"] == ["api_key"] and allow["client_ip"] == "127.0.0.1"
+    assert allow["latency_us"] > 0 and len(allow["policy_revision"]) == 12 and allow["ts"].endswith("Z")
+    assert (deny["decision"], deny["status"], deny["reason"]) == ("deny", 401, "credentials_invalid")
+    text = log.read_text()
+    assert key not in text and "Z" * 43 not in text  # never a secret
+
+
+def test_allow_sampling_keeps_every_deny(store, policy_dir, gunicorn, tmp_path):
+    write_policy(policy_dir, POLICY)
+    _, key = store.keys.create("partner-a", ["orders:read"])
+    log = tmp_path / "decisions.jsonl"
+    server = gunicorn(workers=2, AUTHZ_DECISION_LOG=str(log), AUTHZ_DECISION_LOG_ALLOW_SAMPLE="0")
+    for _ in range(10):
+        ask(server, key)
+        ask(server)
+    time.sleep(0.3)
+    decisions = [json.loads(line)["decision"] for line in log.read_text().splitlines()]
+    assert decisions == ["deny"] * 10
