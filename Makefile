@@ -38,7 +38,8 @@ run: $(BIN)/authz
 	echo "Or through the JSON API:"; \
 	echo "  curl -i -X POST http://$(HOST):$(PORT)/v1/decisions -d '{\"method\":\"GET\",\"url\":\"http://api.example.com/v1/orders/42\",\"headers\":{\"X-API-Key\":\"'$$key'\"}}'"; \
 	echo
-	$(BIN)/gunicorn --workers $(WORKERS) --bind $(HOST):$(PORT) --preload wsgi:app
+	rm -rf .prometheus && mkdir -p .prometheus
+	PROMETHEUS_MULTIPROC_DIR=$(CURDIR)/.prometheus $(BIN)/gunicorn --workers $(WORKERS) --bind $(HOST):$(PORT) --preload wsgi:app
 
 test: $(BIN)/authz servers
 	$(BIN)/ruff check .
