@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from authz.adapters import client_certs
 from authz.adapters.common import Answer, bad_request, check_peer, observe, render
 from authz.certs import from_pem
+from authz.policy.explain import explain
 from authz.request import BadRequest, CheckRequest, Headers, parse_ip
 
 PATH = "/v1/decisions"
@@ -84,11 +85,16 @@ def handle(state, environ: dict) -> Answer:
     if denied:
         return render(denied, denied.to_json())
     try:
-        check = describe(read_json(environ))
+        body = read_json(environ)
+        check = describe(body)
     except InvalidBody as exc:
         return bad_request(str(exc), 400, full=True)
     except BadRequest as exc:
         return bad_request(str(exc), 403, full=True)
+    if body.get("explain") is True:
+        decision, explanation = explain(state.engine, check)
+        observe(state, decision, check, environ.get("HTTP_X_REQUEST_ID"), started)
+        return render(decision, {**decision.to_json(), "explain": explanation})
     decision = state.engine.decide(check)
     observe(state, decision, check, environ.get("HTTP_X_REQUEST_ID"), started)
     return render(decision, decision.to_json())

@@ -66,7 +66,15 @@ class ApiKeys:
         self.principals = principals
 
     def find(self, fingerprint: str) -> KeyMatch | None:
-        row = self.database.execute(_FIND, (fingerprint,)).fetchone()
+        return self._match(self.database.execute(_FIND, (fingerprint,)).fetchone())
+
+    def find_by_id(self, key_id: str) -> KeyMatch | None:
+        """For dry runs (``authz policy explain --as-key``): the key without its secret."""
+        return self._match(self.database.execute(_FIND.replace("WHERE k.hash = ?", "WHERE k.id = ?"),
+                                                 (key_id,)).fetchone())
+
+    @staticmethod
+    def _match(row) -> KeyMatch | None:
         if row is None:
             return None
         return KeyMatch(

@@ -1,0 +1,77 @@
+"""``authz policy check`` warnings: things that load fine but are probably mistakes."""
+
+from __future__ import annotations
+
+from authz.policy.errors import PolicyProblem, pointer
+from authz.policy.loader import CompiledPolicy, PolicySource
+from authz.policy.routes import Route
+
+
+def _sample_paths(globs: list[str]) -> list[str]:
+    """Concrete paths a glob list matches, to test whether an earlier route swallows them."""
+    samples = []
+    for glob in globs:
+        samples += [glob.replace("**", "zz/yy").replace("*", "xx"), glob.replace("/**", "").replace("*", "xx") or "/"]
+    return samples
+
+
+def _covers(earlier: Route, later: Route, later_spec: dict) -> bool:
+    if earlier.methods is not None and (later.methods is None or not later.methods <= earlier.methods):
+        return False
+    if earlier.hosts is not None:
+        hosts = later_spec.get("match", {}).get("hosts")
+        if hosts is None or not all(earlier.hosts(h.replace("*.", "zz.")) for h in hosts):
+            return False
+    if earlier.paths is not None:
+        paths = later_spec.get("match", {}).get("paths")
+        if paths is None or not all(earlier.paths.fullmatch(p) for p in _sample_paths(paths)):
+            return False
+    return True
+
+
+def _anonymous_only(route: Route) -> bool:
+    leaves = route.requirement.leaves()
+    return all(leaf.authenticator.type == "anonymous" for leaf in leaves)
+
+
+def warnings(source: PolicySource, policy: CompiledPolicy) -> list[PolicyProblem]:
+    found: list[PolicyProblem] = []
+    specs = {(file, i): spec for file, doc in source.documents for i, spec in enumerate(doc.get("routes", []))}
+    routes = policy.routes.routes
+    for n, later in enumerate(routes):
+        for earlier in routes[:n]:
+            if _covers(earlier, later, specs[(later.file, later.index)]):
+                found.append(PolicyProblem(later.file, pointer(["routes", later.index]),
+                                           f"route {later.id!r} can never match: route {earlier.id!r} "
+                                           f"({earlier.file}) comes first and matches all it does", "warning"))
+                break
+    used = {leaf.authenticator.name for route in routes for leaf in route.requirement.leaves()}
+    for file, doc in source.documents:
+        for name, config in doc.get("authenticators", {}).items():
+            where = pointer(["authenticators", name])
+            if name not in used:
+                found.append(PolicyProblem(file, where, f"authenticator {name!r} is never used by a route", "warning"))
+            if config.get("allow_query"):
+                found.append(PolicyProblem(file, where + "/allow_query",
+                                           "API keys in the query string end up in access logs and browser "
+                                           "history; prefer the X-API-Key header", "warning"))
+            if config.get("type") == "mtls" and "cert_sources" not in config:
+                found.append(PolicyProblem(file, where, "no cert_sources: every supported certificate header "
+                                           "is believed; name the one your proxy sets", "warning"))
+    protected_hosts: dict[str, str] = {}
+    for route in routes:
+        if not _anonymous_only(route):
+            for host in specs[(route.file, route.index)].get("match", {}).get("hosts", ["*"]):
+                protected_hosts.setdefault(host, route.id)
+    for route in routes:
+        if _anonymous_only(route):
+            for host in specs[(route.file, route.index)].get("match", {}).get("hosts", ["*"]):
+                other = protected_hosts.get(host) or protected_hosts.get("*")
+                if other:
+                    found.append(PolicyProblem(route.file, pointer(["routes", route.index]),
+                                               f"anonymous route {route.id!r} on host {host}, where route "
+                                               f"{other!r} requires authentication: check it exposes only "
+                                               "what is public", "warning"))
+                    break
+    return found
+

@@ -1,0 +1,110 @@
+"""Operating authz: `policy check` warnings and exit codes, `policy explain` for every
+deny reason, `"explain": true`, and `policy test` (the example policies' tests too)."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from authz.cli import main
+from tests.conftest import ROOT, write_policy
+
+
+def cli(*args, db=None):
+    prefix = ["--db", str(db)] if db else []
+    return CliRunner().invoke(main, [*prefix, *args])
+
+
+def test_check_warnings_and_exit_codes(policy_dir):
+    write_policy(policy_dir, {
+        "authenticators": {"key": {"type": "api_key", "allow_query": True}, "unused": {"type": "basic"},
+                           "public": {"type": "anonymous"}},
+        "routes": [
+            {"id": "all-orders", "match": {"paths": ["/orders/**"]}, "require": "key"},
+            {"id": "one-order", "match": {"paths": ["/orders/*"], "methods": ["GET"]}, "require": "key"},
+            {"id": "docs", "match": {"hosts": ["api.example.com"], "paths": ["/docs"]}, "require": "public"},
+        ]})
+    result = cli("policy", "check", str(policy_dir))
+    assert result.exit_code == 0
+    out = result.output
+    assert "/routes/1: route 'one-order' can never match: route 'all-orders'" in out
+    assert "/authenticators/unused: authenticator 'unused' is never used" in out
+    assert "/authenticators/key/allow_query: API keys in the query string" in out
+    assert "anonymous route 'docs' on host api.example.com" in out
+    assert cli("policy", "check", str(policy_dir), "--strict").exit_code == 2
+    body = json.loads(cli("policy", "check", str(policy_dir), "--json").output)
+    assert body["ok"] and len(body["warnings"]) == 4
+    (policy_dir / "broken.json").write_text("{")
+    assert cli("policy", "check", str(policy_dir)).exit_code == 1
+
+
+def test_example_policies_check_clean_of_errors():
+    assert cli("policy", "check", str(ROOT / "policies")).exit_code == 0
+
+
+def test_example_policy_tests_pass():
+    result = cli("policy", "test", "--policy-dir", str(ROOT / "policies"))
+    assert result.exit_code == 0, result.output
+    assert "0 failed" in result.output and "FAIL" not in result.output
+
+
+def test_policy_test_fails_on_a_broken_expectation(tmp_path):
+    tests = tmp_path / "t.json"
+    tests.write_text(json.dumps({"cases": [
+        {"name": "wrong", "request": {"method": "GET", "url": "https://h/healthz"},
+         "expect": {"decision": "deny", "reason": "no_route"}}]}))
+    result = cli("policy", "test", str(tests), "--policy-dir", str(ROOT / "policies"))
+    assert result.exit_code == 1
+    assert "FAIL" in result.output and "decision: expected 'deny', got 'allow'" in result.output
+
+
+@pytest.fixture
+def explain_db(store, policy_dir):
+    from authz import passwords
+
+    write_policy(policy_dir, json.loads((ROOT / "policies" / "api.json").read_text()))
+    store.principals.add_user("bob", passwords.hash_password("pw"), roles=["clerk"])
+    return store
+
+
+@pytest.mark.parametrize(("args", "line"), [
+    (["GET", "https://h/nope"], "DENY (403 no_route): No route in the policy matches"),
+    (["GET", "https://h/v1/orders"], "DENY (401 credentials_missing): The route needs a credential"),
+    (["GET", "https://h/v1/orders", "-H", "X-API-Key: nonsense"],
+     "DENY (401 credentials_invalid): A credential was presented but it is wrong"),
+    (["GET", "https://h/admin/x", "--as-user", "bob"],
+     "DENY (403 principal_not_allowed): The caller is known but is not one the route admits"),
+    (["GET", "https://h/v1/%2e%2e/%2e%2e/x"], None),
+])
+def test_explain_names_the_cause(explain_db, policy_dir, args, line):
+    result = cli("policy", "explain", *args, "--policy-dir", str(policy_dir), db=explain_db.path)
+    if line is None:
+        assert result.exit_code != 0 and "above the root" in result.output
+        return
+    assert result.exit_code == 0, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("decision: " + line)
+
+
+def test_explain_dry_run_key_applies_every_check(explain_db, policy_dir):
+    record, _ = explain_db.keys.create("partner-a", ["orders:read"])
+    ok = cli("policy", "explain", "GET", "https://h/v1/orders", "--as-key", record["id"], "--policy-dir",
+             str(policy_dir), db=explain_db.path)
+    assert "decision: ALLOW (200) as partner-a" in ok.output
+    explain_db.keys.revoke(record["id"])
+    revoked = cli("policy", "explain", "GET", "https://h/v1/orders", "--as-key", record["id"], "--policy-dir",
+                  str(policy_dir), "--json", db=explain_db.path)
+    body = json.loads(revoked.output)
+    assert body["reason"] == "credential_revoked"
+    assert body["explain"]["requirement"][0]["outcome"] == "invalid"
+    assert body["explain"]["routes"][-1] == {"id": "orders-read", "file": str(policy_dir / "policy.json"),
+                                             "matched": True, "why": None}
+
+
+def test_decisions_api_explain(store, make_client):
+    client = make_client(json.loads((ROOT / "policies" / "api.json").read_text()))
+    body = client.post("/v1/decisions", json={"method": "DELETE", "url": "https://h/v1/orders/1",
+                                              "explain": True}).get_json()
+    assert body["reason"] == "credentials_missing"
+    assert [r["matched"] for r in body["explain"]["routes"]] == [False, False, True]
+    assert body["explain"]["summary"].startswith("DENY (401 credentials_missing)")
