@@ -630,3 +630,20 @@ def policy_test(files, policy_dir) -> None:
                "results": [r.__dict__ for r in results]}, "\n".join(lines))
     if passed != len(results):
         ctx.exit(1)
+
+
+@command(policy, "init")
+@click.option("--profile", required=True, type=click.Choice(["internal-tool", "public-api", "partner", "mobile-spa",
+                                                             "microservices", "zero-trust"]))
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def policy_init(profile, directory) -> None:
+    """Write a starter policy and its tests into DIRECTORY (best: an empty one)."""
+    from authz.policy.profiles import PROFILES, write_profile
+
+    try:
+        written = write_profile(profile, directory)
+    except FileExistsError as exc:
+        raise click.ClickException(str(exc)) from None
+    emit(click.get_current_context(), {"profile": profile, "files": [str(p) for p in written]},
+         f"{PROFILES[profile]['summary']}\nWrote {', '.join(str(p) for p in written)}.\n"
+         f"Try: authz policy test --policy-dir {directory}")

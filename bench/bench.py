@@ -151,7 +151,9 @@ def describe(target: str, headers: dict) -> CheckRequest:
 
 def in_process(store: Store, policy_dir: Path, cases: dict, n: int, count: int, n_first: int) -> dict:
     engine = DecisionEngine(load_policy(policy_dir, Context(store=store)))
-    app = create_app(Settings(db_path=store.path, policy_dir=policy_dir))
+    # The decision log on, as by default, to a file rather than this report.
+    app = create_app(Settings(db_path=store.path, policy_dir=policy_dir,
+                              decision_log=str(store.path.parent / "decisions.log")))
     measures: dict[str, tuple] = {}
     for name, (target, headers) in cases.items():
         if callable(headers):  # first sight: a new credential for every call
@@ -234,7 +236,8 @@ def wrk(port: int, headers: dict, target: str, seconds: int) -> float:
 def end_to_end(store: Store, policy_dir: Path, cases: dict, seconds: int, rounds: int) -> dict:
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: `make bench` installs it (apt-get install wrk)")
-    env = {**os.environ, "AUTHZ_DB": str(store.path), "AUTHZ_POLICY_DIR": str(policy_dir)}
+    env = {**os.environ, "AUTHZ_DB": str(store.path), "AUTHZ_POLICY_DIR": str(policy_dir),
+           "AUTHZ_DECISION_LOG": str(store.path.parent / "decisions.log")}
     authz, authz_port = serve("wsgi:app", env, ROOT)
     noop, noop_port = serve("noop_app:app", env, ROOT / "bench")
     results = {}

@@ -72,6 +72,7 @@ def make_client(store, policy_dir):
     def make(document: dict | None = None, **settings):
         if document is not None:
             write_policy(policy_dir, document)
+        settings.setdefault("decision_log", "off")
         app = create_app(Settings(db_path=store.path, policy_dir=policy_dir, **settings))
         return app.test_client()
 

@@ -19,6 +19,17 @@ def samples(text: str) -> dict:
     return found
 
 
+def read_log(path, count: int, timeout: float = 5.0) -> list[dict]:
+    """Lines are written in batches at most half a second apart: wait for them."""
+    deadline = time.time() + timeout
+    while True:
+        lines = path.read_text().splitlines() if path.exists() else []
+        if len(lines) >= count or time.time() > deadline:
+            time.sleep(0.6)  # and anything that would be one too many
+            return [json.loads(line) for line in path.read_text().splitlines()]
+        time.sleep(0.1)
+
+
 def ask(server, key=None, uri="/v1/orders/1", request_id=None):
     headers = {"X-Original-URI": uri, "X-Original-Method": "GET", "Connection": "close"}
     if key:
@@ -68,8 +79,7 @@ def test_decision_log_lines(store, policy_dir, gunicorn, tmp_path):
     server = gunicorn(workers=2, AUTHZ_DECISION_LOG=str(log))
     ask(server, key, request_id="req-allow-1")
     ask(server, "sk_live_" + "Z" * 43, request_id="req-deny-1")
-    time.sleep(0.3)
-    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    lines = read_log(log, 2)
     allow = next(entry for entry in lines if entry["request_id"] == "req-allow-1")
     deny = next(entry for entry in lines if entry["request_id"] == "req-deny-1")
     assert (allow["decision"], allow["status"], allow["principal"], allow["credential"]) == (
@@ -89,6 +99,5 @@ def test_allow_sampling_keeps_every_deny(store, policy_dir, gunicorn, tmp_path):
     for _ in range(10):
         ask(server, key)
         ask(server)
-    time.sleep(0.3)
-    decisions = [json.loads(line)["decision"] for line in log.read_text().splitlines()]
+    decisions = [entry["decision"] for entry in read_log(log, 10)]
     assert decisions == ["deny"] * 10

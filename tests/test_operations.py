@@ -108,3 +108,18 @@ def test_decisions_api_explain(store, make_client):
     assert body["reason"] == "credentials_missing"
     assert [r["matched"] for r in body["explain"]["routes"]] == [False, False, True]
     assert body["explain"]["summary"].startswith("DENY (401 credentials_missing)")
+
+
+@pytest.mark.parametrize("profile", ["internal-tool", "public-api", "partner", "mobile-spa", "microservices",
+                                     "zero-trust"])
+def test_policy_init_profiles_pass_their_own_tests(tmp_path, profile):
+    directory = tmp_path / profile
+    result = cli("policy", "init", "--profile", profile, str(directory))
+    assert result.exit_code == 0, result.output
+    assert cli("policy", "check", str(directory)).exit_code == 0
+    tested = cli("policy", "test", "--policy-dir", str(directory), "--json")
+    assert tested.exit_code == 0, tested.output
+    body = json.loads(tested.output)
+    assert body["failed"] == 0 and body["passed"] >= 3
+    again = cli("policy", "init", "--profile", profile, str(directory))
+    assert again.exit_code == 1 and "exists already" in again.output

@@ -21,8 +21,11 @@ import base64
 import json
 import re
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import jwt
 
 from authz import passwords
 from authz.adapters.api import InvalidBody, describe
@@ -32,7 +35,7 @@ from authz.policy.loader import load_policy
 from authz.request import BadRequest
 from authz.store import Store
 
-_PLACEHOLDER = re.compile(r"\{\{(key|basic):([^}]+)\}\}")
+_PLACEHOLDER = re.compile(r"\{\{(key|basic|token|cert):([^}]+)\}\}")
 EXPECTABLE = ("decision", "status", "principal", "reason", "route")
 
 
@@ -49,7 +52,7 @@ def run_file(path: Path, policy_dir: Path) -> list[CaseResult]:
     with tempfile.TemporaryDirectory(prefix="authz-policy-test-") as tmp:
         store = Store(Path(tmp) / "test.db", last_used_interval=3600)
         store.migrate()
-        secrets = _seed(store, spec.get("fixtures", {}))
+        secrets = _seed(store, spec.get("fixtures", {}), policy_dir)
         engine = DecisionEngine(load_policy(policy_dir, Context(store=store)))
         results = []
         for index, case in enumerate(spec.get("cases", [])):
@@ -71,8 +74,14 @@ def run_file(path: Path, policy_dir: Path) -> list[CaseResult]:
         return results
 
 
-def _seed(store: Store, fixtures: dict) -> dict[tuple[str, str], str]:
+def _seed(store: Store, fixtures: dict, policy_dir: Path) -> dict[tuple[str, str], str]:
     secrets: dict[tuple[str, str], str] = {}
+    ders: dict[str, bytes] = {}
+    for cert in fixtures.get("certs", []):
+        pem, ders[cert["name"]] = _issue_cert(cert, policy_dir)
+        secrets[("cert", cert["name"])] = pem
+    for token in fixtures.get("tokens", []):
+        secrets[("token", token["name"])] = _mint(token, policy_dir, ders)
     for user in fixtures.get("users", []):
         store.principals.add_user(user["name"], passwords.hash_password(user["password"]),
                                   user.get("scopes", ()), user.get("roles", ()))
@@ -83,6 +92,46 @@ def _seed(store: Store, fixtures: dict) -> dict[tuple[str, str], str]:
                                       key.get("allow_ips", ()))
         secrets[("key", key["name"])] = secret
     return secrets
+
+
+def _mint(spec: dict, policy_dir: Path, ders: dict[str, bytes]) -> str:
+    """A token signed with a development key the policy trusts (``key_file``)."""
+    from cryptography.hazmat.primitives import serialization
+
+    from authz.certs import thumbprint
+
+    key = serialization.load_pem_private_key((policy_dir / spec.get("key_file", "tests/keys/dev-idp.key"))
+                                             .read_bytes(), password=None)
+    now = int(time.time())
+    claims = {"iat": now, "exp": now + 300, **spec.get("claims", {})}
+    if spec.get("bind_to"):
+        claims["cnf"] = {"x5t#S256": thumbprint(ders[spec["bind_to"]])}
+    return jwt.encode(claims, key, algorithm=spec.get("alg", "ES256"), headers={"kid": spec.get("kid", "dev")})
+
+
+def _issue_cert(spec: dict, policy_dir: Path) -> tuple[str, bytes]:
+    """A client certificate from a development CA (``ca_key_file``, ``ca_cert_file``)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    ca_key = serialization.load_pem_private_key(
+        (policy_dir / spec.get("ca_key_file", "tests/keys/dev-mesh-ca.key")).read_bytes(), password=None)
+    ca = x509.load_pem_x509_certificate((policy_dir / spec.get("ca_cert_file", "keys/dev-mesh-ca.pem")).read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, spec["name"])]))
+            .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(hours=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spec["uri"])]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), cert.public_bytes(serialization.Encoding.DER)
 
 
 def _fill(value, secrets):
