@@ -65,25 +65,23 @@ class Settings:
                 raise SettingsError("AUTHZ_IDENTITY_TOKEN must be 'routes' (per route option) or 'all'")
             values["identity_token_everywhere"] = env["AUTHZ_IDENTITY_TOKEN"] == "all"  # noqa: S105
         if env.get("AUTHZ_IDENTITY_TOKEN_TTL"):
-            try:
-                ttl = float(env["AUTHZ_IDENTITY_TOKEN_TTL"])
-            except ValueError:
-                ttl = -1
-            if not 1 <= ttl <= 300:
-                raise SettingsError("AUTHZ_IDENTITY_TOKEN_TTL must be 1 to 300 seconds")
-            values["identity_token_ttl"] = ttl
+            values["identity_token_ttl"] = _number(env, "AUTHZ_IDENTITY_TOKEN_TTL", 1, 300, "seconds")
         if env.get("AUTHZ_DECISION_LOG"):
             values["decision_log"] = env["AUTHZ_DECISION_LOG"]
         if env.get("AUTHZ_DECISION_LOG_ALLOW_SAMPLE"):
-            try:
-                sample = float(env["AUTHZ_DECISION_LOG_ALLOW_SAMPLE"])
-            except ValueError:
-                sample = -1
-            if not 0 <= sample <= 1:
-                raise SettingsError("AUTHZ_DECISION_LOG_ALLOW_SAMPLE must be a number from 0 to 1")
-            values["decision_log_allow_sample"] = sample
+            values["decision_log_allow_sample"] = _number(env, "AUTHZ_DECISION_LOG_ALLOW_SAMPLE", 0, 1, "(a share)")
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
     def with_(self, **changes) -> Settings:
         return replace(self, **changes)
+
+
+def _number(env: Mapping[str, str], name: str, low: float, high: float, unit: str) -> float:
+    try:
+        value = float(env[name])
+    except ValueError:
+        value = float("nan")
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be a number from {low:g} to {high:g} {unit}")
+    return value

@@ -96,9 +96,9 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}: {self.output()}")
             try:
-                requests.get(self.url + path, timeout=1)
+                requests.get(self.url + path, timeout=2)
                 return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening, or still booting
                 time.sleep(0.05)
         raise RuntimeError(f"server on {self.url} did not answer in {timeout}s: {self.output()}")
 
@@ -172,6 +172,35 @@ def start_caddy(servers, caddyfile: str, port: int, tmp_path: Path) -> Server:
            "XDG_DATA_HOME": str(home / "data")}
     return servers([caddy_binary(), "run", "--config", str(tmp_path / "Caddyfile"), "--adapter", "caddyfile"],
                    port, env=env, log=tmp_path / "caddy.log")
+
+
+def start_nginx(servers, tmp_path: Path, sites: str, port: int) -> Server:
+    """Real nginx in the foreground with everything it writes inside ``tmp_path``;
+    the configuration is checked with ``nginx -t`` first."""
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(f"""
+{"user root;" if os.geteuid() == 0 else ""}
+daemon off;
+worker_processes 1;
+pid {tmp_path}/nginx.pid;
+error_log {tmp_path}/nginx-error.log info;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp_path}/body;
+    proxy_temp_path {tmp_path}/proxy;
+    fastcgi_temp_path {tmp_path}/fastcgi;
+    uwsgi_temp_path {tmp_path}/uwsgi;
+    scgi_temp_path {tmp_path}/scgi;
+{sites}
+}}
+""")
+    binary = nginx_binary()
+    check = subprocess.run([binary, "-t", "-c", str(conf), "-e", str(tmp_path / "t.log")],
+                           capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stderr
+    return servers([binary, "-c", str(conf), "-e", str(tmp_path / "nginx-error.log")], port,
+                   log=tmp_path / "nginx-out.log")
 
 
 def nginx_binary() -> str:

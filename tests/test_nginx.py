@@ -7,14 +7,13 @@ location would run before ``auth_request``)."""
 
 import base64
 import json
-import os
 import re
 import subprocess
 
 import pytest
 import requests
 
-from tests.conftest import ROOT, add_user, free_port, nginx_binary, write_policy
+from tests.conftest import ROOT, add_user, free_port, nginx_binary, start_nginx, write_policy
 
 POLICY = json.loads((ROOT / "policies" / "api.json").read_text())
 ECHO = ("principal=$http_x_auth_principal;user=$http_x_auth_user;client=$http_x_auth_client;"
@@ -36,34 +35,12 @@ def stack(store, policy_dir, gunicorn, servers, tmp_path):
             .replace("127.0.0.1:8080", f"127.0.0.1:{authz.port}")
             .replace("127.0.0.1:9000", f"127.0.0.1:{upstream}"))
     assert f"127.0.0.1:{authz.port}" in site and f"127.0.0.1:{upstream}" in site
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(f"""
-{"user root;" if os.geteuid() == 0 else ""}
-daemon off;
-worker_processes 1;
-pid {tmp_path}/nginx.pid;
-error_log {tmp_path}/nginx-error.log info;
-events {{ worker_connections 64; }}
-http {{
-    access_log {tmp_path}/nginx-access.log;
-    client_body_temp_path {tmp_path}/body;
-    proxy_temp_path {tmp_path}/proxy;
-    fastcgi_temp_path {tmp_path}/fastcgi;
-    uwsgi_temp_path {tmp_path}/uwsgi;
-    scgi_temp_path {tmp_path}/scgi;
-{site}
+    upstream_site = f"""
     server {{
         listen 127.0.0.1:{upstream};
         location / {{ default_type text/plain; return 200 "{ECHO}"; }}
-    }}
-}}
-""")
-    binary = nginx_binary()
-    check = subprocess.run([binary, "-t", "-c", str(conf), "-e", str(tmp_path / "t.log")],
-                           capture_output=True, text=True, check=False)
-    assert check.returncode == 0, check.stderr
-    server = servers([binary, "-c", str(conf), "-e", str(tmp_path / "nginx-error.log")], port,
-                     log=tmp_path / "nginx-out.log")
+    }}"""
+    server = start_nginx(servers, tmp_path, site + upstream_site, port)
     server.wait("/healthz")
     return server
 

@@ -3,14 +3,12 @@
 ``$ssl_client_escaped_cert`` and ``$ssl_client_verify`` to authz under gunicorn, and a
 client presenting a real certificate is allowed with its SPIFFE ID as X-Auth-Service."""
 
-import os
 import re
-import subprocess
 
 import pytest
 import requests
 
-from tests.conftest import ROOT, free_port, nginx_binary, write_policy
+from tests.conftest import ROOT, free_port, start_nginx, write_policy
 from tests.pki import DAY, NOW, Pki, issue
 
 SPIFFE = "spiffe://corp/ns/payments/sa/api"
@@ -48,33 +46,12 @@ def tls(store, policy_dir, gunicorn, servers, tmp_path):
             .replace("/etc/nginx/tls", str(tls_dir))
             .replace("127.0.0.1:8080", f"127.0.0.1:{authz.port}")
             .replace("127.0.0.1:9000", f"127.0.0.1:{upstream}"))
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(f"""
-{"user root;" if os.geteuid() == 0 else ""}
-daemon off;
-worker_processes 1;
-pid {tmp_path}/nginx.pid;
-error_log {tmp_path}/nginx-error.log info;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp_path}/body;
-    proxy_temp_path {tmp_path}/proxy;
-    fastcgi_temp_path {tmp_path}/fastcgi;
-    uwsgi_temp_path {tmp_path}/uwsgi;
-    scgi_temp_path {tmp_path}/scgi;
-{site}
+    upstream_site = f"""
     server {{
         listen 127.0.0.1:{upstream};
         location / {{ default_type text/plain; return 200 "{ECHO}"; }}
-    }}
-}}
-""")
-    binary = nginx_binary()
-    check = subprocess.run([binary, "-t", "-c", str(conf), "-e", str(tmp_path / "t.log")],
-                           capture_output=True, text=True, check=False)
-    assert check.returncode == 0, check.stderr
-    proc = servers([binary, "-c", str(conf), "-e", str(tmp_path / "nginx-error.log")], port)
+    }}"""
+    proc = start_nginx(servers, tmp_path, site + upstream_site, port)
 
     def get(path: str, cert=None):
         files = None

@@ -60,10 +60,17 @@ class VerifiedChain:
     expires: float
 
 
-def _load_pem_certs(path) -> list[x509.Certificate]:
-    certs = x509.load_pem_x509_certificates(path.read_bytes())
+def _bundle(context: Context, config: dict, option: str) -> list[x509.Certificate]:
+    """The PEM certificates of the file an option names, or a ConfigError saying why not."""
+    path = context.base_dir / config[option]
+    try:
+        certs = x509.load_pem_x509_certificates(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(option, f"cannot read {exc.filename}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ConfigError(option, f"not a PEM certificate bundle: {exc}") from None
     if not certs:
-        raise ValueError(f"{path} holds no certificate")
+        raise ConfigError(option, f"{path} holds no certificate")
     return certs
 
 
@@ -84,21 +91,9 @@ class MtlsAuthenticator(Authenticator):
         self.allow_missing_san = bool(config.get("allow_missing_san", False))
         if self.allow_missing_san and self.principal_from not in ("subject_cn", "registered"):
             raise ConfigError("allow_missing_san", "a leaf without SAN can only be named by subject_cn or registered")
-        try:
-            self.anchors = _load_pem_certs(context.base_dir / config["ca_file"])
-        except OSError as exc:
-            raise ConfigError("ca_file", f"cannot read {exc.filename}: {exc.strerror}") from None
-        except ValueError as exc:
-            raise ConfigError("ca_file", f"not a PEM certificate bundle: {exc}") from None
+        self.anchors = _bundle(context, config, "ca_file")
         self.store = Store(self.anchors)
-        self.intermediates: list[x509.Certificate] = []
-        if "intermediates_file" in config:
-            try:
-                self.intermediates = _load_pem_certs(context.base_dir / config["intermediates_file"])
-            except OSError as exc:
-                raise ConfigError("intermediates_file", f"cannot read {exc.filename}: {exc.strerror}") from None
-            except ValueError as exc:
-                raise ConfigError("intermediates_file", f"not a PEM certificate bundle: {exc}") from None
+        self.intermediates = _bundle(context, config, "intermediates_file") if "intermediates_file" in config else []
         self.crls: dict[str, list[x509.CertificateRevocationList]] = {}
         for index, file in enumerate(config.get("crl_files", [])):
             try:
