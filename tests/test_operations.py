@@ -123,3 +123,14 @@ def test_policy_init_profiles_pass_their_own_tests(tmp_path, profile):
     assert body["failed"] == 0 and body["passed"] >= 3
     again = cli("policy", "init", "--profile", profile, str(directory))
     assert again.exit_code == 1 and "exists already" in again.output
+
+
+@pytest.mark.parametrize("reason", list(__import__("authz.decision", fromlist=["Reason"]).Reason))
+def test_every_deny_reason_has_a_plain_cause(reason):
+    from authz.decision import Decision
+    from authz.policy.explain import summary
+
+    line = summary(Decision.deny(403, reason, "the detail"))
+    assert line.startswith(f"DENY (403 {reason}): ") and line.endswith("(the detail)")
+    cause = line.split(": ", 1)[1].removesuffix(" (the detail)")
+    assert len(cause) > 20 and cause.endswith(".") and "\n" not in line
