@@ -26,10 +26,29 @@ def secret_key(*parts: bytes | str) -> bytes:
     """An opaque cache key for inputs that include secrets (keyed BLAKE2b, a MAC)."""
     mac = hashlib.blake2b(key=_PROCESS_KEY, digest_size=32)
     for part in parts:
-        data = part.encode("utf-8", "surrogateescape") if isinstance(part, str) else part
-        mac.update(len(data).to_bytes(4, "big"))
-        mac.update(data)
+        _absorb(mac, part)
     return mac.digest()
+
+
+class SecretKeyer:
+    """``secret_key(prefix…, part)`` with the fixed prefix absorbed once (the hot path
+    hashes only the per-request part)."""
+
+    def __init__(self, *prefix: bytes | str) -> None:
+        self._base = hashlib.blake2b(key=_PROCESS_KEY, digest_size=32)
+        for part in prefix:
+            _absorb(self._base, part)
+
+    def __call__(self, part: bytes | str) -> bytes:
+        mac = self._base.copy()
+        _absorb(mac, part)
+        return mac.digest()
+
+
+def _absorb(mac, part: bytes | str) -> None:
+    data = part.encode("utf-8", "surrogateescape") if isinstance(part, str) else part
+    mac.update(len(data).to_bytes(4, "big"))
+    mac.update(data)
 
 
 class TTLCache(Generic[V]):

@@ -31,9 +31,9 @@ from authz.authenticators.keysets import (
     RemoteKeySet,
     StaticKeySet,
 )
-from authz.cache import secret_key
+from authz.cache import SecretKeyer
 from authz.certs import thumbprint
-from authz.decision import Identity, IdentityKind, Outcome, Reason
+from authz.decision import Identity, IdentityKind, Outcome, OutcomeKind, Reason
 from authz.http_client import url_problem
 from authz.request import CheckRequest
 
@@ -44,9 +44,15 @@ MAX_KID_LENGTH = 256
 
 @dataclass(slots=True)
 class Verified:
+    """A verified token's cache entry: what it proves, derived once."""
+
     claims: dict
     kid: str | None
     expires: float
+    identity: Identity | None = None
+    also: tuple[Identity, ...] = ()
+    jti: str | None = None
+    bound_to: str | None = None
 
 
 def claim_path(claims: dict, path: str):
@@ -79,6 +85,7 @@ class JwtAuthenticator(BearerChallenges, Authenticator):
         # Everything that decides a verification, folded into the cache key.
         self.trust = json.dumps({k: v for k, v in sorted(config.items()) if k != "description"},
                                 sort_keys=True, default=str)
+        self.keyer = SecretKeyer(self.trust)
         symmetric = set(self.algorithms) & set(HMAC_ALGORITHMS)
         if symmetric and symmetric != set(self.algorithms):
             raise ConfigError("algorithms", "HS* algorithms cannot be mixed with asymmetric ones "
@@ -129,7 +136,7 @@ class JwtAuthenticator(BearerChallenges, Authenticator):
         if len(token) > MAX_TOKEN_BYTES:
             return Outcome.invalid(SLOT, f"token longer than {MAX_TOKEN_BYTES} bytes")
 
-        cache_key = secret_key(self.trust, token)
+        cache_key = self.keyer(token)
         verified = self.cache.get(cache_key)
         if verified is None or not self.keys.knows(verified.kid):
             try:
@@ -139,13 +146,15 @@ class JwtAuthenticator(BearerChallenges, Authenticator):
             if jws.claims.get("iss") != self.issuer:
                 return Outcome.absent()  # another issuer's token: not ours to judge
             result = self._verify(jws)
+            if isinstance(result, Verified):
+                result = self._derive(result)
             if isinstance(result, Outcome):
                 return result
             verified = result
             self.cache.set(cache_key, verified, verified.expires)
         elif verified.expires <= time.time():
             return Outcome.invalid(SLOT, "token has expired", Reason.CREDENTIAL_EXPIRED)
-        return self._identity(verified.claims, request)
+        return self._identity(verified, request)
 
     def _verify(self, jws: jose.CompactJWS) -> Verified | Outcome:
         header = jws.header
@@ -174,18 +183,26 @@ class JwtAuthenticator(BearerChallenges, Authenticator):
                                    Reason.CREDENTIALS_INVALID)
         return Verified(jws.claims, signer.kid, exp + self.leeway)
 
-    def _identity(self, claims: dict, request: CheckRequest) -> Outcome:
-        bound_to = _bound_thumbprint(claims)
-        if bound_to is not None:
+    def _identity(self, verified: Verified, request: CheckRequest) -> Outcome:
+        """Per request: certificate binding and revocation; the identity was derived once."""
+        if verified.bound_to is not None:
             # RFC 8705 §3: a bound token is only good with the certificate it names.
             presented = certificate_thumbprints(request)
             if not presented:
                 return Outcome.invalid(SLOT, "certificate-bound token without a client certificate")
-            if presented != {bound_to}:
+            if presented != {verified.bound_to}:
                 return Outcome.invalid(SLOT, "token is bound to another client certificate")
-        jti = claims.get("jti")
-        if isinstance(jti, str) and self.context.store.revocations.is_revoked("jti", jti, self.issuer):
+        jti = verified.jti
+        if jti is not None and self.context.store.revocations.is_revoked("jti", jti, self.issuer):
             return Outcome.invalid(SLOT, f"token {jti[:64]} is revoked", Reason.CREDENTIAL_REVOKED)
+        return Outcome(OutcomeKind.VALID, verified.identity, slot=SLOT, also=verified.also)
+
+    def _derive(self, verified: Verified) -> Verified | Outcome:
+        """Fill the entry with the identities the claims prove (once, before caching)."""
+        claims = verified.claims
+        verified.bound_to = bound_to = _bound_thumbprint(claims)
+        jti = claims.get("jti")
+        verified.jti = jti if isinstance(jti, str) else None
         principal = claims.get(self.principal_claim)
         if not isinstance(principal, str) or not principal:
             return Outcome.invalid(SLOT, f"token has no {self.principal_claim} claim")
@@ -198,14 +215,15 @@ class JwtAuthenticator(BearerChallenges, Authenticator):
         client_id = claims.get("client_id")
         if isinstance(client_id, str) and client_id and self.principal_claim == "sub" and principal == client_id:
             # RFC 9068 client-credentials token: the subject is the client itself.
-            return Outcome.valid(SLOT, Identity(client_id, IdentityKind.CLIENT, self.type, self.name,
-                                                scopes, roles, credential, bound_to))
-        user = Identity(principal, IdentityKind.USER, self.type, self.name, scopes, roles, credential, bound_to)
-        outcome = Outcome.valid(SLOT, user)
+            verified.identity = Identity(client_id, IdentityKind.CLIENT, self.type, self.name,
+                                         scopes, roles, credential, bound_to)
+            return verified
+        verified.identity = Identity(principal, IdentityKind.USER, self.type, self.name, scopes, roles, credential,
+                                     bound_to)
         if isinstance(client_id, str) and client_id:
-            outcome.also = (Identity(client_id, IdentityKind.CLIENT, self.type, self.name, scopes, frozenset(),
-                                     credential, bound_to),)
-        return outcome
+            verified.also = (Identity(client_id, IdentityKind.CLIENT, self.type, self.name, scopes, frozenset(),
+                                      credential, bound_to),)
+        return verified
 
 
 
