@@ -137,7 +137,7 @@ _CERT_HEADERS = ("x-ssl-client-cert", "ssl-client-cert", "x-ssl-client-verify", 
 
 def from_headers(headers: Headers) -> tuple[ForwardedCert, ...]:
     """Every client certificate the request's headers describe, one per source."""
-    values = tuple(headers.get(name) for name in _CERT_HEADERS)
+    values = headers.values_of(_CERT_HEADERS)
     if not any(values):
         return ()
     return _parse(values)
