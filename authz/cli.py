@@ -547,13 +547,11 @@ def policy_check(directory, strict) -> None:
 @click.option("--policy-dir", envvar="AUTHZ_POLICY_DIR", default="policies", type=click.Path(path_type=Path))
 def policy_explain(method, url, headers, cert_file, as_key, as_user, policy_dir) -> None:
     """Why a request would be allowed or denied: routes, requirement tree, decision."""
-    from urllib.parse import urlsplit
-
     from authz.certs import from_pem
     from authz.engine import DecisionEngine
     from authz.policy import load_policy
     from authz.policy.explain import explain, render_text
-    from authz.request import CheckRequest
+    from authz.request import BadRequest, CheckRequest, split_absolute
 
     s = store()
     header_pairs = []
@@ -567,12 +565,13 @@ def policy_explain(method, url, headers, cert_file, as_key, as_user, policy_dir)
         header_pairs.append(("X-API-Key", placeholder))
     if as_user:
         header_pairs.append(("Authorization", _dry_run_user(s, as_user)))
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise click.BadParameter("give an absolute http(s) URL", param_hint="'URL'")
-    certs = (from_pem("api", cert_file.read_text()),) if cert_file else ()
-    request = CheckRequest.build(method, (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
-                                 parts.netloc, parts.scheme, header_pairs, None, certs)
+    try:
+        scheme, host, target = split_absolute(url)
+        certs = (from_pem("api", cert_file.read_text()),) if cert_file else ()
+        request = CheckRequest.build(method, target, host, scheme, header_pairs, None, certs,
+                                     Settings.from_env().target_allow)
+    except BadRequest as exc:
+        raise click.BadParameter(f"{url}: {exc}", param_hint="'URL'") from None
     engine = DecisionEngine(load_policy(policy_dir, Context(store=s)))
     decision, explanation = explain(engine, request)
     emit(click.get_current_context(), {**decision.to_json(), "explain": explanation},

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from authz.request import TrustedNetworks
+from authz.request import TARGET_RULES, TrustedNetworks
 
 DEFAULT_TRUSTED = ("127.0.0.1/32", "::1/128")
 
@@ -29,6 +29,8 @@ class Settings:
     identity_token_everywhere: bool = False
     decision_log: str = "stderr"
     decision_log_allow_sample: float = 1.0
+    # Request-target firewall rules relaxed for this deployment (request.TARGET_RULES).
+    target_allow: frozenset[str] = frozenset()
     trusted: TrustedNetworks = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -70,6 +72,13 @@ class Settings:
             values["decision_log"] = env["AUTHZ_DECISION_LOG"]
         if env.get("AUTHZ_DECISION_LOG_ALLOW_SAMPLE"):
             values["decision_log_allow_sample"] = _number(env, "AUTHZ_DECISION_LOG_ALLOW_SAMPLE", 0, 1, "(a share)")
+        if env.get("AUTHZ_TARGET_ALLOW"):
+            names = frozenset(n.strip() for n in env["AUTHZ_TARGET_ALLOW"].split(",") if n.strip())
+            unknown = sorted(names - TARGET_RULES.keys())
+            if unknown:
+                raise SettingsError(f"AUTHZ_TARGET_ALLOW: unknown rule {unknown[0]!r}; the rules that can be "
+                                    f"relaxed are {', '.join(TARGET_RULES)}")
+            values["target_allow"] = names
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

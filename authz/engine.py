@@ -6,6 +6,7 @@ inside an authenticator becomes a 500 ``internal_error`` deny.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from authz.authenticators import CREDENTIAL_SLOTS
@@ -30,6 +31,19 @@ class DecisionEngine:
         self.token_everywhere = token_everywhere
 
     def decide(self, request: CheckRequest) -> Decision:
+        """The decision for ``request``; with method-override headers, the request must
+        be allowed as its own method and as every override (the first deny answers)."""
+        decision = self._decide(request)
+        if not request.method_overrides or not decision.allowed:
+            return decision
+        for method in request.method_overrides:
+            other = self._decide(dataclasses.replace(request, method=method, method_overrides=()))
+            if not other.allowed:
+                other.detail = f"as {method} (a method-override header): {other.detail}"
+                return other
+        return decision
+
+    def _decide(self, request: CheckRequest) -> Decision:
         policy = self.policy
         route = policy.routes.match(request)
         if route is None:

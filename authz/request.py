@@ -12,35 +12,97 @@ import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 MAX_PATH_LENGTH = 8192
 MAX_HEADER_VALUE = 16384
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-_PCT = re.compile(r"%(..)")
 _HEX = frozenset("0123456789abcdefABCDEF")
-_METHOD = re.compile(r"[A-Z][A-Z0-9!#$%&'*+.^_`|~-]{0,31}")
+# RFC 9110 §5.6.2 token: methods are case-sensitive and compared exactly as sent.
+_METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}")
+# Headers with which frameworks (Rails, Symfony, Laravel, Express' method-override,
+# ASP.NET…) let a POST pretend to be another method.
+METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
 
 
 class BadRequest(ValueError):
     """The request cannot be described safely (unsafe path, oversized value…)."""
 
 
-# Most paths are already canonical: non-empty segments of plain characters, none of
-# them "." or "..", no escapes. Those are returned as they are without the walk below.
-_CANONICAL = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9\-._~!$&'()*+,;=:@]+)*/?")
+# The request-target firewall. Each rule refuses something that two HTTP parsers
+# (the proxy's, authz's, the upstream's) could read differently. An operator can
+# relax a rule by name (AUTHZ_TARGET_ALLOW); the README says what the upstream must
+# then guarantee. Control characters, invalid UTF-8, malformed escapes and ".." above
+# the root cannot be relaxed: no reading of them is safe to match a policy against.
+TARGET_RULES = {
+    "dot_segments": "'.' or '..' segment (raw or percent-encoded)",
+    "empty_segments": "empty path segment ('//')",
+    "fragment": "'#' in the request target",
+    "encoded_slash": "percent-encoded '/' or '\\' (%2F, %5C)",
+    "encoded_percent": "percent-encoded '%' (%25)",
+    "semicolon": "';' path parameter",
+    "backslash": "'\\' in the path",
+}
+
+# Most paths are plain: non-empty segments of unreserved and sub-delim characters (no
+# ';'), none of them "." or "..", no escapes, a trailing slash at most. Those match as
+# they are, without the walk below.
+_CANONICAL = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9\-._~!$&'()*+,=:@]+)*/?")
 
 
-def normalise_path(raw: str) -> str:
-    """Return the canonical form of a request path, or raise ``BadRequest``.
+def _refuse(rule: str, allow: frozenset[str]) -> None:
+    if rule not in allow:
+        raise BadRequest(f"ambiguous request target: {TARGET_RULES[rule]}")
 
-    Percent-encoded unreserved characters are decoded (so ``/%61dmin`` is
-    ``/admin``), other escapes are kept with upper-case hex, dot segments are
-    resolved and repeated slashes collapsed. Refused because a backend may read them
-    differently from the policy: an encoded ``/`` or ``\\``, NUL and other control
-    characters, a raw backslash, malformed escapes, and ``..`` above the root.
+
+def _decode_segment(segment: str, allow: frozenset[str]) -> str:
+    """Percent-decode one raw segment once, as UTF-8; refuse what the rules refuse."""
+    if ";" in segment:
+        _refuse("semicolon", allow)
+    if "\\" in segment:
+        _refuse("backslash", allow)
+    if "%" not in segment and segment.isascii():
+        return segment
+    out = bytearray()
+    i, n = 0, len(segment)
+    while i < n:
+        ch = segment[i]
+        if ch == "%":
+            pair = segment[i + 1 : i + 3]
+            if len(pair) != 2 or pair[0] not in _HEX or pair[1] not in _HEX:
+                raise BadRequest("malformed percent-escape in path")
+            byte = int(pair, 16)
+            if byte in (0x2F, 0x5C):
+                _refuse("encoded_slash", allow)
+                out += b"%" + pair.upper().encode()  # kept encoded: one segment, as the upstream must read it
+            elif byte == 0x25:
+                _refuse("encoded_percent", allow)
+                out.append(byte)
+            else:
+                out.append(byte)
+            i += 3
+        else:
+            out += ch.encode("utf-8", "surrogatepass")
+            i += 1
+    try:
+        text = out.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("path is not valid UTF-8") from None
+    if any(c < " " or "\x7f" <= c <= "\x9f" for c in text):
+        raise BadRequest("control character in path")
+    return text
+
+
+def normalise_path(raw: str, allow: frozenset[str] = frozenset()) -> str:
+    """The path the policy matches: percent-decoded once as UTF-8, or ``BadRequest``.
+
+    ``raw`` is the path as sent (no query), non-ASCII characters already decoded from
+    UTF-8 (adapters do that for WSGI's latin-1 strings). Everything two upstreams could
+    read differently is refused (``TARGET_RULES``), unless relaxed in ``allow``: then
+    dot segments are resolved, empty segments merged, encoded slashes kept encoded
+    inside their segment, and ``;`` / ``\\`` / a decoded ``%`` matched as characters.
     """
     if len(raw) > MAX_PATH_LENGTH:
         raise BadRequest(f"path longer than {MAX_PATH_LENGTH} characters")
@@ -48,52 +110,68 @@ def normalise_path(raw: str) -> str:
         return raw
     if not raw.startswith("/"):
         raise BadRequest("path does not start with '/'")
-    out: list[str] = []
-    i, n = 0, len(raw)
-    while i < n:
-        ch = raw[i]
-        if ch == "%":
-            pair = raw[i + 1 : i + 3]
-            if len(pair) != 2 or pair[0] not in _HEX or pair[1] not in _HEX:
-                raise BadRequest("malformed percent-escape in path")
-            byte = int(pair, 16)
-            if byte in (0x2F, 0x5C):
-                raise BadRequest("encoded '/' or '\\' in path")
-            if byte < 0x20 or byte == 0x7F:
-                raise BadRequest("encoded control character in path")
-            out.append(chr(byte) if byte in _UNRESERVED else "%" + pair.upper())
-            i += 3
-            continue
-        code = ord(ch)
-        if code < 0x21 or code == 0x7F or ch == "\\":
-            raise BadRequest("control character, space or backslash in path")
-        # Non-ASCII (e.g. raw UTF-8 passed on by nginx, seen here as latin-1) is
-        # re-escaped so that the policy compares one spelling only.
-        out.append(ch if code < 0x80 else "".join(f"%{b:02X}" for b in ch.encode("latin-1", "replace")))
-        i += 1
+    if any(c <= " " or c == "\x7f" for c in raw):
+        raise BadRequest("control character or space in path")
+    parts = raw.split("/")
     segments: list[str] = []
-    parts = "".join(out).split("/")
-    for index, segment in enumerate(parts[1:], start=1):
-        last = index == len(parts) - 1
-        if segment == "..":
-            if not segments:
-                raise BadRequest("'..' above the root")
-            segments.pop()
-            if last:
+    last = len(parts) - 1
+    for index in range(1, last + 1):
+        segment = _decode_segment(parts[index], allow)
+        if segment in (".", ".."):
+            _refuse("dot_segments", allow)
+            if segment == "..":
+                if not segments:
+                    raise BadRequest("'..' above the root")
+                segments.pop()
+            if index == last:
                 segments.append("")
-        elif segment == "." or segment == "":
-            if last:
+        elif segment == "":
+            if index != last:
+                _refuse("empty_segments", allow)
+            else:
                 segments.append("")
         else:
             segments.append(segment)
     return "/" + "/".join(segments)
 
 
-def split_target(target: str) -> tuple[str, str]:
-    """Split a request target into (path, query) without decoding anything."""
+_ABSOLUTE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)(.*)", re.S)
+
+
+def split_absolute(url: str) -> tuple[str, str, str]:
+    """(scheme, host, target) of an absolute http(s) URL, nothing decoded or dropped.
+
+    ``urllib.parse.urlsplit`` would silently cut a fragment (and raise on a broken
+    IPv6 literal); here the fragment stays in the target for the firewall to judge.
+    """
+    found = _ABSOLUTE.fullmatch(url)
+    if found is None or found.group(1).lower() not in ("http", "https"):
+        raise BadRequest("not an absolute http(s) URL")
+    scheme, authority, rest = found.groups()
+    if not authority or "@" in authority:
+        raise BadRequest("URL without a host, or with user information")
+    if not rest.startswith("/"):
+        rest = "/" + rest
+    return scheme.lower(), authority, rest
+
+
+def split_target(target: str, host: str = "", allow: frozenset[str] = frozenset()) -> tuple[str, str, str]:
+    """Split a request target into (host, path, query) without decoding anything.
+
+    An absolute-form target (``http://host/path``) must name the host the request is
+    for: a proxy routes by one and an upstream may read the other. A ``#`` cannot be
+    sent by a conforming client; unless relaxed it is refused, else cut off.
+    """
+    if "#" in target:
+        _refuse("fragment", allow)
+        target = target.partition("#")[0]
+    if not target.startswith("/") and "://" in target:
+        _, named, target = split_absolute(target)
+        if host and normalise_host(named) != normalise_host(host):
+            raise BadRequest("absolute-form target names another host than Host")
+        host = host or named
     path, _, query = target.partition("?")
-    path = path.partition("#")[0]
-    return path, query
+    return host, path, query
 
 
 def parse_ip(value: str | None) -> IPAddress | None:
@@ -232,6 +310,9 @@ class CheckRequest:
     headers: Headers = field(default_factory=Headers)
     client_ip: IPAddress | None = None
     client_certs: tuple[ForwardedCert, ...] = ()
+    # Methods named by X-HTTP-Method-Override & co. other than ``method``: the request
+    # must be allowed as each of them too (frameworks may act on the override).
+    method_overrides: tuple[str, ...] = ()
 
     @property
     def client_cert_chain(self) -> tuple[bytes, ...]:
@@ -248,27 +329,54 @@ class CheckRequest:
         headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
         client_ip: IPAddress | None = None,
         client_certs: tuple[ForwardedCert, ...] = (),
+        allow: frozenset[str] = frozenset(),
     ) -> CheckRequest:
-        """Describe a request from its raw target (``/path?query``); may raise BadRequest."""
-        method = method.strip().upper()
+        """Describe a request from its raw target (``/path?query`` or absolute-form);
+        may raise BadRequest. ``allow`` names the firewall rules relaxed (TARGET_RULES)."""
         if not _METHOD.fullmatch(method):
             raise BadRequest("malformed method")
-        raw_path, query = split_target(target)
+        host, raw_path, query = split_target(target, host, allow)
+        headers = headers if isinstance(headers, Headers) else Headers(headers)
+        overrides: tuple[str, ...] = ()
+        values = headers.values_of(METHOD_OVERRIDE_HEADERS)
+        if any(values):
+            found = []
+            for value in values:
+                if value is None:
+                    continue
+                value = value.strip()
+                if not _METHOD.fullmatch(value):
+                    raise BadRequest("malformed method-override header")
+                if value != method and value not in found:
+                    found.append(value)
+            overrides = tuple(found)
         return cls(
             method=method,
-            path=normalise_path(raw_path),
+            path=normalise_path(raw_path, allow),
             host=normalise_host(host),
             scheme=scheme.lower() or "http",
             query=query,
-            headers=headers if isinstance(headers, Headers) else Headers(headers),
+            headers=headers,
             client_ip=client_ip,
             client_certs=client_certs,
+            method_overrides=overrides,
         )
 
 
+_HOST = re.compile(r"(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]{0,5})?")
+
+
+@lru_cache(maxsize=4096)
 def normalise_host(host: str) -> str:
-    """Lower-case host without port or trailing dot (``API.example.com:443`` → ``api.example.com``)."""
-    host = host.strip().lower()
+    """Lower-case host without port or trailing dot (``API.example.com:443`` → ``api.example.com``).
+
+    A host that is not a reg-name or an IP literal (spaces, ``@``, ``/``, a broken
+    ``[::1``) is refused: a proxy and an upstream could each read something else in it.
+    """
+    host = host.strip()
+    if not _HOST.fullmatch(host):
+        raise BadRequest("malformed host")
+    host = host.lower()
     if host.startswith("["):
         end = host.find("]")
         return host[: end + 1] if end > 0 else host

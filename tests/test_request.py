@@ -4,55 +4,113 @@ import ipaddress
 
 import pytest
 
-from authz.request import BadRequest, CheckRequest, Headers, TrustedNetworks, normalise_path
+from authz.request import TARGET_RULES, BadRequest, CheckRequest, Headers, TrustedNetworks, normalise_path
 
 
 @pytest.mark.parametrize(("raw", "expected"), [
     ("/", "/"),
     ("/v1/orders", "/v1/orders"),
-    ("/v1//orders///42", "/v1/orders/42"),
-    ("/v1/./orders/../orders/42", "/v1/orders/42"),
-    ("/%61dmin/%7Euser", "/admin/~user"),          # unreserved characters decoded
+    ("/a/", "/a/"),                                 # a trailing slash is not an empty segment
+    ("/%61dmin/%7Euser", "/admin/~user"),          # decoded once, as upstream frameworks route
     ("/a%2db%5fc%2Ed", "/a-b_c.d"),
-    ("/files/a%20b", "/files/a%20b"),               # reserved/other escapes kept…
-    ("/files/a%3fb", "/files/a%3Fb"),               # …with upper-case hex
-    ("/admin/%2e%2e/public", "/public"),            # encoded dots are dot segments
-    ("/a/b/..", "/a/"),
-    ("/a/b/.", "/a/b/"),
-    ("/a/", "/a/"),
-    ("/caf\u00e9", "/caf%E9"),                      # raw non-ASCII re-escaped
+    ("/files/a%20b", "/files/a b"),
+    ("/files/a%3fb", "/files/a?b"),
+    ("/v1/orders/42%3Aapprove", "/v1/orders/42:approve"),
+    ("/caf\u00e9/x", "/caf\u00e9/x"),                # UTF-8 text, raw…
+    ("/caf%C3%A9/x", "/caf\u00e9/x"),               # …or percent-encoded: one spelling
+    ("/%2e%2e.x/y", "/...x/y"),                    # a segment that merely starts with dots
 ])
-def test_normalise_path(raw, expected):
+def test_paths_are_decoded_once(raw, expected):
     assert normalise_path(raw) == expected
 
 
+@pytest.mark.parametrize(("raw", "rule"), [
+    ("/admin/../static/x", "dot_segments"), ("/static/./x", "dot_segments"), ("/a/..", "dot_segments"),
+    ("/static/%2e%2e/admin", "dot_segments"), ("/static/%2E./admin", "dot_segments"), ("/a/.%2e", "dot_segments"),
+    ("/admin//x", "empty_segments"), ("//admin", "empty_segments"), ("/a//", "empty_segments"),
+    ("/a%2fb", "encoded_slash"), ("/a%2Fb", "encoded_slash"), ("/a%5cb", "encoded_slash"),
+    ("/a%25b", "encoded_percent"), ("/%252e%252e/x", "encoded_percent"),
+    ("/..;/admin", "semicolon"), ("/admin;x=1/y", "semicolon"), ("/a;", "semicolon"),
+    ("/a\\b", "backslash"),
+])
+def test_ambiguous_targets_are_refused_unless_relaxed(raw, rule):
+    with pytest.raises(BadRequest, match="ambiguous"):
+        normalise_path(raw)
+    if raw.startswith("/a/..") or raw == "/a/.%2e":
+        return  # resolving leaves something else to check: covered below
+    assert normalise_path(raw, frozenset({rule})).startswith("/")
+
+
+def test_relaxed_rules_say_what_is_matched():
+    assert normalise_path("/v1//orders///42", frozenset({"empty_segments"})) == "/v1/orders/42"
+    assert normalise_path("/v1/./orders/../orders/42", frozenset({"dot_segments"})) == "/v1/orders/42"
+    assert normalise_path("/a/b/..", frozenset({"dot_segments"})) == "/a/"
+    assert normalise_path("/a%2fb/c", frozenset({"encoded_slash"})) == "/a%2Fb/c"  # still one segment
+    assert normalise_path("/a%25b", frozenset({"encoded_percent"})) == "/a%b"
+    assert normalise_path("/a;b=1/c", frozenset({"semicolon"})) == "/a;b=1/c"
+    with pytest.raises(BadRequest, match="above the root"):
+        normalise_path("/%2e%2e/etc/passwd", frozenset({"dot_segments"}))
+
+
 @pytest.mark.parametrize("raw", [
-    "/a%2fb", "/a%2Fb",          # encoded slash
-    "/a%5cb", "/a\\b",           # backslash, encoded or raw
-    "/a%00b", "/a\x00b",         # NUL
-    "/a%0d%0aX: y",              # CR LF
-    "/..", "/a/../..", "/%2e%2e/etc/passwd",  # above the root
-    "/a%zz", "/a%4",             # malformed escapes
-    "relative/path", "",
-    "/a b",
+    "/a%00b", "/a\x00b", "/a%0d%0aX: y", "/a%7f", "/a%C2%85",   # control characters, C1 too
+    "/a%ff", "/a%C3", "/a%ED%A0%80",                            # invalid UTF-8 (a lone surrogate too)
+    "/a%zz", "/a%4",                                            # malformed escapes
+    "relative/path", "", "*",
+    "/a b", "/a\tb",
     "/" + "a" * 9000,
 ])
-def test_unsafe_paths_are_refused(raw):
-    with pytest.raises(BadRequest):
-        normalise_path(raw)
+def test_unreadable_paths_are_refused_whatever_is_relaxed(raw):
+    for allow in (frozenset(), frozenset(TARGET_RULES)):
+        with pytest.raises(BadRequest):
+            normalise_path(raw, allow)
 
 
-def test_build_splits_query_and_normalises_host_and_method():
-    req = CheckRequest.build("get", "/x/../y?a=1&b=%2F", "API.Example.com:443.", "HTTPS")
+def test_build_splits_query_and_normalises_host():
+    req = CheckRequest.build("GET", "/y?a=1&b=%2F", "API.Example.com.:443", "HTTPS")
     assert (req.method, req.path, req.query, req.scheme) == ("GET", "/y", "a=1&b=%2F", "https")
     assert CheckRequest.build("GET", "/", "API.Example.com.:8443").host == "api.example.com"
     assert CheckRequest.build("GET", "/", "[::1]:8080").host == "[::1]"
 
 
-@pytest.mark.parametrize("method", ["", "G E T", "GE\r\nT", "ÄPFEL"])
+@pytest.mark.parametrize("host", ["[::1", "a b", "user@evil.example", "a/b", "h\r\nX: y"])
+def test_malformed_hosts_are_refused(host):
+    with pytest.raises(BadRequest):
+        CheckRequest.build("GET", "/", host)
+
+
+def test_fragment_is_refused_unless_relaxed():
+    with pytest.raises(BadRequest, match="'#'"):
+        CheckRequest.build("GET", "/static/x#/../../admin/users", "h")
+    assert CheckRequest.build("GET", "/static/x#/../../admin", "h", allow=frozenset({"fragment"})).path == "/static/x"
+
+
+def test_absolute_form_must_name_the_host():
+    req = CheckRequest.build("GET", "http://API.example.com/x?q", "api.example.com")
+    assert (req.host, req.path, req.query) == ("api.example.com", "/x", "q")
+    with pytest.raises(BadRequest, match="another host"):
+        CheckRequest.build("GET", "http://docs.example.com/admin", "api.example.com")
+    with pytest.raises(BadRequest):
+        CheckRequest.build("GET", "ftp://api.example.com/x", "api.example.com")
+
+
+def test_methods_are_kept_exactly_as_sent():
+    assert CheckRequest.build("get", "/").method == "get"
+    assert CheckRequest.build("M-SEARCH", "/").method == "M-SEARCH"
+
+
+@pytest.mark.parametrize("method", ["", "G E T", "GE\r\nT", "ÄPFEL", "GET/1"])
 def test_malformed_method_is_refused(method):
     with pytest.raises(BadRequest):
         CheckRequest.build(method, "/")
+
+
+def test_method_overrides_are_collected_and_checked():
+    req = CheckRequest.build("POST", "/", headers={"X-HTTP-Method-Override": "DELETE", "X-Method-Override": "POST",
+                                                   "X-HTTP-Method": "PUT"})
+    assert req.method_overrides == ("DELETE", "PUT")
+    with pytest.raises(BadRequest):
+        CheckRequest.build("POST", "/", headers={"X-HTTP-Method-Override": "DELETE, GET"})
 
 
 def test_headers_are_case_insensitive_and_bounded():

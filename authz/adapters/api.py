@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import time
-from urllib.parse import urlsplit
 
 from authz.adapters import client_certs
-from authz.adapters.common import Answer, bad_request, check_peer, observe, render
+from authz.adapters.common import Answer, check_peer, observe, render
 from authz.certs import from_pem
+from authz.decision import Decision, Reason
 from authz.policy.explain import explain
-from authz.request import BadRequest, CheckRequest, Headers, parse_ip
+from authz.request import BadRequest, CheckRequest, Headers, parse_ip, split_absolute
 
 PATH = "/v1/decisions"
 MAX_BODY = 256 * 1024
@@ -36,11 +36,11 @@ def read_json(environ: dict) -> object:
     raw = environ["wsgi.input"].read(length) if length > 0 else b""
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidBody("body is not JSON") from None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise InvalidBody("body is not JSON (or nested too deeply)") from None
 
 
-def describe(body: object) -> CheckRequest:
+def describe(body: object, allow: frozenset[str] = frozenset()) -> CheckRequest:
     if not isinstance(body, dict):
         raise InvalidBody("body must be a JSON object")
     method = body.get("method", "GET")
@@ -53,11 +53,10 @@ def describe(body: object) -> CheckRequest:
     if "url" in body:
         if not isinstance(body["url"], str):
             raise InvalidBody("'url' must be a string")
-        parts = urlsplit(body["url"])
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise InvalidBody("'url' must be an absolute http(s) URL")
-        scheme, host = parts.scheme, parts.netloc
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        try:
+            scheme, host, target = split_absolute(body["url"])
+        except BadRequest as exc:
+            raise InvalidBody(f"'url': {exc}") from None
     elif isinstance(body.get("path"), str):
         scheme, host, target = "http", body.get("host") or headers.get("host", ""), body["path"]
         if not isinstance(host, str):
@@ -74,27 +73,31 @@ def describe(body: object) -> CheckRequest:
         if not isinstance(body["client_cert"], str):
             raise InvalidBody("'client_cert' must be a PEM string (leaf first, chain after)")
         certs = (from_pem("api", body["client_cert"]), *certs)
-    return CheckRequest.build(method, target, host, scheme, headers, client_ip, certs)
+    return CheckRequest.build(method, target, host, scheme, headers, client_ip, certs, allow)
 
 
 def handle(state, environ: dict) -> Answer:
     if environ.get("REQUEST_METHOD") != "POST":
         return Answer(405, [("Allow", "POST"), ("Content-Length", "0")], b"")
     started = time.perf_counter()
+    request_id = environ.get("HTTP_X_REQUEST_ID")
     _, denied = check_peer(state.settings, environ)
-    if denied:
+    body: object = None
+    if denied is None:
+        try:
+            body = read_json(environ)
+            check = describe(body, state.settings.target_allow)
+        except InvalidBody as exc:
+            denied = Decision.deny(400, Reason.BAD_REQUEST, str(exc)[:200])
+        except (BadRequest, UnicodeError, RecursionError) as exc:
+            denied = Decision.deny(403, Reason.BAD_REQUEST, str(exc)[:200])
+    if denied is not None:  # logged like every other decision, whatever went wrong
+        observe(state, denied, None, request_id, started)
         return render(denied, denied.to_json())
-    try:
-        body = read_json(environ)
-        check = describe(body)
-    except InvalidBody as exc:
-        return bad_request(str(exc), 400, full=True)
-    except BadRequest as exc:
-        return bad_request(str(exc), 403, full=True)
-    if body.get("explain") is True:
+    if body.get("explain") is True:  # type: ignore[union-attr]  (describe() accepted only an object)
         decision, explanation = explain(state.engine, check)
-        observe(state, decision, check, environ.get("HTTP_X_REQUEST_ID"), started)
+        observe(state, decision, check, request_id, started)
         return render(decision, {**decision.to_json(), "explain": explanation})
     decision = state.engine.decide(check)
-    observe(state, decision, check, environ.get("HTTP_X_REQUEST_ID"), started)
+    observe(state, decision, check, request_id, started)
     return render(decision, decision.to_json())

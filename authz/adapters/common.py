@@ -43,6 +43,18 @@ def header_safe(value: str) -> str:
         f"%{b:02X}" for b in c.encode("utf-8", "surrogateescape")) for c in value)
 
 
+def wsgi_text(value: str) -> str:
+    """A WSGI string (PEP 3333: the header's bytes read as latin-1) as the UTF-8 text
+    the client sent; ``BadRequest`` when the bytes are not UTF-8. nginx and Caddy pass
+    a request target's raw UTF-8 bytes on in X-Original-URI / X-Forwarded-Uri."""
+    if value.isascii():
+        return value
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        raise BadRequest("request target is not valid UTF-8") from None
+
+
 def request_headers(environ: dict) -> Headers:
     """The forwarded request headers, without the proxy secret."""
     return Headers.from_environ(environ, _SKIP)
@@ -99,8 +111,9 @@ def serve(state, environ: dict, describe, extra=None) -> Answer:
     if decision is None:
         try:
             check = describe(environ, state.settings, peer)
-        except BadRequest as exc:
-            decision = Decision.deny(403, Reason.BAD_REQUEST, str(exc))
+        except (BadRequest, UnicodeError, RecursionError) as exc:
+            # Malformed input is the caller's: a logged 403, never a 500 or a traceback.
+            decision = Decision.deny(403, Reason.BAD_REQUEST, str(exc)[:200])
         else:
             decision = state.engine.decide(check)
     observe(state, decision, check, environ.get("HTTP_X_REQUEST_ID"), started)
@@ -128,8 +141,3 @@ def render(decision: Decision, body: dict | None = None) -> Answer:
     headers.append(("Content-Length", str(len(data))))
     headers.append(("Cache-Control", "no-store"))
     return Answer(decision.status, headers, data)
-
-
-def bad_request(detail: str, status: int = 403, full: bool = False) -> Answer:
-    decision = Decision.deny(status, Reason.BAD_REQUEST, detail)
-    return render(decision, decision.to_json() if full else None)

@@ -45,7 +45,7 @@ def grpc_peer(peer: str) -> str | None:
     return None
 
 
-def describe(request: external_auth_pb2.CheckRequest) -> CheckRequest:
+def describe(request: external_auth_pb2.CheckRequest, allow: frozenset[str] = frozenset()) -> CheckRequest:
     attributes = request.attributes
     http = attributes.request.http
     headers = Headers([(k, v) for k, v in http.headers.items() if not k.startswith(":")])
@@ -55,7 +55,7 @@ def describe(request: external_auth_pb2.CheckRequest) -> CheckRequest:
     client_ip = parse_ip(attributes.source.address.socket_address.address)
     host = http.host or headers.get("host", "")
     return CheckRequest.build(http.method or "GET", http.path or "/", host, http.scheme or "http", headers,
-                              client_ip, certs)
+                              client_ip, certs, allow)
 
 
 def respond(decision: Decision) -> external_auth_pb2.CheckResponse:
@@ -104,9 +104,9 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
             if not hmac.compare_digest(given.encode(), settings.proxy_secret.encode()):
                 return Decision.deny(403, Reason.UNTRUSTED_PROXY, "missing or wrong x-authz-proxy-secret"), None
         try:
-            check = describe(request)
-        except BadRequest as exc:
-            return Decision.deny(403, Reason.BAD_REQUEST, str(exc)), None
+            check = describe(request, settings.target_allow)
+        except (BadRequest, UnicodeError, RecursionError) as exc:
+            return Decision.deny(403, Reason.BAD_REQUEST, str(exc)[:200]), None
         return self.state.engine.decide(check), check
 
 

@@ -13,35 +13,41 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from authz.adapters import client_certs
-from authz.adapters.common import IDENTITY_HEADERS, Answer, request_headers, serve
+from authz.adapters.common import IDENTITY_HEADERS, Answer, request_headers, serve, wsgi_text
 from authz.decision import Decision
-from authz.request import BadRequest, CheckRequest
+from authz.request import BadRequest, CheckRequest, split_absolute
 
 PREFIX = "/ext-authz"
 
 
 def original_target(environ: dict) -> str:
-    """The undecoded path and query after the prefix (gunicorn's RAW_URI when there is one)."""
+    """The undecoded target after the prefix (gunicorn's RAW_URI when there is one).
+
+    An absolute-form target keeps its scheme and host (``http://h/x``) so that
+    ``CheckRequest.build`` can hold the host to the Host header.
+    """
     raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
     if raw is None:
-        path = quote(environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8", "surrogateescape"),
-                     safe="/;:@&=+$,!~*'()%")
+        path = quote(environ.get("PATH_INFO", "").encode("latin-1"), safe="/;:@&=+$,!~*'()%")
         raw = environ.get("SCRIPT_NAME", "") + path + (f"?{environ['QUERY_STRING']}"
                                                          if environ.get("QUERY_STRING") else "")
-    if raw.startswith(("http://", "https://")):  # absolute-form request target
-        raw = "/" + raw.split("/", 3)[3] if raw.count("/") >= 3 else "/"
-    if not raw.startswith(PREFIX):
+    raw = wsgi_text(raw)
+    origin = ""
+    if not raw.startswith("/"):  # absolute-form request target
+        scheme, host, raw = split_absolute(raw)
+        origin = f"{scheme}://{host}"
+    if not raw.startswith(PREFIX) or raw[len(PREFIX):][:1] not in ("", "/", "?"):
         raise BadRequest("request target does not start with the ext_authz path_prefix")
     target = raw[len(PREFIX):]
-    return target if target.startswith("/") else "/" + target
+    return origin + (target if target.startswith("/") else "/" + target)
 
 
 def describe(environ: dict, settings, peer) -> CheckRequest:
     headers = request_headers(environ)
     client_ip = settings.trusted.client_ip(peer, headers.get("x-forwarded-for"), None)
     return CheckRequest.build(environ.get("REQUEST_METHOD", "GET"), original_target(environ),
-                              headers.get("host", ""), headers.get("x-forwarded-proto", "http"), headers,
-                              client_ip, client_certs.from_headers(headers))
+                              wsgi_text(headers.get("host", "")), headers.get("x-forwarded-proto", "http"), headers,
+                              client_ip, client_certs.from_headers(headers), settings.target_allow)
 
 
 def strip(decision: Decision) -> list[tuple[str, str]]:

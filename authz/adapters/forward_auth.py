@@ -11,7 +11,7 @@ the decision has no such layer (see ``blank_absent``).
 from __future__ import annotations
 
 from authz.adapters import client_certs
-from authz.adapters.common import IDENTITY_HEADERS, Answer, identity_headers, request_headers, serve
+from authz.adapters.common import IDENTITY_HEADERS, Answer, identity_headers, request_headers, serve, wsgi_text
 from authz.decision import Decision
 from authz.request import BadRequest, CheckRequest
 
@@ -27,7 +27,8 @@ def describe(environ: dict, settings, peer) -> CheckRequest:
     host = headers.get("x-forwarded-host") or headers.get("host", "")
     scheme = headers.get("x-forwarded-proto", "http")
     client_ip = settings.trusted.client_ip(peer, headers.get("x-forwarded-for"), None)
-    return CheckRequest.build(method, target, host, scheme, headers, client_ip, client_certs.from_headers(headers))
+    return CheckRequest.build(method, wsgi_text(target), wsgi_text(host), scheme, headers, client_ip,
+                              client_certs.from_headers(headers), settings.target_allow)
 
 
 _NAMES = {"x-auth-principal": "X-Auth-Principal", "x-auth-user": "X-Auth-User", "x-auth-client": "X-Auth-Client",

@@ -9,32 +9,29 @@ so it denies (``bad_request``) rather than guess.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from authz.adapters import client_certs
-from authz.adapters.common import Answer, request_headers, serve
-from authz.request import BadRequest, CheckRequest
+from authz.adapters.common import Answer, request_headers, serve, wsgi_text
+from authz.request import BadRequest, CheckRequest, normalise_host, split_absolute
 
 PATH = "/auth-request"
 
 
 def describe(environ: dict, settings, peer) -> CheckRequest:
     headers = request_headers(environ)
-    method = headers.get("x-original-method")
-    url = headers.get("x-original-url")
-    target = headers.get("x-original-uri")
-    host = headers.get("x-original-host") or headers.get("host", "")
+    method, url, target, original_host = headers.values_of(
+        ("x-original-method", "x-original-url", "x-original-uri", "x-original-host"))
+    host = original_host or headers.get("host", "")
     scheme = headers.get("x-forwarded-proto", "http")
     if url and not target:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise BadRequest("X-Original-URL is not an absolute http(s) URL")
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        host, scheme = parts.netloc, parts.scheme
+        scheme, named, target = split_absolute(wsgi_text(url))
+        if original_host and normalise_host(named) != normalise_host(original_host):
+            raise BadRequest("X-Original-URL names another host than X-Original-Host")
+        host = named
     if not method or not target:
         raise BadRequest("X-Original-Method and X-Original-URI (or X-Original-URL) are required")
     client_ip = settings.trusted.client_ip(peer, headers.get("x-forwarded-for"), headers.get("x-real-ip"))
-    return CheckRequest.build(method, target, host, scheme, headers, client_ip, client_certs.from_headers(headers))
+    return CheckRequest.build(method, wsgi_text(target), wsgi_text(host), scheme, headers, client_ip,
+                              client_certs.from_headers(headers), settings.target_allow)
 
 
 def handle(state, environ: dict) -> Answer:

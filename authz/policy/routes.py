@@ -1,6 +1,7 @@
 """Route matching: hosts, path globs and methods, first match in file order.
 
-Path globs are matched against the *normalised* request path: ``*`` is one segment
+Path globs are matched against the request path as the firewall in ``request.py``
+left it — percent-decoded once, as UTF-8, with every ambiguous form refused: ``*`` is one segment
 (or part of one: ``*.png``), ``**`` any number of segments including none, so
 ``/admin/**`` covers ``/admin``, ``/admin/`` and everything below.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 from authz.policy.requirements import Requirement
 from authz.request import BadRequest, CheckRequest, normalise_path
@@ -18,15 +20,17 @@ from authz.request import BadRequest, CheckRequest, normalise_path
 def compile_path(pattern: str) -> str:
     """Regex source for one path glob (raises ValueError for unnormalised globs)."""
     probe = pattern.replace("**", "x").replace("*", "x")
+    if "%" in probe:
+        raise ValueError(f"path {pattern!r}: write the decoded form (requests are percent-decoded once before "
+                         f"matching, so '/a%20b' is written '/a b')")
     try:
-        canonical = normalise_path(probe)
+        # The glob must be what a request's path decodes to: send it encoded through
+        # the same firewall a request meets and expect it back unchanged.
+        canonical = normalise_path(quote(probe, safe="/!$&'()*+,=:@~"))
     except BadRequest as exc:
         raise ValueError(f"path {pattern!r} can never match: {exc}") from None
     if canonical != probe:
-        raise ValueError(
-            f"path {pattern!r} is not in normalised form (requests are matched after "
-            f"normalisation; write {canonical!r}-style paths)"
-        )
+        raise ValueError(f"path {pattern!r} can never match: requests are matched as {canonical!r}")
     regex = ""
     for segment in pattern.split("/")[1:]:
         if segment == "**":
