@@ -11,6 +11,7 @@ from urllib.parse import quote
 import pytest
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from tests.conftest import add_user
 from tests.idp import AUDIENCE, ISSUER, mint, public_pem, rsa_key
 from tests.pki import DAY, NOW, Pki, crl
 
@@ -36,6 +37,7 @@ def client(store, make_client, policy_dir):
                 "mesh": mesh_config,
                 "user_jwt": {"type": "jwt", "issuer": ISSUER, "audience": AUDIENCE, "algorithms": ["RS256"],
                              "public_key_file": "keys/idp.pem"},
+                "staff": {"type": "basic", "realm": "staff"},
             },
             "routes": routes or [
                 {"id": "payments", "match": {"paths": ["/pay/**"]},
@@ -50,9 +52,17 @@ def client(store, make_client, policy_dir):
 
 
 def ask(client, path="/pay/x", remote="127.0.0.1", **headers):
+    """As nginx asks: its certificate header always comes with its verify header
+    (SUCCESS unless the test says otherwise; ``X_SSL_Client_Verify=None`` drops it)."""
     base = {"X-Original-URI": path, "X-Original-Method": "GET"}
-    base.update({k.replace("_", "-"): v for k, v in headers.items()})
+    if "X_SSL_Client_Cert" in headers:
+        headers.setdefault("X_SSL_Client_Verify", "SUCCESS")
+    base.update({k.replace("_", "-"): v for k, v in headers.items() if v is not None})
     return client.get("/auth-request", headers=base, environ_base={"REMOTE_ADDR": remote})
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 def nginx_escaped(*certs) -> str:
@@ -84,7 +94,7 @@ def b64der(*certs) -> str:
     pytest.param(lambda: {"ssl-client-cert": nginx_escaped(LEAF, PKI.intermediate),
                           "ssl-client-verify": "SUCCESS"}, id="ingress-nginx"),
     pytest.param(lambda: {"X-SSL-Client-Cert": (LEAF.pem + PKI.intermediate.pem).decode()
-                          .strip().replace("\n", "\t")}, id="nginx-tab-continued"),
+                          .strip().replace("\n", "\t"), "X-SSL-Client-Verify": "SUCCESS"}, id="nginx-tab-continued"),
     pytest.param(lambda: {"X-Forwarded-Client-Cert": xfcc(LEAF.pem.decode(),
                                                           (LEAF.pem + PKI.intermediate.pem).decode())},
                  id="xfcc-cert-chain"),
@@ -113,9 +123,28 @@ def test_decisions_api_client_cert(client):
 
 
 # -- refusals -----------------------------------------------------------------------------
-def test_no_certificate_is_absent(client):
-    r = ask(client(), X_SSL_Client_Verify="NONE")
+@pytest.mark.parametrize("mesh", [{}, {"proxy_verified": "require"}])
+def test_no_certificate_is_absent(client, mesh):
+    r = ask(client(mesh=mesh), X_SSL_Client_Verify="NONE")
     assert (r.status_code, r.headers["X-Auth-Reason"]) == (401, "credentials_missing")
+
+
+def test_no_certificate_lets_another_alternative_decide(client, store):
+    add_user(store, "alice", "alice-pw")
+    c = client(mesh={"proxy_verified": "require"}, routes=[
+        {"id": "r", "require": {"any": ["mesh", "staff"]}}])
+    r = ask(c, X_SSL_Client_Verify="NONE", Authorization=basic("alice", "alice-pw"))
+    assert (r.status_code, r.headers["X-Auth-User"]) == (200, "alice")
+
+
+@pytest.mark.parametrize("header", ["X-SSL-Client-Cert", "ssl-client-cert"])
+@pytest.mark.parametrize("mesh", [{}, {"cert_sources": ["nginx"], "proxy_verified": "require"}])
+def test_certificate_header_without_the_verify_header_is_refused(client, header, mesh):
+    # A certificate is public: without the door's verify header beside it, anyone could
+    # have copied a service's certificate into the header.
+    r = client(mesh=mesh).get("/auth-request", headers={
+        "X-Original-URI": "/pay/x", "X-Original-Method": "GET", header: nginx_escaped(LEAF, PKI.intermediate)})
+    assert (r.status_code, r.headers["X-Auth-Reason"]) == (401, "credentials_invalid")
 
 
 @pytest.mark.parametrize(("leaf", "detail_reason"), [

@@ -2,8 +2,9 @@
 ``ForwardedCert`` values. Adapters call ``from_headers`` only for trusted peers.
 
 - ``nginx``: ``X-SSL-Client-Cert`` (ingress-nginx: ``ssl-client-cert``), URL-encoded PEM
-  (``$ssl_client_escaped_cert``) or the deprecated tab-continued PEM, and
-  ``X-SSL-Client-Verify`` (``ssl-client-verify``);
+  (``$ssl_client_escaped_cert``) or the deprecated tab-continued PEM, always with
+  ``X-SSL-Client-Verify`` (``ssl-client-verify``) beside it: ``NONE`` alone means no
+  certificate (absent), a certificate without the verify header is refused;
 - ``xfcc``: Envoy's ``X-Forwarded-Client-Cert``, the rightmost element only: ``Cert``,
   ``Chain`` (URL-encoded PEM), or ``Hash`` alone (fingerprint pinning);
 - ``traefik``: ``X-Forwarded-Tls-Client-Cert``, base64 DER per certificate, leaf first,
@@ -27,11 +28,17 @@ _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 
 
 def _nginx(headers: Headers) -> ForwardedCert | None:
+    """nginx sets the certificate and ``$ssl_client_verify`` side by side; a certificate
+    header without the verify header was not set by the door (a client can copy any
+    service's public certificate into a header), so it is refused, never believed."""
     value = headers.get("x-ssl-client-cert") or headers.get("ssl-client-cert")
     verify = headers.get("x-ssl-client-verify") or headers.get("ssl-client-verify")
     verify = verify.strip() if verify else None
     if not value:
         return ForwardedCert("nginx", proxy_verify=verify) if verify else None
+    if not verify:
+        raise Unreadable("a certificate header without nginx's X-SSL-Client-Verify beside it: "
+                         "the door did not set it")
     text = unquote(value) if "%" in value else value
     return make("nginx", pem_chain(text), verify)
 

@@ -8,7 +8,8 @@ profile: clientAuth is required where the leaf has an EKU, a serverAuth-only lea
 refused, and a leaf without subjectAltName is refused unless ``allow_missing_san``
 is set (allowed only with ``principal_from`` ``subject_cn`` or ``registered``).
 ``proxy_verified: "require"`` additionally demands the proxy's own SUCCESS where the
-proxy reports one (nginx ``$ssl_client_verify``).
+proxy reports one (nginx ``$ssl_client_verify``, which must accompany every nginx
+certificate header; ``NONE`` with no certificate is absent, never invalid).
 
 Revocation: ``authz certs revoke`` by fingerprint or issuer + serial (read per
 request, one indexed query), and ``crl_files`` (signature checked against the
@@ -121,19 +122,21 @@ class MtlsAuthenticator(Authenticator):
         return certs
 
     def authenticate(self, request: CheckRequest) -> Outcome:
-        certs = self._presented(request)
+        # nginx's "NONE" with no certificate is the door saying "no certificate": absent,
+        # whatever proxy_verified says, so `any: [mtls, basic]` still reaches basic.
+        certs = [c for c in self._presented(request) if c.chain or c.sha256 or c.error or c.proxy_verify != "NONE"]
         if not certs:
             return Outcome.absent()
         broken = next((c for c in certs if c.error), None)
         if broken is not None:
             return Outcome.invalid(SLOT, f"unreadable client certificate from {broken.source}: {broken.error}")
+        if any(c.proxy_verify == "NONE" for c in certs):
+            return Outcome.invalid(SLOT, "the proxy reports no client certificate, yet one was forwarded")
         if self.require_proxy_verified and any(c.proxy_verify not in (None, "SUCCESS") for c in certs):
             return Outcome.invalid(SLOT, "the proxy did not verify the client certificate")
-        if any(c.proxy_verify == "NONE" and c.chain for c in certs):
-            return Outcome.invalid(SLOT, "the proxy reports no client certificate, yet one was forwarded")
         presented = [c for c in certs if c.chain or c.sha256]
         if not presented:
-            return Outcome.absent()  # e.g. nginx: verify NONE and no certificate
+            return Outcome.absent()  # a verify header alone, with no certificate
         if len({c.sha256 for c in presented}) > 1:
             return Outcome.invalid(SLOT, "different client certificates in different headers")
         cert = presented[0]
