@@ -19,11 +19,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 
 from authz import metrics
 from authz.adapters import api, envoy_http, forward_auth, nginx
-from authz.adapters.common import Answer, render
+from authz.adapters.common import Answer, check_peer, render
 from authz.authenticators import Context
 from authz.config import Settings
 from authz.decision import Decision, Reason
@@ -134,13 +134,24 @@ def create_app(settings: Settings | None = None) -> Flask:
         response.headers["Cache-Control"] = "public, max-age=60"
         return response
 
+    def trusted_peer() -> bool:
+        """Operational detail (policy files, errors, revisions, traffic) is for the
+        trusted network only; ``/healthz`` stays open to all."""
+        return check_peer(state.settings, request.environ, secret=False)[1] is None
+
     @app.get("/metrics", provide_automatic_options=False)
     def metrics_endpoint():
+        if not trusted_peer():
+            return jsonify(decision="deny", reason=str(Reason.UNTRUSTED_PROXY)), 403
         body, content_type = metrics.exposition()
         return Response(body, content_type=content_type)
 
     @app.get("/readyz", provide_automatic_options=False)
     def readyz():
-        return jsonify(state.reloader.status())
+        status = state.reloader.status()
+        code = 200 if status.get("status") in ("ready", "degraded") else 503
+        if not trusted_peer():
+            return jsonify(status=status.get("status")), code
+        return jsonify(status), code
 
     return app

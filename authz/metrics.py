@@ -26,8 +26,10 @@ DECISIONS = Counter("authz_decisions_total", "Decisions by route, outcome and re
 DURATION = Histogram("authz_decision_duration_seconds", "Time from request to answer inside authz.",
                      buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5))
 RELOADS = Counter("authz_policy_reloads_total", "Policy reloads by result.", ["result"])
+# "mostrecent": the master of a preloading server set the boot revision to 1 and never
+# reloads; the newest write (a worker's 0 after a reload) must win, not the maximum.
 POLICY = Gauge("authz_policy_info", "The policy revision being served (1).", ["revision"],
-               multiprocess_mode="livemax")
+               multiprocess_mode="mostrecent")
 OUTCOMES = Counter("authz_authenticator_outcomes_total", "What each authenticator concluded.",
                    ["authenticator", "type", "outcome"])
 CACHE = Counter("authz_cache_lookups_total", "Verification cache lookups by cache and result.", ["cache", "result"])

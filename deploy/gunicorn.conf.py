@@ -12,9 +12,13 @@ preload_app = True
 timeout = 10
 graceful_timeout = 10
 keepalive = 2
-# Proxies send credentials in headers; gunicorn's own limits bound them.
+# Proxies send credentials in headers; gunicorn's own limits bound them. They sit above
+# what the shipped doors forward (nginx: 4 x 8k header buffers; Caddy: max_header_size
+# 8KB), so an oversized request is refused by the door, never turned by gunicorn into
+# a 400 that nginx would report as a 500; authz bounds each value itself (403).
 limit_request_line = 8190
-limit_request_fields = 100
+limit_request_fields = 1000
 limit_request_field_size = 16384
 accesslog = "-"
-access_log_format = '%(h)s "%(r)s" %(s)s %(M)sms'
+# The path only (%(U)s): a query string may carry an api_key; no header is logged.
+access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(M)sms'

@@ -4,10 +4,12 @@ to the contract (paths, header names) where none does (Envoy, Traefik, ingress-n
 systemd)."""
 
 import configparser
+import itertools
 import os
 import re
 import subprocess
 
+import pytest
 import yaml
 
 from tests.conftest import BIN, ROOT, caddy_binary
@@ -23,15 +25,48 @@ def test_readme_nginx_blocks_are_the_deploy_files():
     assert (DEPLOY / "nginx" / "authz-mtls.conf").read_text() in blocks
 
 
-def test_envoy_http():
-    config = yaml.safe_load((DEPLOY / "envoy" / "envoy-http.yaml").read_text())
+# Headers a client must never choose (DESIGN.md: "believe forwarded headers only from
+# trusted proxies and only those the door itself sets").
+CERT_HEADERS = ["x-ssl-client-cert", "x-ssl-client-verify", "ssl-client-cert", "ssl-client-verify",
+                "x-forwarded-tls-client-cert", "client-cert", "client-cert-chain"]
+ORIGINAL_HEADERS = ["x-original-uri", "x-original-url", "x-original-method", "x-original-host", "x-real-ip"]
+OVERRIDE_HEADERS = ["x-http-method-override", "x-http-method", "x-method-override"]
+
+
+def underscore_spellings(name: str) -> set[str]:
+    parts = name.split("-")
+    found = set()
+    for seps in itertools.product("-_", repeat=len(parts) - 1):
+        if "_" in seps:
+            found.add(parts[0] + "".join(sep + part for sep, part in zip(seps, parts[1:], strict=True)))
+    return found
+
+
+def envoy(name: str) -> tuple[dict, dict, list[str]]:
+    config = yaml.safe_load((DEPLOY / "envoy" / name).read_text())
     hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    filters = [f["name"] for f in hcm["http_filters"]]
     ext = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.ext_authz")["typed_config"]
+    return hcm, ext, filters
+
+
+def envoy_removes(hcm: dict) -> set[str]:
+    mutation = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.header_mutation")
+    return {m["remove"] for m in mutation["typed_config"]["mutations"]["request_mutations"]}
+
+
+def test_envoy_http():
+    hcm, ext, _ = envoy("envoy-http.yaml")
     assert ext["failure_mode_allow"] is False and ext["transport_api_version"] == "V3"
     http = ext["http_service"]
     assert http["path_prefix"] == "/ext-authz"
     allowed = {p["exact"] for p in http["authorization_request"]["allowed_headers"]["patterns"]}
     assert {"authorization", "x-api-key", "x-forwarded-client-cert", "x-forwarded-for"} <= allowed
+    # authz must see a method override to hold the request to it
+    assert set(OVERRIDE_HEADERS) <= allowed
+    assert not allowed & set(CERT_HEADERS + ORIGINAL_HEADERS)
+    added = {h["key"]: h["value"] for h in http["authorization_request"]["headers_to_add"]}
+    assert "AUTHZ_PROXY_SECRET" in added["x-authz-proxy-secret"]
     upstream = http["authorization_response"]["allowed_upstream_headers"]["patterns"]
     assert {"prefix": "x-auth-"} in upstream
     client = {p["exact"] for p in http["authorization_response"]["allowed_client_headers"]["patterns"]}
@@ -41,33 +76,84 @@ def test_envoy_http():
 
 
 def test_envoy_grpc():
-    config = yaml.safe_load((DEPLOY / "envoy" / "envoy-grpc.yaml").read_text())
-    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    ext = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.ext_authz")["typed_config"]
+    hcm, ext, _ = envoy("envoy-grpc.yaml")
     assert ext["grpc_service"]["envoy_grpc"]["cluster_name"] == "authz_grpc"
     assert ext["include_peer_certificate"] is True and ext["failure_mode_allow"] is False
+    metadata = {m["key"]: m["value"] for m in ext["grpc_service"]["initial_metadata"]}
+    assert "AUTHZ_PROXY_SECRET" in metadata["x-authz-proxy-secret"]
+    assert hcm["forward_client_cert_details"] in ("SANITIZE", "SANITIZE_SET")
+    config = yaml.safe_load((DEPLOY / "envoy" / "envoy-grpc.yaml").read_text())
     cluster = next(c for c in config["static_resources"]["clusters"] if c["name"] == "authz_grpc")
     assert "http2_protocol_options" in str(cluster)
     assert "--bind 127.0.0.1:9191" in (DEPLOY / "systemd" / "authz-grpc.service").read_text()
     assert "port_value: 9191" in (DEPLOY / "envoy" / "envoy-grpc.yaml").read_text()
 
 
+@pytest.mark.parametrize("name", ["envoy-http.yaml", "envoy-grpc.yaml"])
+def test_envoy_clears_what_a_client_must_not_choose(name):
+    hcm, _, filters = envoy(name)
+    # the gRPC check sends every header: they must be gone before ext_authz runs
+    assert filters.index("envoy.filters.http.header_mutation") < filters.index("envoy.filters.http.ext_authz")
+    removed = envoy_removes(hcm)
+    assert {h.lower() for h in CONTRACT_HEADERS} <= removed
+    assert set(CERT_HEADERS + ORIGINAL_HEADERS + ["x-authz-proxy-secret"]) <= removed
+    assert hcm["common_http_protocol_options"]["headers_with_underscores_action"] == "REJECT_REQUEST"
+
+
 def test_traefik():
     config = yaml.safe_load((DEPLOY / "traefik" / "dynamic.yaml").read_text())
     router = config["http"]["routers"]["api"]
     middlewares = config["http"]["middlewares"]
-    order = [next(iter(middlewares[name])) for name in router["middlewares"]]
-    assert order == ["passTLSClientCert", "forwardAuth"]  # the certificate header must exist first
+    chain = router["middlewares"]
+    kinds = [next(iter(middlewares[name])) for name in chain]
+    # the certificate header must be cleared, then set by Traefik, before authz is asked
+    assert kinds.index("passTLSClientCert") < kinds.index("forwardAuth")
+    clear = middlewares[chain[0]]["headers"]["customRequestHeaders"]
+    assert all(value == "" for value in clear.values())
+    cleared = {name.lower() for name in clear}
+    for header in CONTRACT_HEADERS:  # Go keeps header names with underscores: every spelling
+        assert {header.lower()} | {u.lower() for u in underscore_spellings(header)} <= cleared, header
+    assert set(CERT_HEADERS + ORIGINAL_HEADERS) <= cleared
     forward = middlewares["authz"]["forwardAuth"]
     assert forward["address"].endswith("/forward-auth") and forward["trustForwardHeader"] is False
     assert forward["authResponseHeaders"] == CONTRACT_HEADERS
+    to_authz = {h.lower() for h in forward["authRequestHeaders"]}
+    assert set(OVERRIDE_HEADERS) <= to_authz and not to_authz & (set(CERT_HEADERS) - {"x-forwarded-tls-client-cert"})
+    # the proxy secret reaches authz and never the API
+    secret_at = next(i for i, n in enumerate(chain)
+                     if "X-Authz-Proxy-Secret" in middlewares[n].get("headers", {}).get("customRequestHeaders", {}))
+    secret = middlewares[chain[secret_at]]["headers"]["customRequestHeaders"]["X-Authz-Proxy-Secret"]
+    assert "AUTHZ_PROXY_SECRET" in secret
+    assert secret_at < chain.index("authz")
+    assert middlewares[chain[-1]]["headers"]["customRequestHeaders"] == {"X-Authz-Proxy-Secret": ""}
 
 
 def test_ingress_nginx():
     annotations = yaml.safe_load((DEPLOY / "ingress-nginx" / "ingress.yaml").read_text())["metadata"]["annotations"]
     assert annotations["nginx.ingress.kubernetes.io/auth-url"].endswith("/auth-request")
     assert annotations["nginx.ingress.kubernetes.io/auth-response-headers"].split(",") == CONTRACT_HEADERS
-    assert "X-Original-Method" in annotations["nginx.ingress.kubernetes.io/auth-snippet"]
+    snippet = annotations["nginx.ingress.kubernetes.io/auth-snippet"]
+    cleared = {m.lower() for m in re.findall(r'proxy_set_header (\S+) "";', snippet)}
+    # ingress-nginx sets these itself in its auth location: a second line would send them twice
+    named = {m.lower() for m in re.findall(r"proxy_set_header (\S+)", snippet)}
+    assert not named & {"x-original-url", "x-original-method", "x-real-ip", "x-forwarded-for", "ssl-client-cert",
+                        "ssl-client-verify"}
+    assert {"x-original-uri", "x-original-host", "x-ssl-client-cert", "x-ssl-client-verify",
+            "x-forwarded-tls-client-cert", "client-cert", "client-cert-chain", "x-forwarded-client-cert"} <= cleared
+    assert "X-Authz-Proxy-Secret" in snippet
+
+
+@pytest.mark.parametrize("name", ["authz.conf", "authz-mtls.conf"])
+def test_nginx_sets_every_header_it_believes(name):
+    text = (DEPLOY / "nginx" / name).read_text()
+    protected, auth = re.search(r"location / \{(.*?)\n    \}\n\n    location = /_authz \{(.*?)\n    \}",
+                                text, re.S).groups()
+    set_upstream = {m.lower() for m in re.findall(r"proxy_set_header (\S+)", protected)}
+    assert {h.lower() for h in CONTRACT_HEADERS} <= set_upstream
+    set_authz = {m.lower() for m in re.findall(r"proxy_set_header (\S+)", auth)}
+    assert set(CERT_HEADERS + ORIGINAL_HEADERS + ["x-forwarded-client-cert", "x-forwarded-for",
+                                                  "x-forwarded-proto", "x-authz-proxy-secret"]) <= set_authz
+    assert "default_server" in text and "server_name api.example.com;" in text
 
 
 def test_caddyfile_adapts_with_the_real_caddy(tmp_path):

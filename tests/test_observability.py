@@ -107,3 +107,16 @@ def test_allow_sampling_keeps_every_deny(store, policy_dir, gunicorn, tmp_path):
         ask(server)
     decisions = [entry["decision"] for entry in read_log(log, 10)]
     assert decisions == ["deny"] * 10
+
+
+def test_readyz_details_and_metrics_only_for_trusted_peers(make_client):
+    client = make_client({"authenticators": {"public": {"type": "anonymous"}},
+                          "routes": [{"id": "open", "require": "public"}]})
+    outside = {"REMOTE_ADDR": "203.0.113.9"}
+    assert client.get("/healthz", environ_base=outside).status_code == 200
+    ready = client.get("/readyz", environ_base=outside)
+    assert ready.status_code == 200 and ready.get_json() == {"status": "ready"}  # no files, no revision
+    assert "revision" in client.get("/readyz").get_json()
+    metrics = client.get("/metrics", environ_base=outside)
+    assert metrics.status_code == 403 and b"authz_" not in metrics.data
+    assert b"authz_decisions_total" in client.get("/metrics").data

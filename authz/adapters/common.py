@@ -65,12 +65,15 @@ def _peer(remote_addr: str | None) -> IPAddress | None:
     return parse_ip(remote_addr)
 
 
-def check_peer(settings: Settings, environ: dict) -> tuple[IPAddress | None, Decision | None]:
-    """Return (peer address, None) for a trusted caller, else (peer, deny decision)."""
+def check_peer(settings: Settings, environ: dict, secret: bool = True) -> tuple[IPAddress | None, Decision | None]:
+    """Return (peer address, None) for a trusted caller, else (peer, deny decision).
+
+    ``secret=False`` checks the network only (``/metrics`` and ``/readyz``: scrapers
+    and probes do not carry the proxy secret)."""
     peer = _peer(environ.get("REMOTE_ADDR"))
     if peer not in settings.trusted:
         return peer, Decision.deny(403, Reason.UNTRUSTED_PROXY, f"peer {peer} is not a trusted proxy")
-    if settings.proxy_secret is not None:
+    if secret and settings.proxy_secret is not None:
         given = environ.get(SECRET_HEADER, "")
         if not hmac.compare_digest(given.encode(), settings.proxy_secret.encode()):
             return peer, Decision.deny(403, Reason.UNTRUSTED_PROXY, "missing or wrong X-Authz-Proxy-Secret")
