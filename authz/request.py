@@ -25,6 +25,8 @@ _METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}")
 # Headers with which frameworks (Rails, Symfony, Laravel, Express' method-override,
 # ASP.NET…) let a POST pretend to be another method.
 METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
+_OVERRIDE_KEYS = frozenset(METHOD_OVERRIDE_HEADERS)
+_COMMON_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
 
 
 class BadRequest(ValueError):
@@ -50,6 +52,9 @@ TARGET_RULES = {
 # ';'), none of them "." or "..", no escapes, a trailing slash at most. Those match as
 # they are, without the walk below.
 _CANONICAL = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9\-._~!$&'()*+,=:@]+)*/?")
+# The same, as a whole origin-form target with a query and no '#': one match instead of
+# splitting and normalising.
+_PLAIN_TARGET = re.compile(r"(?=/)((?:/(?!\.\.?(?:/|\?|$))[A-Za-z0-9\-._~!$&'()*+,=:@]+)*/?)(?:\?([^#]*))?")
 
 
 def _refuse(rule: str, allow: frozenset[str]) -> None:
@@ -333,15 +338,19 @@ class CheckRequest:
     ) -> CheckRequest:
         """Describe a request from its raw target (``/path?query`` or absolute-form);
         may raise BadRequest. ``allow`` names the firewall rules relaxed (TARGET_RULES)."""
-        if not _METHOD.fullmatch(method):
+        if method not in _COMMON_METHODS and not _METHOD.fullmatch(method):
             raise BadRequest("malformed method")
-        host, raw_path, query = split_target(target, host, allow)
+        plain = _PLAIN_TARGET.fullmatch(target)
+        if plain is not None:  # most requests: nothing to decode, nothing ambiguous
+            path, query = plain.group(1), plain.group(2) or ""
+        else:
+            host, raw_path, query = split_target(target, host, allow)
+            path = normalise_path(raw_path, allow)
         headers = headers if isinstance(headers, Headers) else Headers(headers)
         overrides: tuple[str, ...] = ()
-        values = headers.values_of(METHOD_OVERRIDE_HEADERS)
-        if any(values):
+        if not _OVERRIDE_KEYS.isdisjoint(headers):
             found = []
-            for value in values:
+            for value in headers.values_of(METHOD_OVERRIDE_HEADERS):
                 if value is None:
                     continue
                 value = value.strip()
@@ -350,17 +359,8 @@ class CheckRequest:
                 if value != method and value not in found:
                     found.append(value)
             overrides = tuple(found)
-        return cls(
-            method=method,
-            path=normalise_path(raw_path, allow),
-            host=normalise_host(host),
-            scheme=scheme.lower() or "http",
-            query=query,
-            headers=headers,
-            client_ip=client_ip,
-            client_certs=client_certs,
-            method_overrides=overrides,
-        )
+        return cls(method, path, normalise_host(host), scheme.lower() or "http", query, headers, client_ip,
+                   client_certs, overrides)
 
 
 _HOST = re.compile(r"(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]{0,5})?")

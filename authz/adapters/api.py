@@ -2,8 +2,8 @@
 
 Body: ``{"method", "url" | "host" + "path", "headers": {}, "client_ip", "client_cert"}``.
 The answer has the status of the decision (200/401/403) and the whole decision as
-JSON. A body that does not describe a request is the caller's mistake (400
-``bad_request``); a described request with an unsafe path is a deny (403).
+JSON. A body that does not describe a request, like a described request with an
+ambiguous target, is a logged 403 ``bad_request`` — a deny like any other.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def handle(state, environ: dict) -> Answer:
             body = read_json(environ)
             check = describe(body, state.settings.target_allow)
         except InvalidBody as exc:
-            denied = Decision.deny(400, Reason.BAD_REQUEST, str(exc)[:200])
+            denied = Decision.deny(403, Reason.BAD_REQUEST, str(exc)[:200])
         except (BadRequest, UnicodeError, RecursionError) as exc:
             denied = Decision.deny(403, Reason.BAD_REQUEST, str(exc)[:200])
     if denied is not None:  # logged like every other decision, whatever went wrong
