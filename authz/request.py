@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from urllib.parse import parse_qsl
 
 MAX_PATH_LENGTH = 8192
 MAX_HEADER_VALUE = 16384
@@ -23,7 +24,9 @@ _HEX = frozenset("0123456789abcdefABCDEF")
 # RFC 9110 §5.6.2 token: methods are case-sensitive and compared exactly as sent.
 _METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}")
 # Headers with which frameworks (Rails, Symfony, Laravel, Express' method-override,
-# ASP.NET…) let a POST pretend to be another method.
+# ASP.NET…) let a POST pretend to be another method; the ``_method`` query parameter
+# counts too. (A ``_method`` form field in the body is beyond what a proxy shows authz:
+# the upstream must not honour it on protected routes.)
 METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
 _OVERRIDE_KEYS = frozenset(METHOD_OVERRIDE_HEADERS)
 _COMMON_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
@@ -315,8 +318,9 @@ class CheckRequest:
     headers: Headers = field(default_factory=Headers)
     client_ip: IPAddress | None = None
     client_certs: tuple[ForwardedCert, ...] = ()
-    # Methods named by X-HTTP-Method-Override & co. other than ``method``: the request
-    # must be allowed as each of them too (frameworks may act on the override).
+    # Methods named by X-HTTP-Method-Override & co. or ``?_method=`` other than
+    # ``method``: the request must be allowed as each of them too (frameworks may act on
+    # the override).
     method_overrides: tuple[str, ...] = ()
 
     @property
@@ -348,9 +352,10 @@ class CheckRequest:
             path = normalise_path(raw_path, allow)
         headers = headers if isinstance(headers, Headers) else Headers(headers)
         overrides: tuple[str, ...] = ()
-        if not _OVERRIDE_KEYS.isdisjoint(headers):
-            found = []
-            for value in headers.values_of(METHOD_OVERRIDE_HEADERS):
+        in_query = _query_overrides(query) if "method" in query else []
+        if in_query or not _OVERRIDE_KEYS.isdisjoint(headers):
+            found: list[str] = []
+            for value in [*headers.values_of(METHOD_OVERRIDE_HEADERS), *in_query]:
                 if value is None:
                     continue
                 value = value.strip()
@@ -361,6 +366,11 @@ class CheckRequest:
             overrides = tuple(found)
         return cls(method, path, normalise_host(host), scheme.lower() or "http", query, headers, client_ip,
                    client_certs, overrides)
+
+
+def _query_overrides(query: str) -> list[str]:
+    """``_method`` query parameters (Express' method-override, Laravel, Symfony read them)."""
+    return [value for name, value in parse_qsl(query, keep_blank_values=True) if name == "_method"]
 
 
 _HOST = re.compile(r"(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]{0,5})?")

@@ -13,12 +13,14 @@ timeout = 10
 graceful_timeout = 10
 keepalive = 2
 # Proxies send credentials in headers; gunicorn's own limits bound them. They sit above
-# what the shipped doors forward (nginx: 4 x 8k header buffers; Caddy: max_header_size
-# 8KB), so an oversized request is refused by the door, never turned by gunicorn into
-# a 400 that nginx would report as a 500; authz bounds each value itself (403).
+# what the shipped doors forward (nginx: 4 x 8k header buffers, a line at most 8k;
+# Caddy: max_header_size 8KB plus Go's 4 KiB slack, i.e. at most ~2,400 tiny headers),
+# so an oversized request is refused by the door, never turned by gunicorn into a
+# 400/431 that nginx reports as a 500 or Caddy shows the client; authz bounds each
+# value itself (403).
 limit_request_line = 8190
-limit_request_fields = 1000
-limit_request_field_size = 16384
+limit_request_fields = 4000
+limit_request_field_size = 12288
 accesslog = "-"
 # The path only (%(U)s): a query string may carry an api_key; no header is logged.
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(M)sms'

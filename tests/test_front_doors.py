@@ -81,7 +81,8 @@ http {{
         caddy_port, caddy_upstream = free_port(), free_port()
         caddyfile = ((ROOT / "deploy" / "caddy" / "Caddyfile").read_text()
                      .replace("admin off", "admin off\n\tauto_https off")
-                     .replace("api.example.com {", f"http://:{caddy_port} {{")
+                     .replace("api.example.com {", f"http://api.example.com:{caddy_port} {{")
+                     .replace(":80, :443 {", f"http://:{caddy_port} {{")
                      .replace("127.0.0.1:8080", f"127.0.0.1:{port}")
                      .replace("127.0.0.1:9000", f"127.0.0.1:{caddy_upstream}"))
         caddyfile += (f"\nhttp://:{caddy_upstream} {{\n\theader X-Seen-Principal \"{{header.X-Auth-Principal}}\"\n"

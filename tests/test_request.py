@@ -144,3 +144,11 @@ def test_client_ip_walks_right_to_left(xff, real_ip, expected):
 def test_ipv4_mapped_peer_is_trusted():
     assert ipaddress.ip_address("::ffff:127.0.0.1") in TRUSTED
     assert ipaddress.ip_address("192.0.2.1") not in TRUSTED
+
+
+def test_method_override_in_the_query():
+    assert CheckRequest.build("POST", "/x?a=1&_method=DELETE").method_overrides == ("DELETE",)
+    assert CheckRequest.build("POST", "/x?_method=PUT&_method=PATCH").method_overrides == ("PUT", "PATCH")
+    assert CheckRequest.build("GET", "/x?my_method=DELETE").method_overrides == ()
+    with pytest.raises(BadRequest):
+        CheckRequest.build("POST", "/x?_method=DEL%20ETE")
