@@ -39,8 +39,17 @@ def warnings(source: PolicySource, policy: CompiledPolicy) -> list[PolicyProblem
     specs = {(file, i): spec for file, doc in source.documents for i, spec in enumerate(doc.get("routes", []))}
     routes = policy.routes.routes
     for n, later in enumerate(routes):
-        for earlier in routes[:n]:
-            if _covers(earlier, later, specs[(later.file, later.index)]):
+        spec = specs[(later.file, later.index)]
+        # A route that covers this one matches its first sample request: only the
+        # index's candidates for that request need the full comparison.
+        hosts = spec.get("match", {}).get("hosts")
+        host = hosts[0].lower().replace("*.", "zz.") if hosts else None
+        path = _sample_paths(spec["match"]["paths"])[0] if "paths" in spec.get("match", {}) else "/"
+        for position in policy.routes.candidates(host, path):
+            if position >= n:
+                break
+            earlier = routes[position]
+            if _covers(earlier, later, spec):
                 found.append(PolicyProblem(later.file, pointer(["routes", later.index]),
                                            f"route {later.id!r} can never match: route {earlier.id!r} "
                                            f"({earlier.file}) comes first and matches all it does", "warning"))

@@ -17,7 +17,7 @@ from authz.authenticators import TYPES, Authenticator, ConfigError, Context
 from authz.policy import schema
 from authz.policy.errors import PolicyError, PolicyProblem, did_you_mean, pointer
 from authz.policy.requirements import AllOf, AnyOf, Leaf, Requirement
-from authz.policy.routes import HostMatcher, Route, RouteTable, compile_path
+from authz.policy.routes import HostMatcher, Route, RouteTable, compile_path, literal_prefix
 
 MAX_POLICY_FILE = 4 * 1024 * 1024
 
@@ -132,6 +132,7 @@ def compile_policy(source: PolicySource, context: Context) -> CompiledPolicy:
                 paths=paths,
                 methods=frozenset(match["methods"]) if "methods" in match else None,
                 options={k: v for k, v in spec.items() if k not in ("id", "match", "require")},
+                prefixes=tuple(dict.fromkeys(literal_prefix(g) for g in match["paths"])) if "paths" in match else ((),),
             ))
     if not route_in and not problems:
         problems.append(PolicyProblem(

@@ -61,6 +61,17 @@ class HostMatcher:
         return any(host.endswith(s) and len(host) > len(s) for s in self.suffixes)
 
 
+def literal_prefix(pattern: str) -> tuple[str, ...]:
+    """The segments of a glob before its first wildcard: every path it matches starts
+    with them (``/v1/orders/*/items`` → ``("v1", "orders")``)."""
+    prefix = []
+    for segment in pattern.split("/")[1:]:
+        if "*" in segment:
+            break
+        prefix.append(segment)
+    return tuple(prefix)
+
+
 @dataclass
 class Route:
     id: str
@@ -71,6 +82,8 @@ class Route:
     paths: re.Pattern[str] | None = None
     methods: frozenset[str] | None = None
     options: dict = field(default_factory=dict)
+    # Literal path prefixes of the route's globs (``((),)``: any path): the index's keys.
+    prefixes: tuple[tuple[str, ...], ...] = ((),)
 
     def mismatch(self, request: CheckRequest) -> str | None:
         """None when the route matches, else the first criterion that failed."""
@@ -83,12 +96,97 @@ class Route:
         return None
 
 
+class _Node:
+    __slots__ = ("children", "here")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Node] = {}
+        self.here: list[int] = []  # positions of routes whose literal prefix ends here, ascending
+
+
+class _PrefixTree:
+    """Routes by the literal path segments their globs start with."""
+
+    def __init__(self) -> None:
+        self.root = _Node()
+
+    def add(self, prefix: tuple[str, ...], position: int) -> None:
+        node = self.root
+        for segment in prefix:
+            node = node.children.setdefault(segment, _Node())
+        if not node.here or node.here[-1] != position:
+            node.here.append(position)
+
+    def collect(self, segments: list[str], found: list[list[int]]) -> None:
+        node = self.root
+        if node.here:
+            found.append(node.here)
+        for segment in segments:
+            node = node.children.get(segment)  # type: ignore[assignment]
+            if node is None:
+                return
+            if node.here:
+                found.append(node.here)
+
+
 class RouteTable:
-    def __init__(self, routes: Sequence[Route]) -> None:
+    """First match in order (files by name, then position), found through an index.
+
+    Only routes that can match are tried: those for the request's host (exact, by
+    ``*.`` suffix, or any host) whose globs' literal prefix starts the request's path.
+    They are tried in their policy order and each is checked whole (``Route.mismatch``),
+    so the answer is exactly the linear scan's. Small tables are scanned linearly:
+    walking the index costs more than trying a handful of routes.
+    """
+
+    LINEAR_UP_TO = 16
+
+    def __init__(self, routes: Sequence[Route], linear_up_to: int | None = None) -> None:
         self.routes = tuple(routes)
+        self.linear = len(self.routes) <= (self.LINEAR_UP_TO if linear_up_to is None else linear_up_to)
+        self._any = _PrefixTree()
+        self._exact: dict[str, _PrefixTree] = {}
+        self._suffix: dict[str, _PrefixTree] = {}
+        for position, route in enumerate(self.routes):
+            if route.hosts is None:
+                trees = [self._any]
+            else:
+                trees = [self._exact.setdefault(h, _PrefixTree()) for h in route.hosts.exact]
+                trees += [self._suffix.setdefault(s, _PrefixTree()) for s in route.hosts.suffixes]
+            for tree in trees:
+                for prefix in route.prefixes:
+                    tree.add(prefix, position)
+
+    def candidates(self, host: str | None, path: str) -> list[int]:
+        """Positions of the routes that may match, ascending. ``host=None``: only the
+        routes for any host."""
+        found: list[list[int]] = []
+        segments = path.split("/")[1:]
+        self._any.collect(segments, found)
+        if host is not None:
+            tree = self._exact.get(host)
+            if tree is not None:
+                tree.collect(segments, found)
+            if self._suffix:
+                dot = host.find(".", 1)
+                while dot > 0:
+                    tree = self._suffix.get(host[dot:])
+                    if tree is not None:
+                        tree.collect(segments, found)
+                    dot = host.find(".", dot + 1)
+        if len(found) == 1:
+            return found[0]
+        return sorted({position for positions in found for position in positions})
 
     def match(self, request: CheckRequest) -> Route | None:
-        for route in self.routes:
+        if self.linear:
+            for route in self.routes:
+                if route.mismatch(request) is None:
+                    return route
+            return None
+        routes = self.routes
+        for position in self.candidates(request.host, request.path):
+            route = routes[position]
             if route.mismatch(request) is None:
                 return route
         return None
