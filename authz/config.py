@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from authz.certs import MAX_CHAIN
 from authz.request import TrustedNetworks
 
 DEFAULT_TRUSTED = ("127.0.0.1/32", "::1/128")
@@ -29,6 +30,7 @@ class Settings:
     identity_token_everywhere: bool = False
     decision_log: str = "stderr"
     decision_log_allow_sample: float = 1.0
+    max_chain_length: int = 16  # certificates in a client chain, leaf and root included
     trusted: TrustedNetworks = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -37,6 +39,8 @@ class Settings:
         except ValueError as exc:
             raise SettingsError(f"AUTHZ_TRUSTED_PROXIES: {exc}") from None
         object.__setattr__(self, "trusted", trusted)
+        if not 2 <= self.max_chain_length <= MAX_CHAIN:
+            raise SettingsError(f"AUTHZ_MAX_CHAIN_LENGTH must be from 2 to {MAX_CHAIN} certificates")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Settings:
@@ -70,6 +74,10 @@ class Settings:
             values["decision_log"] = env["AUTHZ_DECISION_LOG"]
         if env.get("AUTHZ_DECISION_LOG_ALLOW_SAMPLE"):
             values["decision_log_allow_sample"] = _number(env, "AUTHZ_DECISION_LOG_ALLOW_SAMPLE", 0, 1, "(a share)")
+        if env.get("AUTHZ_MAX_CHAIN_LENGTH"):
+            # Bounded: each extra certificate is parsing and signature work an unauthenticated
+            # client can ask for; 64 is far beyond any real PKI.
+            values["max_chain_length"] = int(_number(env, "AUTHZ_MAX_CHAIN_LENGTH", 2, MAX_CHAIN, "certificates"))
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
