@@ -275,6 +275,21 @@ def test_an_unusable_crl_denies_everything_it_covers_with_one_log_line(client, c
     assert ask(c, X_SSL_Client_Cert=nginx_escaped(other)).status_code == 200
 
 
+def test_a_crl_from_the_future_denies_until_its_thisupdate_then_serves(client, caplog, monkeypatch):
+    from authz.authenticators import mtls
+
+    revoked = PKI.leaf()
+    c = client(mesh={"crl_files": ["keys/early.crl"]},
+               files={"early.crl": crl(PKI.intermediate, [revoked], last_update=NOW + DAY)})
+    with caplog.at_level(logging.WARNING, logger="authz.mtls"):
+        assert ask(c, X_SSL_Client_Cert=nginx_escaped(LEAF, PKI.intermediate)).status_code == 401
+        monkeypatch.setattr(mtls, "clock", lambda: (NOW + 2 * DAY).timestamp())
+        assert ask(c, X_SSL_Client_Cert=nginx_escaped(LEAF, PKI.intermediate)).status_code == 200
+        r = ask(c, X_SSL_Client_Cert=nginx_escaped(revoked, PKI.intermediate))
+        assert (r.status_code, r.headers["X-Auth-Reason"]) == (401, "credential_revoked")
+    assert [m for m in caplog.messages if "keys/early.crl" in m and "thisUpdate is in the future" in m]
+
+
 def test_crl_signer_without_crlsign_is_refused_and_root_without_keyusage_is_an_anchor(store, make_client, policy_dir,
                                                                                       caplog):
     """RFC 5280 §4.2.1.3: a CA whose keyUsage lacks cRLSign cannot sign CRLs; §6.1: a root

@@ -162,7 +162,9 @@ class MtlsAuthenticator(Authenticator):
                 log.warning("%s: ca_file root %s is refused as a trust anchor: %s", name,
                             anchor.subject.rfc4514_string()[:200], problem)
         self.crls: dict[str, list[CrlFile]] = {}
-        self.crl_reported: set[tuple[str, str]] = set()
+        # CRL file → the rules already reported for it; a dict so that clearing one
+        # file's episode is a single atomic pop, safe beside other threads' lookups.
+        self.crl_reported: dict[str, set[str]] = {}
         for index, file in enumerate(config.get("crl_files", [])):
             try:
                 crl = _load_crl(context.base_dir / file)
@@ -198,8 +200,9 @@ class MtlsAuthenticator(Authenticator):
 
     def _report(self, crl: CrlFile, problem: str) -> None:
         """One warning per CRL and rule until the CRL is usable again (not one per request)."""
-        if (crl.path, problem) not in self.crl_reported:
-            self.crl_reported.add((crl.path, problem))
+        reported = self.crl_reported.setdefault(crl.path, set())
+        if problem not in reported:
+            reported.add(problem)
             log.warning("%s: CRL %s is unusable, denying every certificate of %s: %s", self.name, crl.path,
                         crl.crl.issuer.rfc4514_string()[:200], problem)
 
@@ -307,7 +310,8 @@ class MtlsAuthenticator(Authenticator):
             if problem is not None:
                 self._report(crl, problem)
                 return Outcome.invalid(SLOT, f"the CRL for this issuer is unusable: {problem}")
-            self.crl_reported -= {r for r in self.crl_reported if r[0] == crl.path}
+            if crl.path in self.crl_reported:
+                self.crl_reported.pop(crl.path, None)  # usable again: the episode is over
         if newest.crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
             return Outcome.invalid(SLOT, "client certificate is revoked (CRL)", Reason.CREDENTIAL_REVOKED)
         return newest.crl.next_update_utc.timestamp()  # type: ignore[union-attr]
