@@ -229,6 +229,29 @@ def test_crl(client):
     assert (r.status_code, r.headers["X-Auth-Reason"]) == (401, "credential_revoked")
 
 
+def test_a_reissued_crl_revokes_a_cached_chain_on_the_next_policy_load(store, policy_dir):
+    """Caches outlive policy revisions; a CRL re-issued under the same file name must
+    not leave a chain verified against the old one in the cache."""
+    from authz.authenticators import Context
+    from authz.engine import DecisionEngine
+    from authz.policy import load_policy
+
+    leaf = PKI.leaf()
+    (policy_dir / "keys").mkdir()
+    (policy_dir / "keys" / "ca.pem").write_bytes(PKI.root.pem)
+    (policy_dir / "keys" / "issuing.crl").write_bytes(crl(PKI.intermediate, [], number=1))
+    write_policy(policy_dir, {"authenticators": {"mesh": {"type": "mtls", "ca_file": "keys/ca.pem",
+                                                          "crl_files": ["keys/issuing.crl"]}},
+                              "routes": [{"id": "r", "require": "mesh"}]})
+    context = Context(store=store)  # one per worker, shared by every revision
+    request = CheckRequest.build("GET", "/x", "svc", client_certs=(
+        from_pem("api", (leaf.pem + PKI.intermediate.pem).decode()),))
+    assert DecisionEngine(load_policy(policy_dir, context)).decide(request).allowed
+    (policy_dir / "keys" / "issuing.crl").write_bytes(crl(PKI.intermediate, [leaf], number=2))
+    decision = DecisionEngine(load_policy(policy_dir, context)).decide(request)
+    assert (decision.status, decision.reason) == (401, Reason.CREDENTIAL_REVOKED)
+
+
 def test_stale_crl_denies(client):
     c = client(mesh={"crl_files": ["keys/stale.crl"]},
                files={"stale.crl": crl(PKI.intermediate, [], last_update=NOW - 9 * DAY, next_update=NOW - DAY)})

@@ -194,8 +194,12 @@ class MtlsAuthenticator(Authenticator):
             x509.KeyUsage, Criticality.AGNOSTIC, key_usage)
         self.max_chain = context.max_chain_length
         self.cache = context.cache("mtls")
-        anchors = b"".join(a.fingerprint(hashes.SHA256()) for a in self.anchors)
-        self.trust = hashlib.sha256(anchors + repr(sorted(config.items())).encode()
+        # The cache is shared by every policy revision, so its key must change whenever
+        # what decided a verification does: anchors, intermediates and CRL contents (a
+        # CRL re-issued under the same file name revokes at once), options, chain bound.
+        material = [a.fingerprint(hashes.SHA256()) for a in self.anchors + self.intermediates]
+        material += [c.crl.fingerprint(hashes.SHA256()) for crls in self.crls.values() for c in crls]
+        self.trust = hashlib.sha256(b"".join(material) + repr(sorted(config.items())).encode()
                                     + str(self.max_chain).encode()).hexdigest()
 
     def _report(self, crl: CrlFile, problem: str) -> None:
