@@ -102,7 +102,7 @@ def build_state(settings: Settings | None = None) -> AuthzState:
     settings = settings or Settings.from_env()
     store = Store(settings.db_path, last_used_interval=settings.last_used_interval)
     store.check_ready()
-    context = Context(store=store)
+    context = Context(store=store, max_chain_length=settings.max_chain_length)
     stamp = PolicyReloader.policy_files_stamp(settings.policy_dir)
     engine, error = build_engine(settings, store, context)
     reloader = PolicyReloader(engine, settings.policy_dir, context, stamp_before_load=stamp,

@@ -11,7 +11,9 @@ from urllib.parse import unquote
 
 from authz.request import ForwardedCert
 
-MAX_CHAIN = 8
+# A ceiling on parsing work, not the policy: ``AUTHZ_MAX_CHAIN_LENGTH`` (default 16, at
+# most this) is what the ``mtls`` authenticator enforces.
+MAX_CHAIN = 64
 MAX_CERT_BYTES = 16 * 1024
 _PEM = re.compile(r"-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]+?)-----END CERTIFICATE-----")
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from authz.certs import MAX_CHAIN
 from authz.request import TARGET_RULES, TrustedNetworks
 
 DEFAULT_TRUSTED = ("127.0.0.1/32", "::1/128")
@@ -31,6 +32,7 @@ class Settings:
     decision_log_allow_sample: float = 1.0
     # Request-target firewall rules relaxed for this deployment (request.TARGET_RULES).
     target_allow: frozenset[str] = frozenset()
+    max_chain_length: int = 16  # certificates in a client chain, leaf and root included
     trusted: TrustedNetworks = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -39,6 +41,8 @@ class Settings:
         except ValueError as exc:
             raise SettingsError(f"AUTHZ_TRUSTED_PROXIES: {exc}") from None
         object.__setattr__(self, "trusted", trusted)
+        if not 2 <= self.max_chain_length <= MAX_CHAIN:
+            raise SettingsError(f"AUTHZ_MAX_CHAIN_LENGTH must be from 2 to {MAX_CHAIN} certificates")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Settings:
@@ -79,6 +83,10 @@ class Settings:
                 raise SettingsError(f"AUTHZ_TARGET_ALLOW: unknown rule {unknown[0]!r}; the rules that can be "
                                     f"relaxed are {', '.join(TARGET_RULES)}")
             values["target_allow"] = names
+        if env.get("AUTHZ_MAX_CHAIN_LENGTH"):
+            # Bounded: each extra certificate is parsing and signature work an unauthenticated
+            # client can ask for; 64 is far beyond any real PKI.
+            values["max_chain_length"] = int(_number(env, "AUTHZ_MAX_CHAIN_LENGTH", 2, MAX_CHAIN, "certificates"))
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

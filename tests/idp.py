@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import json
+import math
+import secrets
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +24,52 @@ AUDIENCE = "https://api.example.com"
 
 def rsa_key(bits: int = 2048) -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+
+
+def _probably_prime(n: int, rounds: int = 32) -> bool:
+    if n < 2 or any(n % p == 0 for p in (2, 3, 5, 7, 11, 13)):
+        return n in (2, 3, 5, 7, 11, 13)
+    d, r = n - 1, 0
+    while d % 2 == 0:
+        d, r = d // 2, r + 1
+    for _ in range(rounds):
+        x = pow(secrets.randbelow(n - 3) + 2, d, n)
+        if x in (1, n - 1):
+            continue
+        for _ in range(r - 1):
+            x = pow(x, 2, n)
+            if x == n - 1:
+                break
+        else:
+            return False
+    return True
+
+
+def roca_key() -> rsa.RSAPrivateKey:
+    """A real 2048-bit RSA key built the way the Infineon library built them (ROCA,
+    CVE-2017-15361): each prime is k·M + (65537^a mod M), M the product of the first
+    126 primes (the paper's M for 1984-3936-bit keys)."""
+    small = [n for n in range(2, 800) if all(n % d for d in range(2, int(n ** 0.5) + 1))][:126]
+    modulus = 1
+    for prime in small:
+        modulus *= prime
+    low, high = -(-(3 << 1022) // modulus), (1 << 1024) // modulus - 1
+
+    def prime() -> int:
+        while True:
+            candidate = (low + secrets.randbelow(high - low)) * modulus + pow(65537, secrets.randbits(64), modulus)
+            if candidate.bit_length() == 1024 and _probably_prime(candidate):
+                return candidate
+
+    while True:
+        p, q = prime(), prime()
+        phi = (p - 1) * (q - 1)
+        if p != q and math.gcd(65537, phi) == 1:
+            break
+    d = pow(65537, -1, phi)
+    numbers = rsa.RSAPrivateNumbers(p, q, d, rsa.rsa_crt_dmp1(d, p), rsa.rsa_crt_dmq1(d, q), rsa.rsa_crt_iqmp(p, q),
+                                    rsa.RSAPublicNumbers(65537, p * q))
+    return numbers.private_key()
 
 
 def ec_key(curve=None) -> ec.EllipticCurvePrivateKey:

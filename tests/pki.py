@@ -45,8 +45,9 @@ class Issued:
 
 
 def issue(subject: str, issuer: Issued | None = None, *, ca: bool = False, uris=(), dns=(), emails=(), ips=(),
-          eku=(ExtendedKeyUsageOID.CLIENT_AUTH,), not_before=None, not_after=None, san: bool = True) -> Issued:
-    key = ec.generate_private_key(ec.SECP256R1())
+          eku=(ExtendedKeyUsageOID.CLIENT_AUTH,), not_before=None, not_after=None, san: bool = True,
+          key=None) -> Issued:
+    key = key or ec.generate_private_key(ec.SECP256R1())
     signer = issuer.key if issuer else key
     builder = (x509.CertificateBuilder().subject_name(name(subject))
                .issuer_name(issuer.cert.subject if issuer else name(subject))
@@ -70,9 +71,16 @@ def issue(subject: str, issuer: Issued | None = None, *, ca: bool = False, uris=
     return Issued(builder.sign(signer, hashes.SHA256()), key)
 
 
-def crl(issuer: Issued, revoked=(), *, next_update=None, last_update=None) -> bytes:
+def crl(issuer: Issued, revoked=(), *, next_update=None, last_update=None, number: int | None = 1,
+        extensions=()) -> bytes:
+    """A CRL as RFC 5280 §5 wants it (CRLNumber, nextUpdate); ``extensions`` adds
+    (extension, critical) pairs, ``number=None`` leaves CRLNumber out."""
     builder = (x509.CertificateRevocationListBuilder().issuer_name(issuer.cert.subject)
                .last_update(last_update or NOW - DAY).next_update(next_update or NOW + 7 * DAY))
+    if number is not None:
+        builder = builder.add_extension(x509.CRLNumber(number), critical=False)
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
     for cert in revoked:
         builder = builder.add_revoked_certificate(
             x509.RevokedCertificateBuilder().serial_number(cert.cert.serial_number).revocation_date(NOW - DAY).build())

@@ -153,3 +153,29 @@ def test_revoked_jti_is_refused_by_every_worker(store, policy_dir, gunicorn):
     assert len(every_worker(server, {"Authorization": f"Bearer {token}"}, 200)) == 3
     authz(store, "tokens", "revoke", "--jti", "session-42", "--issuer", ISSUER)
     assert len(every_worker(server, {"Authorization": f"Bearer {token}"}, 401, "credential_revoked")) == 3
+
+
+def test_unknown_kid_during_a_jwks_outage_is_upstream_unavailable_on_every_worker(store, policy_dir, gunicorn):
+    """A kid none of the workers has seen, asked while the IdP is down: 500
+    upstream_unavailable from every worker, whatever each one fetched before."""
+    from tests.idp import AUDIENCE, ISSUER, IdentityProvider, mint, public_jwk, rsa_key
+
+    known, rotated = rsa_key(), rsa_key()
+    idp = IdentityProvider()
+    idp.jwks = {"keys": [public_jwk(known, "k1", "RS256")]}
+    try:
+        write_policy(policy_dir, {
+            "authenticators": {"user_jwt": {"type": "jwt", "issuer": ISSUER, "audience": AUDIENCE,
+                                            "algorithms": ["RS256"], "jwks_uri": idp.url + "/jwks",
+                                            "refetch_interval": 1}},
+            "routes": [{"id": "orders", "match": {"paths": ["/v1/orders"]}, "require": "user_jwt"}]})
+        server = gunicorn(workers=3)
+        good = {"Authorization": f"Bearer {mint(known, kid='k1')}"}
+        assert len(every_worker(server, good, 200)) == 3  # every worker holds the keyset
+        idp.down = True
+        time.sleep(1.2)  # past refetch_interval everywhere
+        unseen = {"Authorization": f"Bearer {mint(rotated, kid='k-never-seen')}"}
+        assert len(every_worker(server, unseen, 500, "upstream_unavailable")) == 3
+        burst(server, good, 200)  # known keys keep verifying through the outage
+    finally:
+        idp.stop()

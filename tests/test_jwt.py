@@ -10,6 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from authz.decision import Reason
+from authz.policy import PolicyError
 from authz.request import CheckRequest
 from tests.conftest import engine_for, write_policy
 from tests.idp import (
@@ -22,10 +23,13 @@ from tests.idp import (
     mint,
     public_jwk,
     public_pem,
+    roca_key,
     rsa_key,
 )
 
 RSA = rsa_key()
+ROCA = roca_key()
+ODD_SIZE = rsa_key(2052)
 RSA_NEW = rsa_key()
 EC = ec_key()
 ATTACKER = rsa_key()
@@ -278,16 +282,58 @@ def test_unfit_jwks_keys_are_ignored_with_a_warning(decider, idp, caplog):
         public_jwk(weak, "weak", "RS256"),
         public_jwk(p384, "curve", "ES256") | {"crv": "P-384"},
         public_jwk(RSA, "alg", "RS512"),
-        {"kty": "oct", "kid": "oct", "k": b64(b"s" * 64)},
+        public_jwk(ROCA, "roca", "RS256"),
+        public_jwk(ODD_SIZE, "odd", "RS256"),
         public_jwk(RSA, "k1", "RS256"),
     ]}
     decide = decider()
     with caplog.at_level(logging.WARNING, logger="authz.jwks"):
         assert decide(mint(RSA, kid="k1")).allowed
-    for kid in ("enc", "weak", "curve", "alg", "oct"):
+    assert any("key roca ignored: RSA key has the ROCA fingerprint" in r.getMessage() for r in caplog.records)
+    assert any("key odd ignored: RSA modulus of 2052 bits" in r.getMessage() for r in caplog.records)
+    for kid in ("enc", "weak", "curve", "alg", "roca", "odd"):
         assert any(f"key {kid} ignored" in r.getMessage() for r in caplog.records), kid
     assert not decide(mint(weak, kid="weak")).allowed
     assert not decide(mint(RSA, kid="enc")).allowed
+
+
+def test_keys_sharing_a_kid_are_all_ignored(decider, idp, caplog):
+    idp.jwks = {"keys": [public_jwk(RSA, "dup", "RS256"), public_jwk(ATTACKER, "dup", "RS256"),
+                         public_jwk(RSA_NEW, "k2", "RS256")]}
+    decide = decider(refetch_interval=3600)
+    with caplog.at_level(logging.WARNING, logger="authz.jwks"):
+        assert decide(mint(RSA_NEW, kid="k2")).allowed
+    assert any("2 keys share kid 'dup'; all of them ignored" in r.getMessage() for r in caplog.records)
+    for signer in (RSA, ATTACKER):
+        d = decide(mint(signer, kid="dup"))
+        assert (d.status, d.reason) == (401, Reason.CREDENTIALS_INVALID)
+
+
+def test_a_keyset_mixing_symmetric_and_asymmetric_keys_is_refused(decider, idp, policy_dir, store):
+    idp.jwks = {"keys": [public_jwk(RSA, "k1", "RS256"), {"kty": "oct", "kid": "oct", "k": b64(b"s" * 64)}]}
+    d = decider()(mint(RSA, kid="k1"))
+    assert (d.status, d.reason) == (500, Reason.UPSTREAM_UNAVAILABLE)  # no usable keyset at all
+    (policy_dir / "keys").mkdir()
+    (policy_dir / "keys" / "mixed.jwks.json").write_text(json.dumps(idp.jwks))
+    with pytest.raises(PolicyError, match="mixes symmetric"):
+        decider(jwks_uri=None, jwks_file="keys/mixed.jwks.json")
+
+
+def test_unknown_kid_while_the_idp_is_down_is_upstream_unavailable(decider, idp):
+    decide = decider(refetch_interval=1)
+    assert decide(mint(RSA, kid="k1")).allowed
+    idp.down = True
+    d = decide(mint(RSA_NEW, kid="k2"))  # fetched a moment ago: rate-limited, last fetch was good
+    assert (d.status, d.reason) == (401, Reason.CREDENTIALS_INVALID)
+    time.sleep(1.1)
+    for _ in range(3):  # the first one tries the IdP, the next ones know it failed
+        d = decide(mint(RSA_NEW, kid="k2"))
+        assert (d.status, d.reason) == (500, Reason.UPSTREAM_UNAVAILABLE)
+    assert decide(mint(RSA, kid="k1", jti="known")).allowed  # known keys still verify
+    idp.down = False
+    time.sleep(1.1)
+    d = decide(mint(ATTACKER, kid="k3"))  # IdP back and does not know k3: now it is invalid
+    assert (d.status, d.reason) == (401, Reason.CREDENTIALS_INVALID)
 
 
 def test_rotation_at_the_idp_is_picked_up(decider, idp):

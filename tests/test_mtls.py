@@ -5,14 +5,19 @@ Requests go through the nginx front door (``/auth-request``) with the headers ea
 proxy sends (PROXIES.md); certificates come from a real PKI made in ``tests/pki.py``."""
 
 import base64
+import logging
 import time
 from urllib.parse import quote
 
 import pytest
+from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from tests.conftest import add_user
-from tests.idp import AUDIENCE, ISSUER, mint, public_pem, rsa_key
+from authz.certs import from_pem
+from authz.decision import Reason
+from authz.request import CheckRequest
+from tests.conftest import add_user, engine_for, write_policy
+from tests.idp import AUDIENCE, ISSUER, mint, public_pem, roca_key, rsa_key
 from tests.pki import DAY, NOW, Pki, crl
 
 PKI = Pki()
@@ -252,6 +257,29 @@ def test_crl(client):
     assert (r.status_code, r.headers["X-Auth-Reason"]) == (401, "credential_revoked")
 
 
+def test_a_reissued_crl_revokes_a_cached_chain_on_the_next_policy_load(store, policy_dir):
+    """Caches outlive policy revisions; a CRL re-issued under the same file name must
+    not leave a chain verified against the old one in the cache."""
+    from authz.authenticators import Context
+    from authz.engine import DecisionEngine
+    from authz.policy import load_policy
+
+    leaf = PKI.leaf()
+    (policy_dir / "keys").mkdir()
+    (policy_dir / "keys" / "ca.pem").write_bytes(PKI.root.pem)
+    (policy_dir / "keys" / "issuing.crl").write_bytes(crl(PKI.intermediate, [], number=1))
+    write_policy(policy_dir, {"authenticators": {"mesh": {"type": "mtls", "ca_file": "keys/ca.pem",
+                                                          "crl_files": ["keys/issuing.crl"]}},
+                              "routes": [{"id": "r", "require": "mesh"}]})
+    context = Context(store=store)  # one per worker, shared by every revision
+    request = CheckRequest.build("GET", "/x", "svc", client_certs=(
+        from_pem("api", (leaf.pem + PKI.intermediate.pem).decode()),))
+    assert DecisionEngine(load_policy(policy_dir, context)).decide(request).allowed
+    (policy_dir / "keys" / "issuing.crl").write_bytes(crl(PKI.intermediate, [leaf], number=2))
+    decision = DecisionEngine(load_policy(policy_dir, context)).decide(request)
+    assert (decision.status, decision.reason) == (401, Reason.CREDENTIAL_REVOKED)
+
+
 def test_stale_crl_denies(client):
     c = client(mesh={"crl_files": ["keys/stale.crl"]},
                files={"stale.crl": crl(PKI.intermediate, [], last_update=NOW - 9 * DAY, next_update=NOW - DAY)})
@@ -267,6 +295,159 @@ def test_crl_signed_by_someone_else_denies(client):
     impostor = issue("Mesh Issuing CA", ca=True)  # same subject, different key
     c = client(mesh={"crl_files": ["keys/forged.crl"]}, files={"forged.crl": crl(impostor, [])})
     assert ask(c, X_SSL_Client_Cert=nginx_escaped(LEAF, PKI.intermediate)).status_code == 401
+
+
+_IDP = x509.IssuingDistributionPoint(full_name=None, relative_name=None, only_contains_user_certs=True,
+                                     only_contains_ca_certs=False, only_some_reasons=None, indirect_crl=False,
+                                     only_contains_attribute_certs=False)
+
+
+@pytest.mark.parametrize(("options", "rule"), [
+    ({"number": None}, "CRLNumber is missing (RFC 5280 §5.2.3)"),
+    ({"extensions": [(x509.DeltaCRLIndicator(1), True)]}, "delta CRLs are not supported (RFC 5280 §5.2.4)"),
+    ({"extensions": [(_IDP, True)]}, "issuingDistributionPoint are not supported (RFC 5280 §5.2.5)"),
+    ({"extensions": [(x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.55555.1"), b"\x05\x00"),
+                      True)]}, "unknown critical extension 1.3.6.1.4.1.55555.1 (RFC 5280 §5.2)"),
+    ({"last_update": NOW + DAY}, "thisUpdate is in the future (RFC 5280 §5.1.2.4)"),
+])
+def test_an_unusable_crl_denies_everything_it_covers_with_one_log_line(client, caplog, options, rule):
+    """Fail closed (RFC 5280 §6.3.3): not one request of the CRL's issuer passes, and the
+    operator reads one line naming the file and the rule, not one per request."""
+    c = client(mesh={"crl_files": ["keys/broken.crl"]},
+               files={"broken.crl": crl(PKI.intermediate, [], **options)})
+    with caplog.at_level(logging.WARNING, logger="authz.mtls"):
+        for leaf in (LEAF, PKI.leaf(), LEAF):
+            r = ask(c, X_SSL_Client_Cert=nginx_escaped(leaf, PKI.intermediate))
+            assert (r.status_code, r.headers["X-Auth-Reason"]) == (401, "credentials_invalid")
+    lines = [r.getMessage() for r in caplog.records if "keys/broken.crl" in r.getMessage()]
+    assert len(lines) == 1 and rule in lines[0], lines
+    # A chain of another issuer is not covered by that CRL.
+    other = PKI.leaf(issuer=PKI.root)
+    assert ask(c, X_SSL_Client_Cert=nginx_escaped(other)).status_code == 200
+
+
+def test_a_crl_from_the_future_denies_until_its_thisupdate_then_serves(client, caplog, monkeypatch):
+    from authz.authenticators import mtls
+
+    revoked = PKI.leaf()
+    c = client(mesh={"crl_files": ["keys/early.crl"]},
+               files={"early.crl": crl(PKI.intermediate, [revoked], last_update=NOW + DAY)})
+    with caplog.at_level(logging.WARNING, logger="authz.mtls"):
+        assert ask(c, X_SSL_Client_Cert=nginx_escaped(LEAF, PKI.intermediate)).status_code == 401
+        monkeypatch.setattr(mtls, "clock", lambda: (NOW + 2 * DAY).timestamp())
+        assert ask(c, X_SSL_Client_Cert=nginx_escaped(LEAF, PKI.intermediate)).status_code == 200
+        r = ask(c, X_SSL_Client_Cert=nginx_escaped(revoked, PKI.intermediate))
+        assert (r.status_code, r.headers["X-Auth-Reason"]) == (401, "credential_revoked")
+    assert [m for m in caplog.messages if "keys/early.crl" in m and "thisUpdate is in the future" in m]
+
+
+def test_crl_signer_without_crlsign_is_refused_and_root_without_keyusage_is_an_anchor(store, make_client, policy_dir,
+                                                                                      caplog):
+    """RFC 5280 §4.2.1.3: a CA whose keyUsage lacks cRLSign cannot sign CRLs; §6.1: a root
+    without keyUsage is still a trust anchor (its CRL is then acceptable, §6.3.3(f))."""
+    from tests.pki import issue
+
+    keys = policy_dir / "keys"
+    keys.mkdir()
+    bare_root = issue("Bare Root", ca=True)
+    bare_root = _without_key_usage(bare_root)
+    no_crlsign = _with_key_usage(issue("Signing Only", ca=True), crl_sign=False)
+    for label, root in (("bare", bare_root), ("nosign", no_crlsign)):
+        (keys / f"{label}.pem").write_bytes(root.pem)
+        (keys / f"{label}.crl").write_bytes(crl(root, []))
+    c = make_client({"authenticators": {
+        "bare": {"type": "mtls", "ca_file": "keys/bare.pem", "crl_files": ["keys/bare.crl"]},
+        "nosign": {"type": "mtls", "ca_file": "keys/nosign.pem", "crl_files": ["keys/nosign.crl"]}},
+        "routes": [{"id": "bare", "match": {"paths": ["/bare"]}, "require": "bare"},
+                   {"id": "nosign", "match": {"paths": ["/nosign"]}, "require": "nosign"}]})
+    assert ask(c, "/bare", X_SSL_Client_Cert=nginx_escaped(PKI.leaf(issuer=bare_root))).status_code == 200
+    with caplog.at_level(logging.WARNING, logger="authz.mtls"):
+        r = ask(c, "/nosign", X_SSL_Client_Cert=nginx_escaped(PKI.leaf(issuer=no_crlsign)))
+    assert (r.status_code, r.headers["X-Auth-Reason"]) == (401, "credentials_invalid")
+    assert any("keys/nosign.crl is unusable" in m and "lacks cRLSign" in m for m in caplog.messages)
+
+
+def _without_key_usage(issued):
+    return _resign(issued, lambda b, ext: b if isinstance(ext.value, x509.KeyUsage) else
+                   b.add_extension(ext.value, ext.critical))
+
+
+def _with_key_usage(issued, crl_sign: bool):
+    usage = x509.KeyUsage(False, False, False, False, False, True, crl_sign, False, False)
+    return _resign(issued, lambda b, ext: b.add_extension(usage if isinstance(ext.value, x509.KeyUsage) else ext.value,
+                                                           ext.critical))
+
+
+def _resign(issued, each):
+    from cryptography.hazmat.primitives import hashes
+
+    from tests.pki import Issued
+
+    cert = issued.cert
+    builder = (x509.CertificateBuilder().subject_name(cert.subject).issuer_name(cert.issuer)
+               .public_key(issued.key.public_key()).serial_number(cert.serial_number)
+               .not_valid_before(cert.not_valid_before_utc).not_valid_after(cert.not_valid_after_utc))
+    for ext in cert.extensions:
+        builder = each(builder, ext)
+    return Issued(builder.sign(issued.key, hashes.SHA256()), issued.key)
+
+
+@pytest.mark.parametrize(("where", "key", "problem"), [
+    ("client", lambda: rsa_key(1024), "client certificate key refused: RSA key of 1024 bits"),
+    ("client", roca_key, "client certificate key refused: RSA key has the ROCA fingerprint"),
+    ("intermediate", lambda: rsa_key(2052), "intermediate certificate key refused: RSA modulus of 2052 bits"),
+    ("root", lambda: rsa_key(2056 - 4), "root certificate key refused: RSA modulus of 2052 bits"),
+    ("root", roca_key, "root certificate key refused: RSA key has the ROCA fingerprint"),
+])
+def test_weak_keys_anywhere_in_the_chain_are_refused(store, make_client, policy_dir, where, key, problem):
+    from tests.pki import issue
+
+    root = issue("Weak Test Root", ca=True, key=key() if where == "root" else None)
+    ica = issue("Weak Test ICA", root, ca=True, key=key() if where == "intermediate" else None)
+    leaf = issue("client", ica, uris=[SPIFFE], key=key() if where == "client" else None)
+    (policy_dir / "keys").mkdir()
+    (policy_dir / "keys" / "root.pem").write_bytes(root.pem)
+    write_policy(policy_dir, {"authenticators": {"mesh": {"type": "mtls", "ca_file": "keys/root.pem"}},
+                              "routes": [{"id": "r", "require": "mesh"}]})
+    chain = from_pem("api", (leaf.pem + ica.pem).decode())
+    decision = engine_for(store, policy_dir).decide(CheckRequest.build("GET", "/x", "svc", client_certs=(chain,)))
+    assert (decision.status, decision.reason) == (401, Reason.CREDENTIALS_INVALID)
+    assert problem in decision.detail
+
+
+def _long_chain(length: int):
+    """Root → (length - 2) intermediates → leaf."""
+    from tests.pki import issue
+
+    chain = [issue("Long Root", ca=True)]
+    for index in range(length - 2):
+        chain.append(issue(f"Long ICA {index}", chain[-1], ca=True))
+    chain.append(issue("client", chain[-1], uris=[SPIFFE]))
+    return chain
+
+
+@pytest.mark.parametrize(("length", "setting", "status"), [(10, None, 200), (16, None, 200), (17, None, 401),
+                                                            (10, 8, 401)])
+def test_chain_length_is_a_setting(store, make_client, policy_dir, length, setting, status):
+    chain = _long_chain(length)
+    (policy_dir / "keys").mkdir()
+    (policy_dir / "keys" / "root.pem").write_bytes(chain[0].pem)
+    c = make_client({"authenticators": {"mesh": {"type": "mtls", "ca_file": "keys/root.pem"}},
+                     "routes": [{"id": "r", "require": "mesh"}]},
+                    **({"max_chain_length": setting} if setting else {}))
+    forwarded = b"".join(c.pem for c in reversed(chain[1:]))  # leaf first, root left out
+    r = c.post("/v1/decisions", json={"method": "GET", "host": "svc", "path": "/x", "client_cert": forwarded.decode()})
+    assert r.status_code == status, r.get_json()
+
+
+def test_chain_length_setting_is_bounded():
+    from authz.config import Settings, SettingsError
+
+    assert Settings.from_env({}).max_chain_length == 16
+    assert Settings.from_env({"AUTHZ_MAX_CHAIN_LENGTH": "24"}).max_chain_length == 24
+    for bad in ("1", "65", "many"):
+        with pytest.raises(SettingsError, match="AUTHZ_MAX_CHAIN_LENGTH"):
+            Settings.from_env({"AUTHZ_MAX_CHAIN_LENGTH": bad})
 
 
 # -- certificate-bound tokens (RFC 8705) ----------------------------------------------------
@@ -334,6 +515,7 @@ def test_cached_certificate_still_expires(client):
     cert = PKI.leaf(not_after=NOW.replace(microsecond=0) + (time.time() - NOW.timestamp() + 2) * DAY / 86400)
     c = client()
     assert ask(c, X_SSL_Client_Cert=nginx_escaped(cert, PKI.intermediate)).status_code == 200
-    time.sleep(2.2)
+    # notAfter is inclusive (RFC 5280 §4.1.2.5): good through its whole second, not after.
+    time.sleep(max(cert.cert.not_valid_after_utc.timestamp() + 1.05 - time.time(), 0))
     r = ask(c, X_SSL_Client_Cert=nginx_escaped(cert, PKI.intermediate))
     assert (r.status_code, r.headers["X-Auth-Reason"]) == (401, "credential_expired")

@@ -33,6 +33,7 @@ class Context:
 
     store: Store
     base_dir: Path = Path(".")
+    max_chain_length: int = 16  # AUTHZ_MAX_CHAIN_LENGTH: certificates in a client chain, leaf and root included
     caches: dict[str, TTLCache] = field(default_factory=dict)
 
     def cache(self, name: str, max_entries: int = 10_000) -> TTLCache:

@@ -73,8 +73,7 @@ def _json_object(segment: bytes) -> dict:
     return value
 
 
-def parse(token: str) -> CompactJWS:
-    """Split and decode a compact JWS (nothing verified yet)."""
+def _split(token: str) -> list[bytes]:
     try:
         raw = token.encode("ascii")
     except UnicodeEncodeError:
@@ -82,12 +81,33 @@ def parse(token: str) -> CompactJWS:
     parts = raw.split(b".")
     if len(parts) != 3:
         raise TokenError("malformed JWT")
-    header = _json_object(parts[0])
+    return parts
+
+
+def _header(segment: bytes) -> dict:
+    header = _json_object(segment)
     if "crit" in header:
         raise TokenError("unsupported critical header parameters")
     if header.get("b64", True) is not True:
         raise TokenError("unencoded payloads are not accepted")
+    return header
+
+
+def parse(token: str) -> CompactJWS:
+    """Split and decode a compact JWS whose payload is a JWT claims object (nothing verified yet)."""
+    parts = _split(token)
+    header = _header(parts[0])
     return CompactJWS(header, _json_object(parts[1]), parts[0] + b"." + parts[1], decode_segment(parts[2]))
+
+
+def parse_jws(token: str) -> CompactJWS:
+    """A compact JWS with any payload (``claims`` left empty): the same header and
+    encoding rules as ``parse``, for checking the signature layer on its own (the
+    Wycheproof JWS vectors sign the bytes ``foo``, not a claims object)."""
+    parts = _split(token)
+    header = _header(parts[0])
+    decode_segment(parts[1])
+    return CompactJWS(header, {}, parts[0] + b"." + parts[1], decode_segment(parts[2]))
 
 
 @cache

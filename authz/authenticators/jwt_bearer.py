@@ -29,6 +29,7 @@ from authz.authenticators.keysets import (
     HMAC_ALGORITHMS,
     KeysUnavailable,
     RemoteKeySet,
+    SigningKey,
     StaticKeySet,
 )
 from authz.cache import SecretKeyer
@@ -157,6 +158,20 @@ class JwtAuthenticator(BearerChallenges, Authenticator):
         return self._identity(verified, request)
 
     def _verify(self, jws: jose.CompactJWS) -> Verified | Outcome:
+        signer = self.signer(jws)
+        if isinstance(signer, Outcome):
+            return signer
+        try:
+            exp = jose.check_claims(jws.claims, issuer=self.issuer, audience=self.audience, leeway=self.leeway,
+                                    required=self.required_claims, now=time.time())
+        except jose.TokenError as exc:
+            return Outcome.invalid(SLOT, str(exc), Reason.CREDENTIAL_EXPIRED if exc.expired else
+                                   Reason.CREDENTIALS_INVALID)
+        return Verified(jws.claims, signer.kid, exp + self.leeway)
+
+    def signer(self, jws: jose.CompactJWS) -> SigningKey | Outcome:
+        """The configured key whose signature the token carries (header rules, alg, kid,
+        typ, key lookup, signature), or the refusal; claims are checked by the caller."""
         header = jws.header
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self.algorithms:
@@ -175,13 +190,7 @@ class JwtAuthenticator(BearerChallenges, Authenticator):
         signer = next((c for c in candidates[:8] if jose.signature_valid(jws, alg, c.key)), None)
         if signer is None:
             return Outcome.invalid(SLOT, "signature verification failed")
-        try:
-            exp = jose.check_claims(jws.claims, issuer=self.issuer, audience=self.audience, leeway=self.leeway,
-                                    required=self.required_claims, now=time.time())
-        except jose.TokenError as exc:
-            return Outcome.invalid(SLOT, str(exc), Reason.CREDENTIAL_EXPIRED if exc.expired else
-                                   Reason.CREDENTIALS_INVALID)
-        return Verified(jws.claims, signer.kid, exp + self.leeway)
+        return signer
 
     def _identity(self, verified: Verified, request: CheckRequest) -> Outcome:
         """Per request: certificate binding and revocation; the identity was derived once."""

@@ -4,14 +4,22 @@ Keys come only from the operator's configuration — a JWKS file or URL, a PEM p
 key, or an HMAC secret in the environment — never from a token (``jku``, ``x5u``,
 ``jwk``, ``x5c`` are ignored; ``kid`` is only a lookup key). Keys unfit for
 signature verification are dropped with a warning: ``use: enc``, an ``alg`` not
-configured, RSA under 2048 bits, a curve that does not match its algorithm, HMAC
-secrets shorter than the hash.
+configured, a key below the bar of ``authz.keys_policy`` (RSA under 2048 bits or not
+byte-aligned, ROCA, curves other than P-256/384/521), a curve that does not match its
+algorithm, HMAC secrets shorter than the hash. Keys sharing a ``kid`` are ambiguous
+and all of them are dropped with a warning; a keyset mixing symmetric (``oct``) and
+asymmetric keys is refused as a whole (a public key must never be confusable with an
+HMAC secret).
 
 ``RemoteKeySet`` caches a JWKS for the TTL of its ``Cache-Control: max-age``
 (default five minutes), refreshes in the background before it expires, keeps using
 the known keys for ``max_stale`` seconds while the IdP is unreachable and not a
 moment longer, and refetches for an unknown ``kid`` at most once per
-``refetch_interval`` so forged kids cannot turn into a request storm.
+``refetch_interval`` so forged kids cannot turn into a request storm. An unknown
+``kid`` is ``credentials_invalid`` only when the most recent fetch succeeded without
+it; when the most recent attempt failed, authz cannot know the token is bad and
+answers ``upstream_unavailable`` (``KeysUnavailable``) — on every worker alike, since
+every worker whose interval has passed tries again itself.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from authz.http_client import FetchError, fetch
+from authz.keys_policy import EC_CURVES, MIN_RSA_BITS, key_problem
 
 log = logging.getLogger("authz.jwks")
 
@@ -37,8 +46,6 @@ RSA_ALGORITHMS = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
 EC_ALGORITHMS = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
 EDDSA = {"EdDSA"}
 ASYMMETRIC_ALGORITHMS = RSA_ALGORITHMS | set(EC_ALGORITHMS) | EDDSA
-MIN_RSA_BITS = 2048
-_CURVE_NAMES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 _MAX_STALE_CEILING = 7 * 86400
 
 
@@ -56,15 +63,17 @@ class SigningKey:
 def _algorithms_for(key: object, wanted: Iterable[str]) -> set[str]:
     """The configured algorithms this key may verify."""
     wanted = set(wanted)
+    if isinstance(key, bytes):
+        return {a for a in wanted & set(HMAC_ALGORITHMS) if len(key) >= HMAC_ALGORITHMS[a]}
+    if key_problem(key) is not None:
+        return set()
     if isinstance(key, rsa.RSAPublicKey):
-        return wanted & RSA_ALGORITHMS if key.key_size >= MIN_RSA_BITS else set()
+        return wanted & RSA_ALGORITHMS
     if isinstance(key, ec.EllipticCurvePublicKey):
-        curve = _CURVE_NAMES.get(key.curve.name)
+        curve = EC_CURVES.get(key.curve.name)
         return {a for a in wanted & set(EC_ALGORITHMS) if EC_ALGORITHMS[a] == curve}
     if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
         return wanted & EDDSA
-    if isinstance(key, bytes):
-        return {a for a in wanted & set(HMAC_ALGORITHMS) if len(key) >= HMAC_ALGORITHMS[a]}
     return set()
 
 
@@ -73,6 +82,11 @@ def parse_jwks(document: object, algorithms: Iterable[str], source: str) -> dict
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise ValueError("not a JWKS (an object with a 'keys' list)")
     algorithms = set(algorithms)
+    kinds = {jwk.get("kty") == "oct" for jwk in document["keys"] if isinstance(jwk, dict)}
+    if len(kinds) > 1:
+        # Wycheproof jws_mixedSymmetryKeyset: which key a token meets would depend on its
+        # header alone; refuse the set rather than guess (RFC 8725 §3.1).
+        raise ValueError("the JWKS mixes symmetric (oct) and asymmetric keys; refused")
     found: dict[str | None, list[SigningKey]] = {}
     for index, jwk in enumerate(document["keys"]):
         if not isinstance(jwk, dict):
@@ -100,12 +114,21 @@ def parse_jwks(document: object, algorithms: Iterable[str], source: str) -> dict
         if isinstance(key, _PRIVATE):
             log.warning("%s: a JWKS should not carry private keys; using its public half", label)
             key = key.public_key()
+        problem = key_problem(key) if not isinstance(key, bytes) else None
+        if problem is not None:
+            log.warning("%s ignored: %s", label, problem)
+            continue
         usable = _algorithms_for(key, {alg} if alg else algorithms)
         if not usable:
             log.warning("%s ignored: unfit for %s (RSA < %d bits, wrong curve or short secret)",
                         label, "/".join(sorted(algorithms)), MIN_RSA_BITS)
             continue
         found.setdefault(kid, []).append(SigningKey(kid, key, frozenset(usable)))
+    for kid in [k for k, keys in found.items() if k is not None and len(keys) > 1]:
+        # RFC 7517 §4.5: kids should be distinct; two keys under one kid leave the choice
+        # to whichever verifies first. Ambiguous keys are no keys (Wycheproof DuplicateKid).
+        log.warning("%s: %d keys share kid %r; all of them ignored", source, len(found[kid]), kid)
+        del found[kid]
     return found
 
 
@@ -126,6 +149,9 @@ class StaticKeySet:
     @classmethod
     def from_pem(cls, data: bytes, algorithms) -> StaticKeySet:
         key = load_pem_public_key(data)
+        problem = key_problem(key)
+        if problem is not None:
+            raise ValueError(f"the public key is refused: {problem}")
         usable = _algorithms_for(key, algorithms)
         if not usable:
             raise ValueError("the public key fits none of the configured algorithms "
@@ -245,10 +271,15 @@ class RemoteKeySet:
     def candidates(self, kid: str | None, alg: str) -> list[SigningKey]:
         keys = self._current()
         found = keys.get(kid, []) if kid is not None else [k for ks in keys.values() for k in ks]
-        # An unknown kid may be a key the IdP just rotated in: look once per interval.
-        if (not found and kid is not None and time.monotonic() - self.last_attempt >= self.refetch_interval
-                and self._fetch_now()):
-            found = self.keys.get(kid, []) if self.keys else []
+        if not found and kid is not None:
+            # An unknown kid may be a key the IdP just rotated in: look once per interval.
+            if time.monotonic() - self.last_attempt >= self.refetch_interval:
+                self._fetch_now()
+                found = self.keys.get(kid, []) if self.keys else []
+            if not found and self.last_attempt > self.fetched_at:
+                # The latest attempt failed: the IdP may well have this key; do not make
+                # the client throw a good token away (500, never 401).
+                raise KeysUnavailable(f"JWKS {self.url} unreachable; kid {kid[:64]!r} not among the cached keys")
         return [k for k in found if alg in k.algorithms]
 
     def knows(self, kid: str | None) -> bool:

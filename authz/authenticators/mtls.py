@@ -11,24 +11,38 @@ is set (allowed only with ``principal_from`` ``subject_cn`` or ``registered``).
 proxy reports one (nginx ``$ssl_client_verify``, which must accompany every nginx
 certificate header; ``NONE`` with no certificate is absent, never invalid).
 
+RFC 5280 compatibility: an operator's root without a keyUsage extension is a valid
+trust anchor (§6.1: the anchor is input to path validation, not checked by it; a
+keyUsage that is present must still allow keyCertSign); ``notAfter`` is inclusive
+(§4.1.2.5). Every public key in the chain, root included, must meet
+``authz.keys_policy``. A chain longer than ``AUTHZ_MAX_CHAIN_LENGTH`` certificates
+(leaf and root included) is refused.
+
 Revocation: ``authz certs revoke`` by fingerprint or issuer + serial (read per
-request, one indexed query), and ``crl_files`` (signature checked against the
-issuing certificate; a CRL past its ``nextUpdate`` denies). A verified chain is
-cached per worker by its fingerprints and the trust configuration until the earliest
-``notAfter`` (or CRL ``nextUpdate``) in it; revocation is never cached.
+request, one indexed query), and ``crl_files``, processed per RFC 5280 §5 and §6.3:
+signed by the certificate's issuer, whose keyUsage (when present) includes cRLSign;
+CRLNumber present and not critical; no critical extension authz does not implement
+(issuingDistributionPoint and delta CRLs are refused, not half-handled); no critical
+entry extension; ``thisUpdate`` not in the future; ``nextUpdate`` present and not
+past. A CRL that breaks a rule is unusable and fails closed: every certificate whose
+issuer it names is denied, and one warning per worker names the file and the rule
+until the CRL is usable again. A verified chain is cached per worker by its
+fingerprints and the trust configuration until the earliest ``notAfter`` (or CRL
+``nextUpdate``) in it; revocation is never cached.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import time
 from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import CRLEntryExtensionOID, ExtensionOID, NameOID
 from cryptography.x509.verification import (
     Criticality,
     ExtensionPolicy,
@@ -40,9 +54,12 @@ from cryptography.x509.verification import (
 from authz.authenticators.base import Authenticator, ConfigError, Context
 from authz.certs import from_base64_der, thumbprint
 from authz.decision import Identity, IdentityKind, Outcome, Reason
+from authz.keys_policy import key_problem
 from authz.request import CERT_SOURCES, CheckRequest, ForwardedCert
 
+log = logging.getLogger("authz.mtls")
 SLOT = "client_cert"
+clock = time.time  # the verification time; the conformance tests pin it to each case's
 PRINCIPAL_FROM = ("san_uri", "san_dns", "san_email", "subject_cn", "registered")
 
 
@@ -80,6 +97,51 @@ def _load_crl(path) -> x509.CertificateRevocationList:
     return x509.load_pem_x509_crl(data) if b"-----BEGIN" in data else x509.load_der_x509_crl(data)
 
 
+# CRL extensions authz understands (RFC 5280 §5.2); any other critical one makes the
+# CRL unusable (§5.2: "MUST reject the CRL if it encounters a critical extension
+# which it does not know how to process"). IDP and delta CRLs are refused outright.
+_KNOWN_CRL_EXTENSIONS = {ExtensionOID.AUTHORITY_KEY_IDENTIFIER, ExtensionOID.ISSUER_ALTERNATIVE_NAME,
+                         ExtensionOID.CRL_NUMBER, ExtensionOID.AUTHORITY_INFORMATION_ACCESS,
+                         ExtensionOID.FRESHEST_CRL}
+_KNOWN_ENTRY_EXTENSIONS = {CRLEntryExtensionOID.CRL_REASON, CRLEntryExtensionOID.INVALIDITY_DATE}
+
+
+def crl_problem(crl: x509.CertificateRevocationList) -> str | None:
+    """What makes a CRL unusable on its own (issuer and time are checked per chain)."""
+    extensions = {ext.oid: ext for ext in crl.extensions}
+    number = extensions.get(ExtensionOID.CRL_NUMBER)
+    if number is None:
+        return "CRLNumber is missing (RFC 5280 §5.2.3)"
+    if number.critical:
+        return "CRLNumber is marked critical (RFC 5280 §5.2.3)"
+    if ExtensionOID.DELTA_CRL_INDICATOR in extensions:
+        return "delta CRLs are not supported (RFC 5280 §5.2.4)"
+    if ExtensionOID.ISSUING_DISTRIBUTION_POINT in extensions:
+        return "CRLs with an issuingDistributionPoint are not supported (RFC 5280 §5.2.5)"
+    unknown = next((e.oid.dotted_string for e in crl.extensions if e.critical and e.oid not in _KNOWN_CRL_EXTENSIONS),
+                   None)
+    if unknown:
+        return f"unknown critical extension {unknown} (RFC 5280 §5.2)"
+    if crl.next_update_utc is None:
+        return "nextUpdate is missing (RFC 5280 §5.1.2.5)"
+    for entry in crl:
+        for ext in entry.extensions:
+            if ext.oid == CRLEntryExtensionOID.CERTIFICATE_ISSUER:
+                return "indirect CRL entries (certificateIssuer) are not supported (RFC 5280 §5.3.3)"
+            if ext.critical and ext.oid not in _KNOWN_ENTRY_EXTENSIONS:
+                return f"unknown critical entry extension {ext.oid.dotted_string} (RFC 5280 §5.3)"
+    return None
+
+
+@dataclass(slots=True)
+class CrlFile:
+    """A configured CRL and what, if anything, makes it unusable on its own."""
+
+    path: str
+    crl: x509.CertificateRevocationList
+    problem: str | None
+
+
 class MtlsAuthenticator(Authenticator):
     type = "mtls"
 
@@ -95,7 +157,15 @@ class MtlsAuthenticator(Authenticator):
         self.anchors = _bundle(context, config, "ca_file")
         self.store = Store(self.anchors)
         self.intermediates = _bundle(context, config, "intermediates_file") if "intermediates_file" in config else []
-        self.crls: dict[str, list[x509.CertificateRevocationList]] = {}
+        for anchor in self.anchors:
+            problem = key_problem(anchor.public_key())
+            if problem:
+                log.warning("%s: ca_file root %s is refused as a trust anchor: %s", name,
+                            anchor.subject.rfc4514_string()[:200], problem)
+        self.crls: dict[str, list[CrlFile]] = {}
+        # CRL file → the rules already reported for it; a dict so that clearing one
+        # file's episode is a single atomic pop, safe beside other threads' lookups.
+        self.crl_reported: dict[str, set[str]] = {}
         for index, file in enumerate(config.get("crl_files", [])):
             try:
                 crl = _load_crl(context.base_dir / file)
@@ -103,14 +173,43 @@ class MtlsAuthenticator(Authenticator):
                 raise ConfigError(f"crl_files/{index}", f"cannot read {exc.filename}: {exc.strerror}") from None
             except ValueError as exc:
                 raise ConfigError(f"crl_files/{index}", f"not a CRL: {exc}") from None
-            self.crls.setdefault(crl.issuer.rfc4514_string(), []).append(crl)
+            entry = CrlFile(str(file), crl, crl_problem(crl))
+            self.crls.setdefault(crl.issuer.rfc4514_string(), []).append(entry)
+            if entry.problem:
+                self._report(entry, entry.problem)
         ee_policy = ExtensionPolicy.webpki_defaults_ee()
         if self.allow_missing_san:
             ee_policy = ee_policy.may_be_present(x509.SubjectAlternativeName, Criticality.AGNOSTIC, None)
         self.ee_policy = ee_policy
+        anchor_set = set(self.anchors)
+
+        def key_usage(_policy, cert: x509.Certificate, ku: x509.KeyUsage | None) -> None:
+            # webpki requires keyUsage on every CA; RFC 5280 §6.1 does not check the
+            # anchor, and operators' long-lived roots often lack it.
+            if ku is None and cert not in anchor_set:
+                raise ValueError("CA certificate without keyUsage")
+            if ku is not None and not ku.key_cert_sign:
+                raise ValueError("CA keyUsage lacks keyCertSign")
+
+        self.ca_policy = ExtensionPolicy.webpki_defaults_ca().may_be_present(
+            x509.KeyUsage, Criticality.AGNOSTIC, key_usage)
+        self.max_chain = context.max_chain_length
         self.cache = context.cache("mtls")
-        anchors = b"".join(a.fingerprint(hashes.SHA256()) for a in self.anchors)
-        self.trust = hashlib.sha256(anchors + repr(sorted(config.items())).encode()).hexdigest()
+        # The cache is shared by every policy revision, so its key must change whenever
+        # what decided a verification does: anchors, intermediates and CRL contents (a
+        # CRL re-issued under the same file name revokes at once), options, chain bound.
+        material = [a.fingerprint(hashes.SHA256()) for a in self.anchors + self.intermediates]
+        material += [c.crl.fingerprint(hashes.SHA256()) for crls in self.crls.values() for c in crls]
+        self.trust = hashlib.sha256(b"".join(material) + repr(sorted(config.items())).encode()
+                                    + str(self.max_chain).encode()).hexdigest()
+
+    def _report(self, crl: CrlFile, problem: str) -> None:
+        """One warning per CRL and rule until the CRL is usable again (not one per request)."""
+        reported = self.crl_reported.setdefault(crl.path, set())
+        if problem not in reported:
+            reported.add(problem)
+            log.warning("%s: CRL %s is unusable, denying every certificate of %s: %s", self.name, crl.path,
+                        crl.crl.issuer.rfc4514_string()[:200], problem)
 
     # -- which certificate ---------------------------------------------------------
     def _presented(self, request: CheckRequest) -> list[ForwardedCert]:
@@ -142,6 +241,9 @@ class MtlsAuthenticator(Authenticator):
         cert = presented[0]
         if not cert.chain:
             return self._fingerprint_only(cert.sha256)  # type: ignore[arg-type]
+        if len(cert.chain) > self.max_chain:
+            return Outcome.invalid(SLOT, f"client certificate chain of {len(cert.chain)} certificates is longer "
+                                         f"than AUTHZ_MAX_CHAIN_LENGTH ({self.max_chain})")
 
         chain_key = (self.trust, cert.chain_digest)
         verified = self.cache.get(chain_key)
@@ -160,19 +262,27 @@ class MtlsAuthenticator(Authenticator):
             intermediates = [x509.load_der_x509_certificate(der) for der in chain[1:]]
         except ValueError:
             return Outcome.invalid(SLOT, "malformed client certificate")
-        now = dt.datetime.now(dt.UTC)
-        if leaf.not_valid_after_utc <= now:
+        # Second granularity (RFC 5280 §4.1.2.5 times have no fractions): a chain is good
+        # through the whole second its notAfter names.
+        now = dt.datetime.fromtimestamp(int(clock()), dt.UTC)
+        if leaf.not_valid_after_utc < now:  # RFC 5280 §4.1.2.5: notAfter is inclusive
             return Outcome.invalid(SLOT, "client certificate has expired", Reason.CREDENTIAL_EXPIRED)
         if leaf.not_valid_before_utc > now:
             return Outcome.invalid(SLOT, "client certificate is not valid yet")
-        verifier = (PolicyBuilder().store(self.store).time(now)
-                    .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=self.ee_policy)
+        verifier = (PolicyBuilder().store(self.store).time(now).max_chain_depth(max(self.max_chain - 2, 0))
+                    .extension_policies(ca_policy=self.ca_policy, ee_policy=self.ee_policy)
                     .build_client_verifier())
         try:
             verified = verifier.verify(leaf, intermediates + self.intermediates)
         except VerificationError as exc:
             return Outcome.invalid(SLOT, f"client certificate not trusted: {_short(exc)}")
-        expires = min(c.not_valid_after_utc.timestamp() for c in verified.chain)
+        for position, member in enumerate(verified.chain):
+            problem = key_problem(member.public_key())
+            if problem:
+                role = "client" if position == 0 else "root" if position == len(verified.chain) - 1 else "intermediate"
+                return Outcome.invalid(SLOT, f"{role} certificate key refused: {problem}")
+        # notAfter is inclusive: the chain is good through the last second it names.
+        expires = min(c.not_valid_after_utc.timestamp() for c in verified.chain) + 1
         for issued, issuer in zip(verified.chain, verified.chain[1:], strict=False):
             crl_state = self._crl_check(issued, issuer, now)
             if isinstance(crl_state, Outcome):
@@ -182,19 +292,36 @@ class MtlsAuthenticator(Authenticator):
         return _describe(leaf, expires)
 
     def _crl_check(self, cert: x509.Certificate, issuer: x509.Certificate, now: dt.datetime) -> float | Outcome | None:
-        """None (no CRL covers it), the CRL's nextUpdate, or a refusal."""
+        """None (no CRL covers it), the CRL's nextUpdate, or a refusal (RFC 5280 §6.3.3)."""
         crls = self.crls.get(cert.issuer.rfc4514_string(), [])
-        signed = [c for c in crls if c.is_signature_valid(issuer.public_key())]  # type: ignore[arg-type]
-        if crls and not signed:
-            return Outcome.invalid(SLOT, "the CRL for this issuer is not signed by it")
-        if not signed:
+        if not crls:
             return None
-        crl = max(signed, key=lambda c: c.last_update_utc)
-        if crl.next_update_utc is None or crl.next_update_utc <= now:
-            return Outcome.invalid(SLOT, "the CRL for this issuer is stale (past nextUpdate)")
-        if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
+        signed = [c for c in crls if _signed_by(c.crl, issuer)]
+        if not signed:
+            for crl in crls:
+                self._report(crl, "not signed by the issuing certificate (RFC 5280 §6.3.3(g))")
+            return Outcome.invalid(SLOT, "the CRL for this issuer is not signed by it")
+        try:
+            ku = issuer.extensions.get_extension_for_class(x509.KeyUsage).value
+        except x509.ExtensionNotFound:
+            ku = None
+        newest = max(signed, key=lambda c: c.crl.last_update_utc)
+        for crl in signed:
+            problem = crl.problem
+            if problem is None and ku is not None and not ku.crl_sign:
+                problem = "the issuer's keyUsage lacks cRLSign (RFC 5280 §4.2.1.3, §6.3.3(f))"
+            if problem is None and crl.crl.last_update_utc > now:
+                problem = "thisUpdate is in the future (RFC 5280 §5.1.2.4)"
+            if problem is None and crl is newest and crl.crl.next_update_utc <= now:  # type: ignore[operator]
+                problem = "past its nextUpdate (RFC 5280 §6.3.3(a))"
+            if problem is not None:
+                self._report(crl, problem)
+                return Outcome.invalid(SLOT, f"the CRL for this issuer is unusable: {problem}")
+            if crl.path in self.crl_reported:
+                self.crl_reported.pop(crl.path, None)  # usable again: the episode is over
+        if newest.crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
             return Outcome.invalid(SLOT, "client certificate is revoked (CRL)", Reason.CREDENTIAL_REVOKED)
-        return crl.next_update_utc.timestamp()
+        return newest.crl.next_update_utc.timestamp()  # type: ignore[union-attr]
 
     # -- who it is -----------------------------------------------------------------
     def _fingerprint_only(self, fingerprint: str) -> Outcome:
@@ -214,7 +341,7 @@ class MtlsAuthenticator(Authenticator):
         if status is not None and status.revoked:
             return Outcome.invalid(SLOT, f"client certificate {verified.fingerprint[:16]}… is revoked",
                                    Reason.CREDENTIAL_REVOKED)
-        if verified.expires <= time.time():
+        if verified.expires <= clock():  # expires is one second past the inclusive notAfter
             return Outcome.invalid(SLOT, "client certificate has expired", Reason.CREDENTIAL_EXPIRED)
         if self.principal_from == "registered":
             return self._registered(status, verified.fingerprint, verified.x5t)
@@ -236,6 +363,13 @@ class MtlsAuthenticator(Authenticator):
             return Outcome.invalid(SLOT, f"principal {status.principal} is disabled", Reason.CREDENTIAL_REVOKED)
         return Outcome.valid(SLOT, Identity(status.principal, IdentityKind.SERVICE, self.type, self.name,
                                             credential=fingerprint, x5t=x5t))
+
+
+def _signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
+    try:
+        return crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False  # a key type CRL signatures cannot use
 
 
 def _short(exc: Exception) -> str:
