@@ -98,6 +98,9 @@ def test_envoy_clears_what_a_client_must_not_choose(name):
     assert {h.lower() for h in CONTRACT_HEADERS} <= removed
     assert set(CERT_HEADERS + ORIGINAL_HEADERS + ["x-authz-proxy-secret"]) <= removed
     assert hcm["common_http_protocol_options"]["headers_with_underscores_action"] == "REJECT_REQUEST"
+    # authz under granian sees PATH_INFO decoded, not the raw target: Envoy must refuse %2F
+    assert hcm["normalize_path"] is True and hcm["merge_slashes"] is True
+    assert hcm["path_with_escaped_slashes_action"] == "REJECT_REQUEST"
 
 
 def test_traefik():
