@@ -38,8 +38,7 @@ run: $(BIN)/authz
 	echo "Or through the JSON API:"; \
 	echo "  curl -i -X POST http://$(HOST):$(PORT)/v1/decisions -d '{\"method\":\"GET\",\"url\":\"http://api.example.com/v1/orders/42\",\"headers\":{\"X-API-Key\":\"'$$key'\"}}'"; \
 	echo
-	rm -rf .prometheus && mkdir -p .prometheus
-	PROMETHEUS_MULTIPROC_DIR=$(CURDIR)/.prometheus $(BIN)/gunicorn --workers $(WORKERS) --bind $(HOST):$(PORT) --preload wsgi:app
+	$(BIN)/authz serve --bind $(HOST):$(PORT) --workers $(WORKERS)
 
 test: $(BIN)/authz servers
 	$(BIN)/ruff check .

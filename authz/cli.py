@@ -450,6 +450,31 @@ def signing_keys_list() -> None:
         or "no signing keys")
 
 
+# ------------------------------------------------------------------------- serve
+@main.command("serve")
+@click.option("--bind", default="127.0.0.1:8080", show_default=True, help="HOST:PORT to listen on.")
+@click.option("--workers", default=0, type=click.IntRange(0, 256), help="Worker processes (default: one per core).")
+@click.option("--threads", default=2, show_default=True, type=click.IntRange(1, 64),
+              help="Threads per worker running decisions.")
+@click.option("--server", type=click.Choice(["granian", "gunicorn"]), default="granian", show_default=True)
+@click.option("--policy-dir", envvar="AUTHZ_POLICY_DIR", type=click.Path(path_type=Path), help="Policy directory.")
+def serve_command(bind, workers, threads, server, policy_dir) -> None:
+    """Serve the HTTP front doors (nginx, Envoy HTTP, Traefik, Caddy, /v1/decisions)."""
+    import os
+
+    from authz import serve
+
+    # Workers read their configuration from the environment: the options become it.
+    os.environ["AUTHZ_DB"] = str(click.get_current_context().obj["db"])
+    if policy_dir is not None:
+        os.environ["AUTHZ_POLICY_DIR"] = str(policy_dir)
+    try:
+        options = serve.ServeOptions.parse_bind(bind, workers=workers, threads=threads, server=server)
+    except serve.ServeError as exc:
+        raise click.ClickException(str(exc)) from None
+    serve.exec_fresh(options)
+
+
 # -------------------------------------------------------------------------- grpc
 @main.command("grpc")
 @click.option("--bind", default="127.0.0.1:9191", show_default=True, help="HOST:PORT to listen on.")

@@ -178,7 +178,7 @@ def test_systemd_units():
         service = unit["Service"]
         assert service["User"] == "authz" and service["NoNewPrivileges"] == "true"
         assert "AUTHZ_DB" in (DEPLOY / "systemd" / name).read_text()
-    assert "wsgi:app" in (DEPLOY / "systemd" / "authz.service").read_text()
+    assert "authz serve --bind 127.0.0.1:8080" in (DEPLOY / "systemd" / "authz.service").read_text()
 
 
 def test_gunicorn_config_loads_the_app(tmp_path, store):

@@ -102,11 +102,12 @@ def observe(state, decision: Decision, check: CheckRequest | None, request_id: s
     state.decision_log.record(decision, check, request_id, started)
 
 
-def serve(state, environ: dict, describe, extra=None) -> Answer:
+def serve(state, environ: dict, describe, extra=None, with_body: bool = True) -> Answer:
     """The front-door routine: trusted peer, describe the request, decide, render.
 
     ``describe(environ, settings, peer) -> CheckRequest`` is the adapter's parser;
-    ``extra(decision) -> headers`` adds proxy-specific response headers on allow.
+    ``extra(decision) -> headers`` adds proxy-specific response headers on allow;
+    ``with_body=False`` answers with headers only (see ``render``).
     """
     started = time.perf_counter()
     check = None
@@ -120,14 +121,18 @@ def serve(state, environ: dict, describe, extra=None) -> Answer:
         else:
             decision = state.engine.decide(check)
     observe(state, decision, check, environ.get("HTTP_X_REQUEST_ID"), started)
-    answer = render(decision)
+    answer = render(decision, empty=not with_body)
     if extra is not None and decision.allowed:
         answer.headers.extend(extra(decision))
     return answer
 
 
-def render(decision: Decision, body: dict | None = None) -> Answer:
-    """The HTTP answer for a decision; ``body`` replaces the default JSON body."""
+def render(decision: Decision, body: dict | None = None, empty: bool = False) -> Answer:
+    """The HTTP answer for a decision; ``body`` replaces the default JSON body.
+
+    ``empty``: no body at all, the route in ``X-Auth-Route`` on deny too. nginx reads
+    only the headers of an auth subrequest and can keep its connection to authz only
+    when the answer has no body (``Content-Length: 0``); it never shows the body."""
     if decision.allowed:
         headers = identity_headers(decision)
         if decision.identity_token:
@@ -139,6 +144,12 @@ def render(decision: Decision, body: dict | None = None) -> Answer:
         payload = body if body is not None else {
             "decision": "deny", "reason": str(decision.reason), "route": decision.route,
         }
+    if empty:
+        if not decision.allowed:
+            headers.append(("X-Auth-Route", decision.route or ""))
+        headers.append(("Content-Length", "0"))
+        headers.append(("Cache-Control", "no-store"))
+        return Answer(decision.status, headers, b"")
     data = json.dumps(payload).encode()
     headers.append(("Content-Type", "application/json"))
     headers.append(("Content-Length", str(len(data))))

@@ -4,7 +4,9 @@ The subrequest carries the original request in headers the nginx config sets:
 ``X-Original-Method``, ``X-Original-URI`` (or ingress-nginx's ``X-Original-URL``),
 ``X-Original-Host`` (else ``Host``), ``X-Real-IP`` / ``X-Forwarded-For``. Both
 method and URI are required: without them authz cannot know what it is deciding,
-so it denies (``bad_request``) rather than guess.
+so it denies (``bad_request``) rather than guess. The answer has no body (nginx never
+shows it, and keeps its connection to authz only without one): the reason is in
+``X-Auth-Reason``, the route in ``X-Auth-Route``.
 """
 
 from __future__ import annotations
@@ -35,4 +37,6 @@ def describe(environ: dict, settings, peer) -> CheckRequest:
 
 
 def handle(state, environ: dict) -> Answer:
-    return serve(state, environ, describe)
+    # Headers only: nginx discards an auth subrequest's body unread, and a connection
+    # with an unread body cannot be kept for the next subrequest.
+    return serve(state, environ, describe, with_body=False)
