@@ -107,7 +107,8 @@ def test_ambiguous_path_cannot_dodge_a_route(client, uri):
 
 def test_encoded_path_meets_the_route_it_decodes_to(client):
     r = nginx(client, "/%61dmin/users")
-    assert (r.status_code, r.headers["X-Auth-Reason"], r.headers["X-Auth-Route"]) == (401, "credentials_missing", "admin")
+    assert (r.status_code, r.headers["X-Auth-Reason"]) == (401, "credentials_missing")
+    assert r.headers["X-Auth-Route"] == "admin"
 
 
 def test_missing_original_headers_is_bad_request(client):
