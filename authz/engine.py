@@ -31,15 +31,17 @@ class DecisionEngine:
         self.token_everywhere = token_everywhere
 
     def decide(self, request: CheckRequest) -> Decision:
-        """The decision for ``request``; with method-override headers, the request must
-        be allowed as its own method and as every override (the first deny answers)."""
+        """The decision for ``request``. A request an upstream may read another way (a
+        method override, a lower-case method, HEAD, a trailing slash: see
+        ``CheckRequest.other_readings``) must be allowed in every reading; the first
+        deny answers."""
         decision = self._decide(request)
-        if not request.method_overrides or not decision.allowed:
+        if not request.other_readings or not decision.allowed:
             return decision
-        for method in request.method_overrides:
-            other = self._decide(dataclasses.replace(request, method=method, method_overrides=()))
+        for method, path in request.other_readings:
+            other = self._decide(dataclasses.replace(request, method=method, path=path, other_readings=()))
             if not other.allowed:
-                other.detail = f"as {method} (a method-override header): {other.detail}"
+                other.detail = f"read as {method} {path}: {other.detail}"
                 return other
         return decision
 

@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl
 
 MAX_PATH_LENGTH = 8192
 MAX_HEADER_VALUE = 16384
+MAX_HOST_LENGTH = 300  # a DNS name is at most 253 characters; room for a port or an IPv6 literal
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -29,6 +30,7 @@ _METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}")
 # the upstream must not honour it on protected routes.)
 METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
 _OVERRIDE_KEYS = frozenset(METHOD_OVERRIDE_HEADERS)
+_PHP_MANGLING = str.maketrans(". [", "___")
 _COMMON_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
 
 
@@ -158,8 +160,12 @@ def split_absolute(url: str) -> tuple[str, str, str]:
     scheme, authority, rest = found.groups()
     if not authority or "@" in authority:
         raise BadRequest("URL without a host, or with user information")
-    if not rest.startswith("/"):
-        rest = "/" + rest
+    if not rest:
+        rest = "/"
+    elif not rest.startswith("/"):
+        # "http://api.example.com?/admin/x": nginx's $http_host may end in '?'; no
+        # reading of such a URL is safe.
+        raise BadRequest("URL whose path does not start with '/'")
     return scheme.lower(), authority, rest
 
 
@@ -318,10 +324,9 @@ class CheckRequest:
     headers: Headers = field(default_factory=Headers)
     client_ip: IPAddress | None = None
     client_certs: tuple[ForwardedCert, ...] = ()
-    # Methods named by X-HTTP-Method-Override & co. or ``?_method=`` other than
-    # ``method``: the request must be allowed as each of them too (frameworks may act on
-    # the override).
-    method_overrides: tuple[str, ...] = ()
+    # Other (method, path) readings an upstream framework may give this request: the
+    # request must be allowed as each of them too (see ``_other_readings``).
+    other_readings: tuple[tuple[str, str], ...] = ()
 
     @property
     def client_cert_chain(self) -> tuple[bytes, ...]:
@@ -351,26 +356,57 @@ class CheckRequest:
             host, raw_path, query = split_target(target, host, allow)
             path = normalise_path(raw_path, allow)
         headers = headers if isinstance(headers, Headers) else Headers(headers)
-        overrides: tuple[str, ...] = ()
-        in_query = _query_overrides(query) if "method" in query else []
-        if in_query or not _OVERRIDE_KEYS.isdisjoint(headers):
-            found: list[str] = []
-            for value in [*headers.values_of(METHOD_OVERRIDE_HEADERS), *in_query]:
-                if value is None:
-                    continue
-                value = value.strip()
-                if not _METHOD.fullmatch(value):
-                    raise BadRequest("malformed method-override header")
-                if value != method and value not in found:
-                    found.append(value)
-            overrides = tuple(found)
+        override = None
+        if query and ("method" in query or "%" in query):
+            override = _query_override(query)
+        if not _OVERRIDE_KEYS.isdisjoint(headers):
+            override = _header_override(headers, override)
+        readings: tuple[tuple[str, str], ...] = ()
+        if override or method == "HEAD" or method not in _COMMON_METHODS or (path[-1] == "/" and len(path) > 1):
+            readings = _other_readings(method, path, override)
         return cls(method, path, normalise_host(host), scheme.lower() or "http", query, headers, client_ip,
-                   client_certs, overrides)
+                   client_certs, readings)
 
 
-def _query_overrides(query: str) -> list[str]:
-    """``_method`` query parameters (Express' method-override, Laravel, Symfony read them)."""
-    return [value for name, value in parse_qsl(query, keep_blank_values=True) if name == "_method"]
+def _query_override(query: str) -> str | None:
+    """The ``_method`` query parameter (Express' method-override, Laravel, Symfony read
+    it), with names decoded and PHP's mangling (``.``, space, ``[`` read as ``_``)."""
+    found = None
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name.translate(_PHP_MANGLING) == "_method":
+            found = _one_override(found, value)
+    return found
+
+
+def _header_override(headers: Headers, found: str | None) -> str | None:
+    for value in headers.values_of(METHOD_OVERRIDE_HEADERS):
+        if value is not None:
+            found = _one_override(found, value)
+    return found
+
+
+def _one_override(found: str | None, value: str) -> str:
+    value = value.strip()
+    if not _METHOD.fullmatch(value):
+        raise BadRequest("malformed method override")
+    if found is not None and found != value:
+        # Frameworks disagree on which one wins (PHP takes the last, Express the first).
+        raise BadRequest("conflicting method overrides")
+    return value
+
+
+def _other_readings(method: str, path: str, override: str | None) -> tuple[tuple[str, str], ...]:
+    """How else upstream frameworks may read this request, each to be allowed too:
+    the override method; the method (and override) upper-cased (werkzeug, Django,
+    Express upper-case what Go and Caddy pass on as sent); GET for HEAD (frameworks
+    answer HEAD with the GET handler); the path without its trailing slash (Rails,
+    Express, Spring before 6 route ``/x/`` as ``/x``)."""
+    methods = {method} if override is None else {method, override}
+    methods |= {m.upper() for m in methods}
+    if "HEAD" in methods:
+        methods.add("GET")
+    paths = {path, path[:-1]} if len(path) > 1 and path.endswith("/") else {path}
+    return tuple(sorted((m, p) for m in methods for p in paths if (m, p) != (method, path)))
 
 
 _HOST = re.compile(r"(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]{0,5})?")
@@ -384,7 +420,7 @@ def normalise_host(host: str) -> str:
     ``[::1``) is refused: a proxy and an upstream could each read something else in it.
     """
     host = host.strip()
-    if not _HOST.fullmatch(host):
+    if len(host) > MAX_HOST_LENGTH or not _HOST.fullmatch(host):
         raise BadRequest("malformed host")
     host = host.lower()
     if host.startswith("["):

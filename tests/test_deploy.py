@@ -31,6 +31,8 @@ CERT_HEADERS = ["x-ssl-client-cert", "x-ssl-client-verify", "ssl-client-cert", "
                 "x-forwarded-tls-client-cert", "client-cert", "client-cert-chain"]
 ORIGINAL_HEADERS = ["x-original-uri", "x-original-url", "x-original-method", "x-original-host", "x-real-ip"]
 OVERRIDE_HEADERS = ["x-http-method-override", "x-http-method", "x-method-override"]
+# Headers that make a framework route, or name the host, otherwise than the door did.
+ROUTING_HEADERS = ["x-rewrite-url", "x-forwarded-prefix", "forwarded"]
 
 
 def underscore_spellings(name: str) -> set[str]:
@@ -96,7 +98,7 @@ def test_envoy_clears_what_a_client_must_not_choose(name):
     assert filters.index("envoy.filters.http.header_mutation") < filters.index("envoy.filters.http.ext_authz")
     removed = envoy_removes(hcm)
     assert {h.lower() for h in CONTRACT_HEADERS} <= removed
-    assert set(CERT_HEADERS + ORIGINAL_HEADERS + ["x-authz-proxy-secret"]) <= removed
+    assert set(CERT_HEADERS + ORIGINAL_HEADERS + ROUTING_HEADERS + ["x-authz-proxy-secret"]) <= removed
     assert hcm["common_http_protocol_options"]["headers_with_underscores_action"] == "REJECT_REQUEST"
     # authz under granian sees PATH_INFO decoded, not the raw target: Envoy must refuse %2F
     assert hcm["normalize_path"] is True and hcm["merge_slashes"] is True
@@ -116,7 +118,9 @@ def test_traefik():
     cleared = {name.lower() for name in clear}
     for header in CONTRACT_HEADERS:  # Go keeps header names with underscores: every spelling
         assert {header.lower()} | {u.lower() for u in underscore_spellings(header)} <= cleared, header
-    assert set(CERT_HEADERS + ORIGINAL_HEADERS) <= cleared
+    assert set(CERT_HEADERS + ORIGINAL_HEADERS + ROUTING_HEADERS) <= cleared
+    for header in OVERRIDE_HEADERS:  # authz sees the dashed spelling only: the others never pass
+        assert {u.lower() for u in underscore_spellings(header)} <= cleared, header
     forward = middlewares["authz"]["forwardAuth"]
     assert forward["address"].endswith("/forward-auth") and forward["trustForwardHeader"] is False
     assert forward["authResponseHeaders"] == CONTRACT_HEADERS
@@ -141,7 +145,8 @@ def test_ingress_nginx():
     named = {m.lower() for m in re.findall(r"proxy_set_header (\S+)", snippet)}
     assert not named & {"x-original-url", "x-original-method", "x-real-ip", "x-forwarded-for", "ssl-client-cert",
                         "ssl-client-verify"}
-    assert {"x-original-uri", "x-original-host", "x-ssl-client-cert", "x-ssl-client-verify",
+    assert "proxy_set_header X-Original-Host $host;" in snippet
+    assert {"x-original-uri", "x-ssl-client-cert", "x-ssl-client-verify",
             "x-forwarded-tls-client-cert", "client-cert", "client-cert-chain", "x-forwarded-client-cert"} <= cleared
     assert "X-Authz-Proxy-Secret" in snippet
 
@@ -153,6 +158,7 @@ def test_nginx_sets_every_header_it_believes(name):
                                 text, re.S).groups()
     set_upstream = {m.lower() for m in re.findall(r"proxy_set_header (\S+)", protected)}
     assert {h.lower() for h in CONTRACT_HEADERS} <= set_upstream
+    assert {*ROUTING_HEADERS, "x-original-url", "x-original-uri", "x-forwarded-uri", "x-forwarded-host"} <= set_upstream
     set_authz = {m.lower() for m in re.findall(r"proxy_set_header (\S+)", auth)}
     assert set(CERT_HEADERS + ORIGINAL_HEADERS + ["x-forwarded-client-cert", "x-forwarded-for",
                                                   "x-forwarded-proto", "x-authz-proxy-secret"]) <= set_authz

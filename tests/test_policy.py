@@ -182,7 +182,8 @@ METHOD_POLICY = {
     ("GET", "DELETE", False, "credentials_missing"),         # a framework may act on the override
     ("POST", "GET", False, "credentials_missing"),           # …and on the method itself
     ("GET", "HEAD", True, None),                             # both allowed
-    ("GET", "delete", False, "no_route"),
+    ("GET", "delete", False, "credentials_missing"),          # read as DELETE too (frameworks upper-case)
+    ("HEAD", None, True, None),
 ])
 def test_method_overrides_must_be_allowed_too(store, policy_dir, method, override, allowed, reason):
     write_policy(policy_dir, METHOD_POLICY)

@@ -4,7 +4,15 @@ import ipaddress
 
 import pytest
 
-from authz.request import TARGET_RULES, BadRequest, CheckRequest, Headers, TrustedNetworks, normalise_path
+from authz.request import (
+    TARGET_RULES,
+    BadRequest,
+    CheckRequest,
+    Headers,
+    TrustedNetworks,
+    normalise_path,
+    split_absolute,
+)
 
 
 @pytest.mark.parametrize(("raw", "expected"), [
@@ -106,11 +114,24 @@ def test_malformed_method_is_refused(method):
 
 
 def test_method_overrides_are_collected_and_checked():
-    req = CheckRequest.build("POST", "/", headers={"X-HTTP-Method-Override": "DELETE", "X-Method-Override": "POST",
-                                                   "X-HTTP-Method": "PUT"})
-    assert req.method_overrides == ("DELETE", "PUT")
-    with pytest.raises(BadRequest):
-        CheckRequest.build("POST", "/", headers={"X-HTTP-Method-Override": "DELETE, GET"})
+    req = CheckRequest.build("POST", "/", headers={"X-HTTP-Method-Override": "DELETE", "X-Method-Override": "DELETE"})
+    assert req.other_readings == (("DELETE", "/"),)
+    for headers in ({"X-HTTP-Method-Override": "DELETE, GET"},  # not a method
+                    {"X-HTTP-Method-Override": "DELETE", "X-HTTP-Method": "PUT"}):  # which one wins? refused
+        with pytest.raises(BadRequest):
+            CheckRequest.build("POST", "/", headers=headers)
+
+
+@pytest.mark.parametrize(("method", "target", "readings"), [
+    ("GET", "/x", ()),
+    ("get", "/x", (("GET", "/x"),)),                              # frameworks upper-case the method
+    ("HEAD", "/x", (("GET", "/x"),)),                             # and answer HEAD with the GET handler
+    ("GET", "/x/", (("GET", "/x"),)),                             # and route /x/ as /x
+    ("GET", "/", ()),
+    ("POST", "/x?_method=delete", (("DELETE", "/x"), ("delete", "/x"))),
+])
+def test_other_readings(method, target, readings):
+    assert CheckRequest.build(method, target).other_readings == readings
 
 
 def test_headers_are_case_insensitive_and_bounded():
@@ -146,9 +167,22 @@ def test_ipv4_mapped_peer_is_trusted():
     assert ipaddress.ip_address("192.0.2.1") not in TRUSTED
 
 
-def test_method_override_in_the_query():
-    assert CheckRequest.build("POST", "/x?a=1&_method=DELETE").method_overrides == ("DELETE",)
-    assert CheckRequest.build("POST", "/x?_method=PUT&_method=PATCH").method_overrides == ("PUT", "PATCH")
-    assert CheckRequest.build("GET", "/x?my_method=DELETE").method_overrides == ()
+@pytest.mark.parametrize("query", ["_method=DELETE", "a=1&_method=DELETE", "_m%65thod=DELETE",
+                                   "%5f%6d%65%74%68%6f%64=DELETE", ".method=DELETE", "%20method=DELETE",
+                                   "[method=DELETE"])
+def test_method_override_in_the_query(query):
+    # names decoded as Node's URLSearchParams and PHP read them (PHP: '.', ' ', '[' → '_')
+    assert CheckRequest.build("POST", "/x?" + query).other_readings == (("DELETE", "/x"),)
+
+
+def test_query_override_refusals():
+    assert CheckRequest.build("GET", "/x?my_method=DELETE").other_readings == ()
+    for query in ("_method=DEL%20ETE", "_method=PUT&_method=PATCH"):
+        with pytest.raises(BadRequest):
+            CheckRequest.build("POST", "/x?" + query)
+
+
+@pytest.mark.parametrize("url", ["http://api.example.com?/admin/x", "http://api.example.com#/admin"])
+def test_absolute_url_without_a_path_start_is_refused(url):
     with pytest.raises(BadRequest):
-        CheckRequest.build("POST", "/x?_method=DEL%20ETE")
+        split_absolute(url)

@@ -28,7 +28,10 @@ def original_target(environ: dict) -> str:
     """
     raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
     if raw is None:
-        path = quote(environ.get("PATH_INFO", "").encode("latin-1"), safe="/;:@&=+$,!~*'()%")
+        # A server that gives no raw target (granian) decoded PATH_INFO once: encoding it
+        # again, '%' included, gives back what the firewall must judge (a decoded "%2F"
+        # cannot be told from "/": Envoy's path_with_escaped_slashes_action refuses it).
+        path = quote(environ.get("PATH_INFO", "").encode("latin-1"), safe="/;:@&=+$,!~*'()")
         raw = environ.get("SCRIPT_NAME", "") + path + (f"?{environ['QUERY_STRING']}"
                                                          if environ.get("QUERY_STRING") else "")
     raw = wsgi_text(raw)
