@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from authz.authenticators import TYPES, Authenticator, ConfigError, Context
 from authz.policy import schema
 from authz.policy.errors import PolicyError, PolicyProblem, did_you_mean, pointer
 from authz.policy.requirements import AllOf, AnyOf, Leaf, Requirement
-from authz.policy.routes import HostMatcher, Route, RouteTable, compile_path, literal_prefix
+from authz.policy.routes import HostMatcher, PathMatcher, Route, RouteTable, check_path, literal_prefix
 
 MAX_POLICY_FILE = 4 * 1024 * 1024
 
@@ -116,14 +115,14 @@ def compile_policy(source: PolicySource, context: Context) -> CompiledPolicy:
             match = spec.get("match", {})
             paths = None
             if "paths" in match:
-                sources = []
+                valid = []
                 for i, glob in enumerate(match["paths"]):
                     try:
-                        sources.append(compile_path(glob))
+                        check_path(glob)
+                        valid.append(glob)
                     except ValueError as exc:
                         problems.append(PolicyProblem(file, pointer([*base, "match", "paths", i]), str(exc)))
-
-                paths = re.compile("|".join(f"(?:{s})" for s in sources)) if sources else None
+                paths = PathMatcher(valid) if valid else None
             if requirement is None:
                 continue
             routes.append(Route(

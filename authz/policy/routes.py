@@ -11,18 +11,26 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from urllib.parse import quote
 
 from authz.policy.requirements import Requirement
 from authz.request import BadRequest, CheckRequest, normalise_path
 
 
-def compile_path(pattern: str) -> str:
-    """Regex source for one path glob (raises ValueError for unnormalised globs)."""
+@lru_cache(maxsize=65536)
+def check_path(pattern: str) -> None:
+    """Raise ValueError for a glob no request path could ever be (requests are matched
+    after the firewall: decoded once, no empty or dot segments)."""
     probe = pattern.replace("**", "x").replace("*", "x")
     if "%" in probe:
         raise ValueError(f"path {pattern!r}: write the decoded form (requests are percent-decoded once before "
                          f"matching, so '/a%20b' is written '/a b')")
+    for segment in pattern.split("/")[1:]:
+        if "**" in segment and segment != "**":
+            raise ValueError(f"path {pattern!r}: '**' must be a whole segment")
+    if probe.isascii() and _PLAIN_GLOB.fullmatch(probe):
+        return  # most globs: plain characters, nothing to decode (the slow check agrees)
     try:
         # The glob must be what a request's path decodes to: send it encoded through
         # the same firewall a request meets and expect it back unchanged.
@@ -31,12 +39,20 @@ def compile_path(pattern: str) -> str:
         raise ValueError(f"path {pattern!r} can never match: {exc}") from None
     if canonical != probe:
         raise ValueError(f"path {pattern!r} can never match: requests are matched as {canonical!r}")
+
+
+# A glob of plain segments (no empty or dot segment, a trailing slash at most): what
+# check_path's firewall round trip would return unchanged.
+_PLAIN_GLOB = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9\-._~!$&'()*+,=:@]+)*/?")
+
+
+def compile_path(pattern: str) -> str:
+    """Regex source for one path glob (raises ValueError for a glob that can never match)."""
+    check_path(pattern)
     regex = ""
     for segment in pattern.split("/")[1:]:
         if segment == "**":
             regex += "(?:/.*)?"
-        elif "**" in segment:
-            raise ValueError(f"path {pattern!r}: '**' must be a whole segment")
         elif segment == "*":
             regex += "/[^/]+"
         else:
@@ -61,6 +77,37 @@ class HostMatcher:
         return any(host.endswith(s) and len(host) > len(s) for s in self.suffixes)
 
 
+class PathMatcher:
+    """A route's path globs, matched without a regular expression where none is needed:
+    literal paths by set membership, ``/prefix/**`` by a prefix test, and only the rest
+    through one regex (compiling 10,000 regexes is most of what loading a large policy
+    would cost)."""
+
+    __slots__ = ("exact", "regex", "subtrees")
+
+    def __init__(self, globs: Sequence[str]) -> None:
+        exact, subtrees, others = set(), [], []
+        for glob in globs:
+            head = glob[:-3] if glob.endswith("/**") else None
+            if "*" not in glob:
+                exact.add(glob)
+            elif head is not None and "*" not in head:
+                subtrees.append(head)  # "" for "/**": every path
+            else:
+                others.append(compile_path(glob))
+        self.exact = frozenset(exact)
+        self.subtrees = tuple(subtrees)
+        self.regex = re.compile("|".join(f"(?:{source})" for source in others)) if others else None
+
+    def fullmatch(self, path: str) -> bool:
+        if path in self.exact:
+            return True
+        for head in self.subtrees:
+            if path.startswith(head) and (len(path) == len(head) or path[len(head)] == "/"):
+                return True
+        return self.regex is not None and self.regex.fullmatch(path) is not None
+
+
 def literal_prefix(pattern: str) -> tuple[str, ...]:
     """The segments of a glob before its first wildcard: every path it matches starts
     with them (``/v1/orders/*/items`` → ``("v1", "orders")``)."""
@@ -79,7 +126,7 @@ class Route:
     index: int
     requirement: Requirement
     hosts: HostMatcher | None = None
-    paths: re.Pattern[str] | None = None
+    paths: PathMatcher | None = None
     methods: frozenset[str] | None = None
     options: dict = field(default_factory=dict)
     # Literal path prefixes of the route's globs (``((),)``: any path): the index's keys.
@@ -113,7 +160,10 @@ class _PrefixTree:
     def add(self, prefix: tuple[str, ...], position: int) -> None:
         node = self.root
         for segment in prefix:
-            node = node.children.setdefault(segment, _Node())
+            child = node.children.get(segment)
+            if child is None:
+                child = node.children[segment] = _Node()
+            node = child
         if not node.here or node.here[-1] != position:
             node.here.append(position)
 
