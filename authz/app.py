@@ -141,6 +141,12 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     @app.get("/readyz", provide_automatic_options=False)
     def readyz():
-        return jsonify(state.reloader.status())
+        body = state.reloader.status()
+        problem = state.store.database.problem()
+        if problem is not None:
+            # Store-backed credentials are denied (500) until a valid store is back.
+            body.update(status="not_ready", store=problem)
+            return jsonify(body), 503
+        return jsonify(body)
 
     return app

@@ -12,13 +12,13 @@ import os
 
 from authz.store.api_keys import ApiKeys, KeyMatch, LastUsedRecorder
 from authz.store.certificates import Certificates
-from authz.store.database import Database, StoreError
+from authz.store.database import Database, StoreError, StoreUnavailable
 from authz.store.policy_snapshots import PolicySnapshots
 from authz.store.principals import Principals, User
 from authz.store.revocations import Revocations
 from authz.store.signing_keys import SigningKeys
 
-__all__ = ["KeyMatch", "Store", "StoreError", "User"]
+__all__ = ["KeyMatch", "Store", "StoreError", "StoreUnavailable", "User"]
 
 
 class Store:
