@@ -30,6 +30,7 @@ from authz.decision import Decision, Reason
 from authz.decision_log import DecisionLog
 from authz.engine import DecisionEngine
 from authz.identity_token import IdentitySigner
+from authz.password_guard import PasswordGuard
 from authz.policy import PolicyError
 from authz.policy.reloader import PolicyReloader
 from authz.store import Store, StoreError
@@ -102,7 +103,8 @@ def build_state(settings: Settings | None = None) -> AuthzState:
     settings = settings or Settings.from_env()
     store = Store(settings.db_path, last_used_interval=settings.last_used_interval)
     store.check_ready()
-    context = Context(store=store)
+    context = Context(store=store, password_guard=PasswordGuard(
+        settings.password_user_failures, settings.password_address_failures, settings.kdf_concurrency))
     stamp = PolicyReloader.policy_files_stamp(settings.policy_dir)
     engine, error = build_engine(settings, store, context)
     reloader = PolicyReloader(engine, settings.policy_dir, context, stamp_before_load=stamp,

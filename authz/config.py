@@ -29,6 +29,9 @@ class Settings:
     identity_token_everywhere: bool = False
     decision_log: str = "stderr"
     decision_log_allow_sample: float = 1.0
+    password_user_failures: int = 10
+    password_address_failures: int = 30
+    kdf_concurrency: int = 2
     trusted: TrustedNetworks = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -70,6 +73,11 @@ class Settings:
             values["decision_log"] = env["AUTHZ_DECISION_LOG"]
         if env.get("AUTHZ_DECISION_LOG_ALLOW_SAMPLE"):
             values["decision_log_allow_sample"] = _number(env, "AUTHZ_DECISION_LOG_ALLOW_SAMPLE", 0, 1, "(a share)")
+        for name, field_name, high in (("AUTHZ_PASSWORD_USER_FAILURES", "password_user_failures", 10_000),
+                                       ("AUTHZ_PASSWORD_ADDRESS_FAILURES", "password_address_failures", 100_000),
+                                       ("AUTHZ_KDF_CONCURRENCY", "kdf_concurrency", 256)):
+            if env.get(name):
+                values[field_name] = int(_number(env, name, 1, high, "(a whole number)"))
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

@@ -32,6 +32,10 @@ OUTCOMES = Counter("authz_authenticator_outcomes_total", "What each authenticato
                    ["authenticator", "type", "outcome"])
 CACHE = Counter("authz_cache_lookups_total", "Verification cache lookups by cache and result.", ["cache", "result"])
 
+PASSWORD_THROTTLED = Counter("authz_password_throttled_total",
+                             "Password checks refused before the KDF, by spent budget (user, address, busy).",
+                             ["budget"])
+
 _children: dict[tuple, object] = {}
 
 
@@ -61,6 +65,10 @@ def policy_revision(new: str, old: str | None = None) -> None:
     if old and old != new:
         POLICY.labels(old).set(0)
     POLICY.labels(new).set(1)
+
+
+def password_throttled(budget: str) -> None:
+    _child(PASSWORD_THROTTLED, budget).inc()
 
 
 def reload_result(result: str) -> None:

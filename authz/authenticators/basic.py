@@ -4,7 +4,9 @@ Verifying an Argon2id hash costs tens of milliseconds, so each worker remembers
 successful verifications. The cache key is an HMAC of the user, the password and
 the *stored hash*: a password change misses the cache at once, and disabling is read
 from the user row on every request. Wrong passwords are never cached, and unknown
-users cost as much time as known ones.
+users cost as much time as known ones. KDF runs are bounded per worker
+(``authz.password_guard``): repeated failures per user name and per client address are
+refused before the KDF (401 ``credentials_invalid``), and verifications never queue.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import binascii
 import logging
 import time
 
-from authz import passwords
+from authz import metrics, passwords
 from authz.authenticators.base import Authenticator, Context, quote
 from authz.cache import secret_key
 from authz.decision import Identity, IdentityKind, Outcome, Reason
@@ -25,6 +27,7 @@ SLOT = "authorization"
 MAX_CREDENTIALS = 4096
 CACHE_SECONDS = 300.0
 _BAD = "invalid user name or password"
+_THROTTLED = "too many failed password attempts for this user name or client address; try again later"
 
 
 class BasicAuthenticator(Authenticator):
@@ -58,13 +61,30 @@ class BasicAuthenticator(Authenticator):
             return Outcome.invalid(SLOT, "control characters in the user name")
 
         record = self.context.store.principals.find_user(user)
-        if record is None or not record.password_hash:
-            passwords.burn_verification_time(password)
-            return Outcome.invalid(SLOT, _BAD)
-        key = secret_key(user, record.password_hash, password)
-        if self.cache.get(key) is None:
-            if not passwords.verify_password(password, record.password_hash):
+        known = record is not None and bool(record.password_hash)
+        key = secret_key(user, record.password_hash, password) if known else None
+        if key is None or self.cache.get(key) is None:
+            # A KDF run: bounded per worker (see authz.password_guard), refused before the
+            # KDF for known and unknown users alike.
+            guard = self.context.password_guard
+            address = str(request.client_ip or "")
+            spent = guard.allowed(user, address)
+            if spent is not None:
+                metrics.password_throttled(spent)
+                return Outcome.invalid(SLOT, _THROTTLED)
+            with guard.slot() as free:
+                if not free:
+                    metrics.password_throttled("busy")
+                    return Outcome.invalid(SLOT, _THROTTLED)
+                if not known:
+                    passwords.burn_verification_time(password)
+                    ok = False
+                else:
+                    ok = passwords.verify_password(password, record.password_hash)
+            if not ok:
+                guard.failed(user, address)
                 return Outcome.invalid(SLOT, _BAD)
+            guard.succeeded(user)
             stored = self._upgrade(user, password, record.password_hash)
             self.cache.set(secret_key(user, stored, password), True, time.time() + CACHE_SECONDS)
         # Checked after the password so the answer does not reveal account state.

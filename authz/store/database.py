@@ -226,7 +226,7 @@ class Database:
             return  # another thread is looking right now
         try:
             self._next_check = time.monotonic() + CHECK_SECONDS
-            if self._create and not self.path.exists():
+            if str(self.path) == ":memory:" or (self._create and not self.path.exists()):
                 return  # `authz db init` about to create it
             problem, identity = self._inspect()
             if problem is not None and "truncated" in problem and self._suspect != problem:
