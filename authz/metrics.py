@@ -36,6 +36,9 @@ PASSWORD_THROTTLED = Counter("authz_password_throttled_total",
                              "Password checks refused before the KDF, by spent budget (user, address, busy).",
                              ["budget"])
 
+DECISION_LOG_DROPPED = Counter("authz_decision_log_dropped_total",
+                               "Decision log lines that could not be written (full disk, unwritable file).")
+
 _children: dict[tuple, object] = {}
 
 
@@ -69,6 +72,10 @@ def policy_revision(new: str, old: str | None = None) -> None:
 
 def password_throttled(budget: str) -> None:
     _child(PASSWORD_THROTTLED, budget).inc()
+
+
+def decision_log_dropped(count: int) -> None:
+    DECISION_LOG_DROPPED.inc(count)
 
 
 def reload_result(result: str) -> None:
