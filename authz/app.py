@@ -101,7 +101,7 @@ def build_engine(settings: Settings, store: Store, context: Context | None = Non
 def build_state(settings: Settings | None = None) -> AuthzState:
     """Store and engine for a front door (the WSGI app or the gRPC server)."""
     settings = settings or Settings.from_env()
-    store = Store(settings.db_path, last_used_interval=settings.last_used_interval)
+    store = Store(settings.db_path, last_used_interval=settings.last_used_interval, serving=True)
     store.check_ready()
     context = Context(store=store, password_guard=PasswordGuard(
         settings.password_user_failures, settings.password_address_failures, settings.kdf_concurrency))

@@ -141,11 +141,13 @@ def gunicorn_env(store: Store, policy_dir: Path, **extra) -> dict:
 def gunicorn(servers, store, policy_dir, tmp_path):
     """Start authz under gunicorn with N workers; access log records each worker's pid."""
 
-    def start(workers: int = 2, deploy_config: bool = False, **env) -> Server:
-        """``deploy_config``: run with deploy/gunicorn.conf.py (preload, timeouts) as shipped."""
+    def start(workers: int = 2, deploy_config: bool = False, error_log: Path | None = None, **env) -> Server:
+        """``deploy_config``: run with deploy/gunicorn.conf.py (preload, timeouts) as shipped;
+        ``error_log``: gunicorn's ``--error-logfile``."""
         port = free_port()
         access = tmp_path / f"access-{port}.log"
         config = ["-c", str(ROOT / "deploy" / "gunicorn.conf.py")] if deploy_config else []
+        config += ["--error-logfile", str(error_log)] if error_log else []
         server = servers(
             [str(BIN / "gunicorn"), *config, "--workers", str(workers), "--bind", f"127.0.0.1:{port}",
              "--access-logfile", str(access), "--access-logformat", "%(p)s %(s)s %(U)s",

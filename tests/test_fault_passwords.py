@@ -49,7 +49,7 @@ def test_budgets_refuse_before_the_kdf_and_cached_logins_still_pass(store, polic
 
     assert decide("alice", "alice-pw", "198.51.100.1").allowed  # alice's login, now cached
     kdf_runs.clear()
-    answers = [decide(user, "guess", "203.0.113.9") for user in ("alice", "nobody") for _ in range(20)]
+    answers = [decide(user, f"guess-{i}", "203.0.113.9") for user in ("alice", "nobody") for i in range(20)]
     assert not any(d.allowed for d in answers)
     assert {(d.status, d.reason) for d in answers} == {(401, Reason.CREDENTIALS_INVALID)}
     # per user 3, per address 5: at most 5 KDF runs for 40 attempts, alike for known and unknown names

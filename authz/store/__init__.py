@@ -24,8 +24,8 @@ __all__ = ["KeyMatch", "Store", "StoreError", "StoreUnavailable", "User"]
 class Store:
     """One credential database: principals and users, API keys, revocations."""
 
-    def __init__(self, path: str | os.PathLike[str], last_used_interval: float = 30.0) -> None:
-        self.database = Database(path)
+    def __init__(self, path: str | os.PathLike[str], last_used_interval: float = 30.0, serving: bool = False) -> None:
+        self.database = Database(path, serving=serving)
         self.principals = Principals(self.database)
         self.keys = ApiKeys(self.database, self.principals)
         self.revocations = Revocations(self.database)

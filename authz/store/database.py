@@ -38,6 +38,7 @@ from authz.store.migrations import LATEST, MIGRATIONS
 
 log = logging.getLogger("authz.store")
 CHECK_SECONDS = 0.25
+BUSY_SECONDS = 5.0  # how long a writer waits for another process's write lock
 _MAGIC = b"SQLite format 3\0"
 
 
@@ -115,8 +116,12 @@ class StoreUnavailable(StoreError):
 
 
 class Database:
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], serving: bool = False) -> None:
         self.path = Path(path)
+        # Long-running servers never checkpoint-and-delete the WAL on close (see
+        # _no_checkpoint_on_close); the CLI does, so that a store nobody serves is whole
+        # in its main file.
+        self.serving = serving
         self._local = threading.local()
         self._generation = 0  # bumped to make every thread reopen its connection
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file we serve
@@ -247,17 +252,22 @@ class Database:
                 self._fault = problem
                 if self._logged != problem:
                     self._logged = problem
-                    log.error("%s; denying store-backed credentials (500 internal_error) until a valid "
+                    self._say(logging.ERROR, "%s; denying store-backed credentials (500 internal_error) until a valid "
                               "store is back", problem)
                 return
             if replaced or self._fault is not None:
                 self._generation += 1
-                log.warning("credential store %s %s; reopened it", self.path,
+                self._say(logging.WARNING, "credential store %s %s; reopened it", self.path,
                             "was replaced by another valid store" if replaced else "is valid again")
             self._identity, self._fault, self._logged = identity, None, None
             self._remember_wal()
         finally:
             self._check_lock.release()
+
+    def _say(self, level: int, message: str, *args) -> None:
+        """Episode lines are for a server's error log; the CLI reports its one line itself."""
+        if self.serving:
+            log.log(level, message, *args)
 
     def problem(self) -> str | None:
         """Why the store cannot serve now (checked afresh), or None: for ``/readyz``."""
@@ -280,11 +290,12 @@ class Database:
             mode = "rwc" if self._create else "rw"
             try:
                 conn = sqlite3.connect(f"file:{self.path}?mode={mode}", uri=True, isolation_level=None,
-                                       timeout=5.0)
-                conn.execute("PRAGMA busy_timeout = 5000")
+                                       timeout=BUSY_SECONDS)
+                conn.execute(f"PRAGMA busy_timeout = {int(BUSY_SECONDS * 1000)}")
                 conn.execute("PRAGMA foreign_keys = ON")
                 conn.execute("PRAGMA synchronous = NORMAL")
-                _no_checkpoint_on_close(conn)
+                if self.serving:
+                    _no_checkpoint_on_close(conn)
             except sqlite3.Error as exc:
                 raise self._query_failed(exc) from None
             local.db = sqlite_utils.Database(conn)
@@ -294,11 +305,13 @@ class Database:
     def _query_failed(self, exc: sqlite3.Error) -> StoreUnavailable:
         problem = f"credential store {self.path}: {exc}"
         if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-            return StoreUnavailable(problem)  # contention, not a broken store: the caller reports it
+            # Contention, not a broken store (the busy timeout has been waited out).
+            return StoreUnavailable(f"credential store {self.path}: store is locked by another process "
+                                    f"(waited {BUSY_SECONDS:g} s)")
         self._query_fault = problem
         if self._logged != problem:
             self._logged = problem
-            log.error("%s; denying store-backed credentials (500 internal_error) until it answers again",
+            self._say(logging.ERROR, "%s; denying store-backed credentials (500 internal_error) until it answers again",
                       problem)
         self._next_check = 0.0  # and look at the file at once: replaced, truncated?
         return StoreUnavailable(problem)
@@ -321,7 +334,7 @@ class Database:
             self._query_fault = None
             if self._fault is None:
                 self._logged = None
-                log.warning("credential store %s answers again", self.path)
+                self._say(logging.WARNING, "credential store %s answers again", self.path)
         return cursor
 
     @contextmanager
