@@ -149,11 +149,11 @@ def test_a_broken_idp_costs_api_keys_nothing_under_gunicorn(store, policy_dir, g
         if len(warmed) == 3:
             break
     assert len(warmed) == 3
-    baseline = api_key_latencies(2.0)
-    report = {"baseline": p99(baseline)}
+    report: dict[str, float] = {}
     wrong_allows: list[str] = []
 
-    for mode in ("hang", "slow", "drip"):
+    # the same bearer load each time: first against a healthy IdP (the baseline)
+    for mode in (None, "hang", "slow", "drip"):
         idp.mode = mode
         stop = threading.Event()
 
@@ -181,11 +181,17 @@ def test_a_broken_idp_costs_api_keys_nothing_under_gunicorn(store, policy_dir, g
             stop.set()
             for t in clients:
                 t.join(30)
-        report[mode] = p99(samples)
+        report[mode or "healthy"] = p99(samples)
         assert len(samples) > 100, (mode, len(samples))
     idp.mode = None
-    print("API-key p99 (s):", json.dumps({k: round(v, 4) for k, v in report.items()}))
+    print("API-key p99 (s) under the same bearer load:", json.dumps({k: round(v, 4) for k, v in report.items()}))
     assert wrong_allows == []
+    # recovery without a restart: the next background attempt finds the endpoint again
+    idp.introspection["fresh"] = {"active": True, "sub": "alice", "exp": int(time.time()) + 300}
+    deadline = time.monotonic() + 15
+    while ask(s, "/v1/as", {"Authorization": "Bearer fresh", "Connection": "close"}).status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
     # generous bounds for a shared 2-core machine (before: 1.8 s and 11 s); the 2x target
     # is measured by bench/
     assert max(report["hang"], report["slow"], report["drip"]) < 1.0, report
