@@ -149,3 +149,18 @@ def test_a_password_flood_under_gunicorn_runs_a_bounded_number_of_kdfs(store, po
     # per worker: 10 per user name + refill (10/min), address budget 30: at most 3 x 30 + refill
     assert kdf_failures <= 3 * (30 + 5), details
     assert len(bob_latency) > 5 and len(key_latency) > 20
+
+
+def test_verifications_beyond_the_cap_are_refused_not_queued(store, policy_dir):
+    write_policy(policy_dir, POLICY)
+    add_user(store, "erin", "erin-pw")
+    guard = PasswordGuard(concurrency=1)
+    engine = DecisionEngine(load_policy(policy_dir, Context(store=store, password_guard=guard)))
+    request = CheckRequest.build("GET", "/admin/x", "h", headers=basic("erin", "erin-pw"),
+                                 client_ip=ip_address("198.51.100.5"))
+    with guard.slot() as got:  # another thread's verification in progress
+        assert got
+        d = engine.decide(request)
+        assert (d.allowed, d.status, d.reason) == (False, 401, Reason.CREDENTIALS_INVALID)
+        assert "too many failed" in d.detail
+    assert engine.decide(request).allowed  # the slot is free again: verified at once

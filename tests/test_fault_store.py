@@ -156,3 +156,33 @@ def test_a_truncated_or_overwritten_store_fails_closed_without_a_traceback_per_r
     output = server.output()
     assert "Traceback" not in output
     assert output.count("\n") < 60, output  # a few lines per worker, not one per request
+
+
+def test_corruption_inside_the_file_is_logged_once_per_episode(store, tmp_path, caplog):
+    """A store whose header is fine but whose pages are not: every query fails (500 for
+    the request), and the log says so once, not once per request or per check."""
+    import logging
+
+    from authz.store import Store, StoreUnavailable
+
+    for i in range(50):
+        store.keys.create(f"p{i}")
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    page = 4096
+    size = os.path.getsize(store.path)
+    with open(store.path, "r+b") as f:
+        f.seek(page)
+        f.write(os.urandom(size - page))
+    serving = Store(store.path, serving=True)
+    failures = 0
+    with caplog.at_level(logging.WARNING, logger="authz.store"):
+        for _ in range(8):
+            for _ in range(20):
+                try:
+                    serving.keys.find("0" * 64)
+                except StoreUnavailable:
+                    failures += 1
+            time.sleep(0.3)  # past the identity check interval
+    assert failures == 160
+    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1, caplog.text

@@ -259,7 +259,9 @@ class Database:
                 self._generation += 1
                 self._say(logging.WARNING, "credential store %s %s; reopened it", self.path,
                             "was replaced by another valid store" if replaced else "is valid again")
-            self._identity, self._fault, self._logged = identity, None, None
+            self._identity, self._fault = identity, None
+            if self._query_fault is None:
+                self._logged = None  # else the episode (queries failing) goes on: say it once
             self._remember_wal()
         finally:
             self._check_lock.release()
