@@ -162,5 +162,5 @@ def test_verifications_beyond_the_cap_are_refused_not_queued(store, policy_dir):
         assert got
         d = engine.decide(request)
         assert (d.allowed, d.status, d.reason) == (False, 401, Reason.CREDENTIALS_INVALID)
-        assert "too many failed" in d.detail
+        assert "too many password checks at once" in d.detail
     assert engine.decide(request).allowed  # the slot is free again: verified at once

@@ -29,6 +29,7 @@ MAX_CREDENTIALS = 4096
 CACHE_SECONDS = 300.0
 WRONG_SECONDS = 60.0
 _BAD = "invalid user name or password"
+_BUSY = "too many password checks at once in this worker; try again"
 _THROTTLED = "too many failed password attempts for this user name or client address; try again later"
 
 
@@ -83,7 +84,7 @@ class BasicAuthenticator(Authenticator):
             with guard.slot() as free:
                 if not free:
                     metrics.password_throttled("busy")
-                    return Outcome.invalid(SLOT, _THROTTLED)
+                    return Outcome.invalid(SLOT, _BUSY)
                 if not known:
                     passwords.burn_verification_time(password)
                     ok = False
