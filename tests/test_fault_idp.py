@@ -200,3 +200,25 @@ def test_a_broken_idp_costs_api_keys_nothing_under_gunicorn(store, policy_dir, g
     assert "Traceback" not in output
     # one line per worker and episode, not one per request
     assert output.count("failed: ") <= 3 * 2 * 3, output
+
+
+def test_one_introspection_per_token_in_flight(idp, store, policy_dir, monkeypatch):
+    """Concurrent requests with the same uncached token make one call; the others wait
+    for it and take its answer."""
+    from authz.authenticators import Context
+    from authz.engine import DecisionEngine
+    from authz.policy import load_policy
+    from authz.request import CheckRequest
+
+    monkeypatch.setenv("AS_SECRET", idp.client_secret)
+    write_policy(policy_dir, {"authenticators": {"as": {
+        "type": "oauth2_introspection", "url": idp.url + "/introspect", "client_id": idp.client_id,
+        "client_secret_env": "AS_SECRET", "timeout": 3}}, "routes": [{"id": "r", "require": "as"}]})
+    engine = DecisionEngine(load_policy(policy_dir, Context(store=store)))
+    idp.introspection["shared"] = {"active": True, "sub": "alice", "exp": int(time.time()) + 300}
+    idp.mode, idp.slow_seconds = "slow", 0.5
+    request = CheckRequest.build("GET", "/x", "h", headers={"Authorization": "Bearer shared"})
+    with ThreadPoolExecutor(8) as pool:
+        decisions = list(pool.map(lambda _: engine.decide(request), range(8)))
+    assert all(d.allowed for d in decisions)
+    assert idp.hits["/introspect"] == 1

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import threading
 import time
 from urllib.parse import quote as urlquote
 from urllib.parse import urlencode
@@ -56,6 +57,8 @@ class IntrospectionAuthenticator(BearerChallenges, Authenticator):
         self.realm: str = config.get("realm", name)
         self.cache = context.cache("introspection")
         self.upstream = Upstream(f"authenticator {name}: introspection at {self.url}")
+        self._inflight: dict = {}  # token MAC -> Event of the call in flight (bounded by threads)
+        self._inflight_lock = threading.Lock()
         self.trust = f"{self.url}\0{self.client_id}\0{sorted(self.audience or [])}"
         if self.client_auth == "client_secret_basic":
             # RFC 6749 §2.3.1: form-encode both parts before Basic.
@@ -87,16 +90,31 @@ class IntrospectionAuthenticator(BearerChallenges, Authenticator):
         return self._judge(answer)
 
     def _fetch_into_cache(self, token: str, key) -> dict | str | None:
-        """Ask the endpoint (bounded by ``timeout`` in total) and cache the answer; None on failure."""
+        """Ask the endpoint (bounded by ``timeout`` in total) and cache the answer; None on
+        failure. One call per token at a time: concurrent requests with the same token wait
+        (at most the timeout) for the call in flight and take its cached answer."""
+        with self._inflight_lock:
+            event = self._inflight.get(key)
+            mine = event is None
+            if mine:
+                event = self._inflight[key] = threading.Event()
+        if not mine:
+            event.wait(self.timeout)
+            return self.cache.get(key)
         try:
             answer, expires = self._introspect(token)
         except FetchError as exc:
             log.debug("authenticator %s: introspection at %s failed: %s", self.name, self.url, exc)
             self.upstream.done(str(exc))
             return None
-        self.upstream.done(None)
-        self.cache.set(key, answer, expires)
-        return answer
+        else:
+            self.upstream.done(None)
+            self.cache.set(key, answer, expires)
+            return answer
+        finally:
+            with self._inflight_lock:
+                del self._inflight[key]
+            event.set()
 
     def _introspect(self, token: str) -> tuple[dict | str, float]:
         body = urlencode({"token": token, "token_type_hint": "access_token", **self._extra}).encode()
