@@ -25,6 +25,7 @@ import logging
 import os
 import sqlite3
 import struct
+import sys
 import threading
 import time
 import weakref
@@ -81,8 +82,8 @@ def _no_checkpoint_on_close_ctypes(conn: sqlite3.Connection) -> None:
     first field after the object header in CPython's ``pysqlite_Connection``), used
     only after the handle proves itself by naming this connection's file."""
     global _LIB
-    if _LIB is False:
-        return
+    if _LIB is False or sys.implementation.name != "cpython" or sys.version_info[:2] != (3, 11):
+        return  # the layout below is CPython 3.11's (3.12+ has Connection.setconfig)
     try:
         if _LIB is None:
             import _sqlite3
