@@ -50,6 +50,7 @@ lint: $(BIN)/authz
 bench: $(BIN)/authz
 	@command -v wrk >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null)
 	$(BIN)/python bench/bench.py
+	$(BIN)/python bench/flood.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -30,6 +30,7 @@ from authz.decision import Decision, Reason
 from authz.decision_log import DecisionLog
 from authz.engine import DecisionEngine
 from authz.identity_token import IdentitySigner
+from authz.password_guard import PasswordGuard
 from authz.policy import PolicyError
 from authz.policy.reloader import PolicyReloader
 from authz.store import Store, StoreError
@@ -100,9 +101,10 @@ def build_engine(settings: Settings, store: Store, context: Context | None = Non
 def build_state(settings: Settings | None = None) -> AuthzState:
     """Store and engine for a front door (the WSGI app or the gRPC server)."""
     settings = settings or Settings.from_env()
-    store = Store(settings.db_path, last_used_interval=settings.last_used_interval)
+    store = Store(settings.db_path, last_used_interval=settings.last_used_interval, serving=True)
     store.check_ready()
-    context = Context(store=store, max_chain_length=settings.max_chain_length)
+    context = Context(store=store, max_chain_length=settings.max_chain_length, password_guard=PasswordGuard(
+        settings.password_user_failures, settings.password_address_failures, settings.kdf_concurrency))
     stamp = PolicyReloader.policy_files_stamp(settings.policy_dir)
     engine, error = build_engine(settings, store, context)
     reloader = PolicyReloader(engine, settings.policy_dir, context, stamp_before_load=stamp,
@@ -148,10 +150,14 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     @app.get("/readyz", provide_automatic_options=False)
     def readyz():
-        status = state.reloader.status()
-        code = 200 if status.get("status") in ("ready", "degraded") else 503
+        body = state.reloader.status()
+        problem = state.store.database.problem()
+        if problem is not None:
+            # Store-backed credentials are denied (500) until a valid store is back.
+            body.update(status="not_ready", store=problem)
+        code = 200 if body.get("status") in ("ready", "degraded") else 503
         if not trusted_peer():
-            return jsonify(status=status.get("status")), code
-        return jsonify(status), code
+            return jsonify(status=body.get("status")), code
+        return jsonify(body), code
 
     return app

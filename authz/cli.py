@@ -6,22 +6,43 @@ and a non-zero exit, before anything is written.
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-import re
+import os
 import sys
-import time
-from functools import wraps
-from pathlib import Path
 
-import click
 
-from authz import passwords
-from authz.authenticators import Context
-from authz.config import Settings
-from authz.identity_token import keep_retired_for
-from authz.policy import PolicyError
-from authz.store import Store, StoreError
+def _command_name(argv: list[str]) -> str | None:
+    args = iter(argv)
+    for arg in args:
+        if arg == "--db":
+            next(args, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+# The CLI never touches the servers' multi-process metrics state (a missing directory
+# crashed every command; a present one collected a file per run): its metrics stay in
+# memory, unless this process is a server itself (``authz grpc``). This must happen
+# before anything imports prometheus_client, which reads the variable once.
+if _command_name(sys.argv[1:]) not in ("grpc", "serve"):
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+
+import datetime as dt  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+import sqlite3  # noqa: E402
+import time  # noqa: E402
+from functools import wraps  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import click  # noqa: E402
+
+from authz import passwords  # noqa: E402
+from authz.authenticators import Context  # noqa: E402
+from authz.config import Settings  # noqa: E402
+from authz.identity_token import keep_retired_for  # noqa: E402
+from authz.policy import PolicyError  # noqa: E402
+from authz.store import Store, StoreError  # noqa: E402
 
 _DURATION = re.compile(r"(\d+)([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -74,6 +95,10 @@ def command(group: click.Group, name: str | None = None, **kwargs):
                 return ctx.invoke(func, **params)
             except (StoreError, ValueError) as exc:
                 raise click.ClickException(str(exc)) from None
+            except sqlite3.Error as exc:  # one line, never a traceback
+                raise click.ClickException(f"credential store {ctx.obj['db']}: {exc}") from None
+            except OSError as exc:
+                raise click.ClickException(f"{exc.filename or ctx.obj['db']}: {exc.strerror or exc}") from None
 
         return wrapper
 

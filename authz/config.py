@@ -33,6 +33,9 @@ class Settings:
     # Request-target firewall rules relaxed for this deployment (request.TARGET_RULES).
     target_allow: frozenset[str] = frozenset()
     max_chain_length: int = 16  # certificates in a client chain, leaf and root included
+    password_user_failures: int = 10
+    password_address_failures: int = 30
+    kdf_concurrency: int = 2
     trusted: TrustedNetworks = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -87,6 +90,11 @@ class Settings:
             # Bounded: each extra certificate is parsing and signature work an unauthenticated
             # client can ask for; 64 is far beyond any real PKI.
             values["max_chain_length"] = int(_number(env, "AUTHZ_MAX_CHAIN_LENGTH", 2, MAX_CHAIN, "certificates"))
+        for name, field_name, high in (("AUTHZ_PASSWORD_USER_FAILURES", "password_user_failures", 10_000),
+                                       ("AUTHZ_PASSWORD_ADDRESS_FAILURES", "password_address_failures", 100_000),
+                                       ("AUTHZ_KDF_CONCURRENCY", "kdf_concurrency", 256)):
+            if env.get(name):
+                values[field_name] = int(_number(env, name, 1, high, "(a whole number)"))
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

@@ -5,25 +5,42 @@ fingerprint, never by its secret.
 
 Lines are buffered and written whole, at most ``FLUSH_SECONDS`` apart (and at exit):
 a write per decision would cost more than the decision. Each write holds complete
-lines only, so workers appending to one file never interleave inside a line.
+lines only, so workers appending to one file never interleave inside a line; writes
+to a file hold an exclusive ``flock`` and a write cut short (a full disk) is cut back
+to its last whole line, so every line is whole or absent. Lines that cannot be
+written are dropped, counted in
+``authz_decision_log_dropped_total`` and reported on stderr once per episode.
+
+Client-supplied values are bounded: a request id must be 1 to 128 characters of
+``[A-Za-z0-9._:-]`` (nginx ``$request_id``, UUIDs, Envoy and Traefik ids); any other is
+replaced by a fresh one and the line says so (``request_id_replaced``). Paths are cut
+at ``MAX_PATH`` characters.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import fcntl
 import json
 import os
 import random
+import re
+import sys
 import threading
 import time
+import uuid
 import weakref
 from datetime import UTC, datetime
 
+from authz import metrics
 from authz.decision import Decision
 from authz.request import CheckRequest
 
 FLUSH_SECONDS = 0.5
 MAX_BUFFER = 64 * 1024
+MAX_PATH = 1024
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 class DecisionLog:
@@ -35,6 +52,9 @@ class DecisionLog:
         self._buffer: list[str] = []
         self._size = 0
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()  # one flush at a time: truncation must see its own write
+        self._episode_drops = 0
+        self._error: str | None = None
         self._flusher_pid: int | None = None
         ref = weakref.ref(self)
         atexit.register(lambda: (log := ref()) and log.flush())
@@ -67,6 +87,10 @@ class DecisionLog:
             "latency_us": int((time.perf_counter() - started) * 1_000_000),
             "policy_revision": decision.policy_revision,
         }
+        if request_id is not None and not _REQUEST_ID.fullmatch(request_id):
+            entry["request_id"], entry["request_id_replaced"] = uuid.uuid4().hex, True
+        if entry["path"] is not None and len(entry["path"]) > MAX_PATH:
+            entry["path"] = entry["path"][:MAX_PATH] + "…"
         line = json.dumps(entry, separators=(",", ":")) + "\n"
         with self._lock:
             self._buffer.append(line)
@@ -91,15 +115,55 @@ class DecisionLog:
             self.flush()
 
     def flush(self) -> None:
-        with self._lock:
-            lines, self._buffer, self._size = self._buffer, [], 0
-        if not lines:
-            return
+        with self._write_lock:
+            with self._lock:
+                lines, self._buffer, self._size = self._buffer, [], 0
+            if not lines:
+                return
+            written = self._write(lines)
+            if written < len(lines):
+                self._dropped(len(lines) - written, self._error)
+            elif self._episode_drops:
+                print(f"authz: decision log {self.target}: writing again after dropping "
+                      f"{self._episode_drops} line(s)", file=sys.stderr, flush=True)
+                self._episode_drops = 0
+
+    def _write(self, lines: list[str]) -> int:
+        """Append whole lines; how many were written. Never leaves part of a line."""
         data = "".join(lines).encode()
         try:
             fd = self._open()
-            while data:
-                written = os.write(fd, data)
-                data = data[written:]
-        except OSError:
-            pass  # the log must never break decisions; nothing else to tell it to
+        except OSError as exc:
+            self._error = exc.strerror or str(exc)
+            return 0
+        is_file = fd != 2
+        try:
+            if is_file:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # other workers append between our writes, not inside
+            start = os.lseek(fd, 0, os.SEEK_END) if is_file else 0
+            done = 0
+            try:
+                while done < len(data):
+                    done += os.write(fd, data[done:])
+            except OSError as exc:
+                self._error = exc.strerror or str(exc)
+                whole = data.rfind(b"\n", 0, done) + 1  # bytes of whole lines written
+                if is_file and whole < done:
+                    os.ftruncate(fd, start + whole)  # cut the torn line: whole or absent
+                return data.count(b"\n", 0, whole)
+            return len(lines)
+        except OSError as exc:
+            self._error = exc.strerror or str(exc)
+            return 0
+        finally:
+            if is_file:
+                with contextlib.suppress(OSError):
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _dropped(self, count: int, why: str | None) -> None:
+        metrics.decision_log_dropped(count)
+        if not self._episode_drops:
+            print(f"authz: decision log {self.target}: cannot write ({why}); dropping lines "
+                  "until it works again (counted in authz_decision_log_dropped_total)",
+                  file=sys.stderr, flush=True)
+        self._episode_drops += count

@@ -16,6 +16,7 @@ from authz.policy import CompiledPolicy
 from authz.policy.requirements import Evaluation, Result, State
 from authz.policy.routes import Route
 from authz.request import CheckRequest
+from authz.store.database import StoreUnavailable
 
 log = logging.getLogger("authz.engine")
 SLOT_NAMES = {"authorization": "Authorization", "x-api-key": "X-API-Key"}
@@ -59,6 +60,10 @@ class DecisionEngine:
             decision = _verdict(route, result, evaluation, policy.revision)
             if decision.allowed:
                 self._finish(route, decision, evaluation)
+        except StoreUnavailable:
+            # Logged once per episode by the store, not as a traceback per request.
+            return Decision.deny(500, Reason.INTERNAL_ERROR, "credential store unavailable", route.id,
+                                 policy.revision)
         except Exception:
             log.exception("internal error deciding route %s", route.id)
             return Decision.deny(500, Reason.INTERNAL_ERROR, "internal error", route.id, policy.revision)

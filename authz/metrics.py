@@ -34,6 +34,13 @@ OUTCOMES = Counter("authz_authenticator_outcomes_total", "What each authenticato
                    ["authenticator", "type", "outcome"])
 CACHE = Counter("authz_cache_lookups_total", "Verification cache lookups by cache and result.", ["cache", "result"])
 
+PASSWORD_THROTTLED = Counter("authz_password_throttled_total",
+                             "Password checks refused before the KDF, by spent budget (user, address, busy).",
+                             ["budget"])
+
+DECISION_LOG_DROPPED = Counter("authz_decision_log_dropped_total",
+                               "Decision log lines that could not be written (full disk, unwritable file).")
+
 _children: dict[tuple, object] = {}
 
 
@@ -63,6 +70,14 @@ def policy_revision(new: str, old: str | None = None) -> None:
     if old and old != new:
         POLICY.labels(old).set(0)
     POLICY.labels(new).set(1)
+
+
+def password_throttled(budget: str) -> None:
+    _child(PASSWORD_THROTTLED, budget).inc()
+
+
+def decision_log_dropped(count: int) -> None:
+    DECISION_LOG_DROPPED.inc(count)
 
 
 def reload_result(result: str) -> None:

@@ -141,11 +141,15 @@ def gunicorn_env(store: Store, policy_dir: Path, **extra) -> dict:
 def gunicorn(servers, store, policy_dir, tmp_path):
     """Start authz under gunicorn with N workers; access log records each worker's pid."""
 
-    def start(workers: int = 2, **env) -> Server:
+    def start(workers: int = 2, deploy_config: bool = False, error_log: Path | None = None, **env) -> Server:
+        """``deploy_config``: run with deploy/gunicorn.conf.py (preload, timeouts) as shipped;
+        ``error_log``: gunicorn's ``--error-logfile``."""
         port = free_port()
         access = tmp_path / f"access-{port}.log"
+        config = ["-c", str(ROOT / "deploy" / "gunicorn.conf.py")] if deploy_config else []
+        config += ["--error-logfile", str(error_log)] if error_log else []
         server = servers(
-            [str(BIN / "gunicorn"), "--workers", str(workers), "--bind", f"127.0.0.1:{port}",
+            [str(BIN / "gunicorn"), *config, "--workers", str(workers), "--bind", f"127.0.0.1:{port}",
              "--access-logfile", str(access), "--access-logformat", "%(p)s %(s)s %(U)s",
              "wsgi:app"],
             port, env=gunicorn_env(store, policy_dir, **env), log=tmp_path / f"gunicorn-{port}.log",

@@ -1,7 +1,9 @@
 """A real identity provider on loopback for the token tests: a JWKS endpoint and an
 RFC 7662 introspection endpoint served by ``http.server`` in a thread, with keys made
 by ``cryptography``. Tests change what it serves, count what it was asked, and take
-it down to simulate an outage."""
+it down to simulate an outage — or make it misbehave (``mode``): ``"hang"`` (accepts,
+never answers), ``"slow"`` (answers after ``slow_seconds``), ``"drip"`` (answers one
+byte a second)."""
 
 from __future__ import annotations
 
@@ -124,6 +126,9 @@ class IdentityProvider:
         self.introspection: dict[str, dict] = {}
         self.client_id, self.client_secret = "authz", "s3cret:with/odd&chars"
         self.auth_seen: list[str] = []
+        self.mode: str | None = None
+        self.slow_seconds = 5.0
+        self.released = threading.Event()  # set at stop: hanging and dripping handlers end
         provider = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -132,6 +137,23 @@ class IdentityProvider:
 
             def _send(self, status: int, body: dict, headers: dict | None = None) -> None:
                 data = json.dumps(body).encode()
+                if provider.mode == "hang":
+                    provider.released.wait(60)
+                    return
+                if provider.mode == "slow" and provider.released.wait(provider.slow_seconds):
+                    return
+                if provider.mode == "drip":
+                    head = (f"HTTP/1.1 {status} OK\r\nContent-Type: application/json\r\n"
+                            f"Content-Length: {len(data)}\r\n\r\n").encode()
+                    for byte in head + data:
+                        if provider.released.wait(1.0):
+                            return
+                        try:
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                        except OSError:
+                            return
+                    return
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -176,5 +198,6 @@ class IdentityProvider:
         return (form.get("client_id"), form.get("client_secret")) == (self.client_id, self.client_secret)
 
     def stop(self) -> None:
+        self.released.set()
         self.server.shutdown()
         self.server.server_close()

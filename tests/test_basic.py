@@ -103,14 +103,20 @@ def test_cache_skips_the_kdf_but_sees_changes_at_once(store, engine, monkeypatch
     assert decide(engine, basic("alice", "nope")).reason == Reason.CREDENTIALS_INVALID
 
 
-def test_wrong_passwords_are_not_cached(store, engine, monkeypatch):
+def test_a_repeated_wrong_password_costs_one_kdf_and_never_outlives_the_hash(store, engine, monkeypatch):
+    """A client repeating a stale password costs one KDF run, not one per request; the
+    memory is keyed on the stored hash, so the password set to that value works at once."""
     add_user(store, "alice", "pw")
     calls = []
     real = passwords.verify_password
     monkeypatch.setattr(passwords, "verify_password", lambda p, h: calls.append(1) or real(p, h))
     for _ in range(3):
-        decide(engine, basic("alice", "nope"))
-    assert len(calls) == 3
+        assert decide(engine, basic("alice", "nope")).reason == Reason.CREDENTIALS_INVALID
+    assert len(calls) == 1
+    assert decide(engine, basic("alice", "other")).reason == Reason.CREDENTIALS_INVALID
+    assert len(calls) == 2  # a different guess is a KDF run of its own
+    store.principals.set_password("alice", passwords.hash_password("nope"))
+    assert decide(engine, basic("alice", "nope")).allowed
 
 
 def test_argon2id_parameters_meet_owasp():

@@ -14,6 +14,7 @@ from typing import ClassVar
 
 from authz.cache import TTLCache
 from authz.decision import Outcome
+from authz.password_guard import PasswordGuard
 from authz.request import CheckRequest
 from authz.store import Store
 
@@ -35,6 +36,7 @@ class Context:
     base_dir: Path = Path(".")
     max_chain_length: int = 16  # AUTHZ_MAX_CHAIN_LENGTH: certificates in a client chain, leaf and root included
     caches: dict[str, TTLCache] = field(default_factory=dict)
+    password_guard: PasswordGuard = field(default_factory=PasswordGuard)
 
     def cache(self, name: str, max_entries: int = 10_000) -> TTLCache:
         """A per-worker cache shared by every revision, so a reload keeps it warm."""

@@ -3,8 +3,11 @@
 Verifying an Argon2id hash costs tens of milliseconds, so each worker remembers
 successful verifications. The cache key is an HMAC of the user, the password and
 the *stored hash*: a password change misses the cache at once, and disabling is read
-from the user row on every request. Wrong passwords are never cached, and unknown
-users cost as much time as known ones.
+from the user row on every request. A wrong password is remembered the same way for a
+minute (keyed on the stored hash, so it can never stand for a right one), so a client
+repeating a stale password costs no KDF; unknown users cost as much time as known ones. KDF runs are bounded per worker
+(``authz.password_guard``): repeated failures per user name and per client address are
+refused before the KDF (401 ``credentials_invalid``), and verifications never queue.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import binascii
 import logging
 import time
 
-from authz import passwords
+from authz import metrics, passwords
 from authz.authenticators.base import Authenticator, Context, quote
 from authz.cache import secret_key
 from authz.decision import Identity, IdentityKind, Outcome, Reason
@@ -24,7 +27,10 @@ log = logging.getLogger("authz.basic")
 SLOT = "authorization"
 MAX_CREDENTIALS = 4096
 CACHE_SECONDS = 300.0
+WRONG_SECONDS = 60.0
 _BAD = "invalid user name or password"
+_BUSY = "too many password checks at once in this worker; try again"
+_THROTTLED = "too many failed password attempts for this user name or client address; try again later"
 
 
 class BasicAuthenticator(Authenticator):
@@ -34,6 +40,7 @@ class BasicAuthenticator(Authenticator):
         super().__init__(name, config, context)
         self.realm = config.get("realm", name)
         self.cache = context.cache("basic")
+        self.wrong = context.cache("basic-wrong")  # its own bound: guesses never evict good logins
 
     def authenticate(self, request: CheckRequest) -> Outcome:
         header = request.headers.get("authorization")
@@ -58,13 +65,36 @@ class BasicAuthenticator(Authenticator):
             return Outcome.invalid(SLOT, "control characters in the user name")
 
         record = self.context.store.principals.find_user(user)
-        if record is None or not record.password_hash:
-            passwords.burn_verification_time(password)
-            return Outcome.invalid(SLOT, _BAD)
-        key = secret_key(user, record.password_hash, password)
-        if self.cache.get(key) is None:
-            if not passwords.verify_password(password, record.password_hash):
+        known = record is not None and bool(record.password_hash)
+        key = secret_key(user, record.password_hash, password) if known else None
+        if key is None or self.cache.get(key) is None:
+            # The same wrong password again (a client still sending an old one): known to
+            # be wrong for this stored hash, so no KDF run and no budget spent.
+            wrong_key = secret_key("wrong", user, record.password_hash if known else "", password)
+            if self.wrong.get(wrong_key) is not None:
                 return Outcome.invalid(SLOT, _BAD)
+            # A KDF run: bounded per worker (see authz.password_guard), refused before the
+            # KDF for known and unknown users alike.
+            guard = self.context.password_guard
+            address = str(request.client_ip or "")
+            spent = guard.allowed(user, address)
+            if spent is not None:
+                metrics.password_throttled(spent)
+                return Outcome.invalid(SLOT, _THROTTLED)
+            with guard.slot() as free:
+                if not free:
+                    metrics.password_throttled("busy")
+                    return Outcome.invalid(SLOT, _BUSY)
+                if not known:
+                    passwords.burn_verification_time(password)
+                    ok = False
+                else:
+                    ok = passwords.verify_password(password, record.password_hash)
+            if not ok:
+                guard.failed(user, address)
+                self.wrong.set(wrong_key, True, time.time() + WRONG_SECONDS)
+                return Outcome.invalid(SLOT, _BAD)
+            guard.succeeded(user)
             stored = self._upgrade(user, password, record.password_hash)
             self.cache.set(secret_key(user, stored, password), True, time.time() + CACHE_SECONDS)
         # Checked after the password so the answer does not reveal account state.

@@ -15,11 +15,15 @@ HMAC secret).
 (default five minutes), refreshes in the background before it expires, keeps using
 the known keys for ``max_stale`` seconds while the IdP is unreachable and not a
 moment longer, and refetches for an unknown ``kid`` at most once per
-``refetch_interval`` so forged kids cannot turn into a request storm. An unknown
-``kid`` is ``credentials_invalid`` only when the most recent fetch succeeded without
-it; when the most recent attempt failed, authz cannot know the token is bad and
-answers ``upstream_unavailable`` (``KeysUnavailable``) — on every worker alike, since
-every worker whose interval has passed tries again itself.
+``refetch_interval`` so forged kids cannot turn into a request storm. No request
+waits on the network while usable keys exist; one fetch is in flight at a time
+(single flight, ``http_client.Upstream``), each bounded by a total deadline
+(``timeout``); while the IdP fails, requests with no usable key are denied at once
+(``upstream_unavailable``) and a background attempt is made at most once a second.
+An unknown ``kid`` is ``credentials_invalid`` only when the most recent fetch
+succeeded without it; when the most recent attempt failed, authz cannot know the token
+is bad and answers ``upstream_unavailable`` (``KeysUnavailable``) — on every worker
+alike, since every worker whose interval has passed tries again itself.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from authz.http_client import FetchError, fetch
+from authz.http_client import FetchError, Upstream, fetch
 from authz.keys_policy import EC_CURVES, MIN_RSA_BITS, key_problem
 
 log = logging.getLogger("authz.jwks")
@@ -210,73 +214,77 @@ class RemoteKeySet:
         self.last_attempt = float("-inf")
         self.fetches = 0
         self._lock = threading.Lock()
-        self._refreshing = False
+        self.upstream = Upstream(f"{source}: JWKS fetch from {url}")
 
     # -- fetching -------------------------------------------------------------
-    def _fetch(self) -> None:
-        """One fetch; on success replaces the keys. Call with ``_lock`` held."""
+    # The network is never touched with ``_lock`` held: the lock guards only the swap of
+    # the key map, so requests keep verifying with known keys while a fetch hangs.
+    def _fetch_claimed(self) -> bool:
+        """One fetch, after ``upstream.claim()``; on success replaces the keys."""
         self.last_attempt = time.monotonic()
         self.fetches += 1
+        error = None
         try:
             reply = fetch(self.url, headers={"Accept": "application/json"}, timeout=self.timeout)
             if reply.status != 200:
                 raise FetchError(f"HTTP {reply.status}")
             keys = parse_jwks(reply.json(), self.algorithms, self.source)
+            ttl = min(max(ttl_from(reply.headers.get("Cache-Control"), self.default_ttl), 1.0), self.max_ttl)
+            now = time.monotonic()
+            with self._lock:
+                self.keys, self.fetched_at, self.expires_at = keys, now, now + ttl
+            return True
         except (FetchError, ValueError) as exc:
-            log.warning("%s: JWKS fetch from %s failed: %s", self.source, self.url, exc)
-            raise
-        ttl = min(max(ttl_from(reply.headers.get("Cache-Control"), self.default_ttl), 1.0), self.max_ttl)
-        now = time.monotonic()
-        self.keys, self.fetched_at, self.expires_at = keys, now, now + ttl
+            error = str(exc)
+            return False
+        finally:
+            self.upstream.done(error)
 
     def _fetch_now(self) -> bool:
-        with self._lock:
-            try:
-                self._fetch()
-                return True
-            except (FetchError, ValueError):
-                return False
+        """Fetch in this thread, or wait (at most the timeout) for the fetch in flight."""
+        if self.upstream.claim():
+            return self._fetch_claimed()
+        self.upstream.wait(self.timeout)
+        return False
 
     def _refresh_in_background(self) -> None:
-        with self._lock:
-            if self._refreshing:
-                return
-            self._refreshing = True
-
-        def run() -> None:
-            try:
-                self._fetch_now()
-            finally:
-                self._refreshing = False
-
-        threading.Thread(target=run, name=f"jwks-{self.source}", daemon=True).start()
+        self.upstream.probe(self._fetch_claimed)
 
     # -- lookup ---------------------------------------------------------------
+    def _usable(self, now: float) -> dict[str | None, list[SigningKey]] | None:
+        keys = self.keys
+        return keys if keys is not None and now < self.expires_at + self.max_stale else None
+
     def _current(self) -> dict[str | None, list[SigningKey]]:
         now = time.monotonic()
-        if self.keys is not None and now < self.expires_at:
+        keys = self._usable(now)
+        if keys is not None:
+            # Fresh, or stale within the grace the operator allowed: serve; refresh in
+            # the background near expiry and after it (paced while failing).
             if now >= self.expires_at - (self.expires_at - self.fetched_at) * 0.1:
                 self._refresh_in_background()
-            return self.keys
-        if self.keys is not None and now < self.expires_at + self.max_stale:
-            # Stale but within the grace the operator allowed: serve, and retry quietly.
-            if now - self.last_attempt >= 1.0:
-                self._refresh_in_background()
-            return self.keys
-        # Nothing usable: fetch now, but not more than once a second while failing.
-        if now - self.last_attempt >= 1.0 and self._fetch_now():
-            return self.keys  # type: ignore[return-value]
-        raise KeysUnavailable(f"JWKS {self.url} unreachable and no usable cached keys")
+            return keys
+        if self.upstream.failing:
+            # Known to be down: deny at once, let a background attempt find it back.
+            self._refresh_in_background()
+            raise KeysUnavailable(f"JWKS {self.url} unreachable and no usable cached keys")
+        # Nothing usable yet: fetch now (single flight; the others wait for it).
+        self._fetch_now()
+        keys = self._usable(time.monotonic())
+        if keys is None:
+            raise KeysUnavailable(f"JWKS {self.url} unreachable and no usable cached keys")
+        return keys
 
     def candidates(self, kid: str | None, alg: str) -> list[SigningKey]:
         keys = self._current()
         found = keys.get(kid, []) if kid is not None else [k for ks in keys.values() for k in ks]
         if not found and kid is not None:
             # An unknown kid may be a key the IdP just rotated in: look once per interval.
-            if time.monotonic() - self.last_attempt >= self.refetch_interval:
-                self._fetch_now()
+            if self.upstream.failing:
+                self._refresh_in_background()  # paced; finds the IdP back without a request waiting
+            elif time.monotonic() - self.last_attempt >= self.refetch_interval and self._fetch_now():
                 found = self.keys.get(kid, []) if self.keys else []
-            if not found and self.last_attempt > self.fetched_at:
+            if not found and (self.upstream.failing or self.last_attempt > self.fetched_at):
                 # The latest attempt failed: the IdP may well have this key; do not make
                 # the client throw a good token away (500, never 401).
                 raise KeysUnavailable(f"JWKS {self.url} unreachable; kid {kid[:64]!r} not among the cached keys")

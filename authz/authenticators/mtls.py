@@ -59,6 +59,7 @@ from authz.request import CERT_SOURCES, CheckRequest, ForwardedCert
 
 log = logging.getLogger("authz.mtls")
 SLOT = "client_cert"
+_CRL_REPORTED: dict[str, dict[str, set[str]]] = {}
 clock = time.time  # the verification time; the conformance tests pin it to each case's
 PRINCIPAL_FROM = ("san_uri", "san_dns", "san_email", "subject_cn", "registered")
 
@@ -140,6 +141,7 @@ class CrlFile:
     path: str
     crl: x509.CertificateRevocationList
     problem: str | None
+    digest: str = ""  # SHA-256 of the CRL: tells a re-issued CRL under the same name apart
 
 
 class MtlsAuthenticator(Authenticator):
@@ -165,7 +167,9 @@ class MtlsAuthenticator(Authenticator):
         self.crls: dict[str, list[CrlFile]] = {}
         # CRL file → the rules already reported for it; a dict so that clearing one
         # file's episode is a single atomic pop, safe beside other threads' lookups.
-        self.crl_reported: dict[str, set[str]] = {}
+        # Shared by every compile of this authenticator in the process: a reload (or a
+        # worker's start-up check) recompiles it, and that is not a new episode.
+        self.crl_reported: dict[str, set[str]] = _CRL_REPORTED.setdefault(name, {})
         for index, file in enumerate(config.get("crl_files", [])):
             try:
                 crl = _load_crl(context.base_dir / file)
@@ -173,7 +177,7 @@ class MtlsAuthenticator(Authenticator):
                 raise ConfigError(f"crl_files/{index}", f"cannot read {exc.filename}: {exc.strerror}") from None
             except ValueError as exc:
                 raise ConfigError(f"crl_files/{index}", f"not a CRL: {exc}") from None
-            entry = CrlFile(str(file), crl, crl_problem(crl))
+            entry = CrlFile(str(file), crl, crl_problem(crl), crl.fingerprint(hashes.SHA256()).hex())
             self.crls.setdefault(crl.issuer.rfc4514_string(), []).append(entry)
             if entry.problem:
                 self._report(entry, entry.problem)
@@ -206,8 +210,9 @@ class MtlsAuthenticator(Authenticator):
     def _report(self, crl: CrlFile, problem: str) -> None:
         """One warning per CRL and rule until the CRL is usable again (not one per request)."""
         reported = self.crl_reported.setdefault(crl.path, set())
-        if problem not in reported:
-            reported.add(problem)
+        seen = f"{crl.digest}:{problem}"  # a new CRL under the same name is a new episode
+        if seen not in reported:
+            reported.add(seen)
             log.warning("%s: CRL %s is unusable, denying every certificate of %s: %s", self.name, crl.path,
                         crl.crl.issuer.rfc4514_string()[:200], problem)
 

@@ -7,7 +7,10 @@ authz authenticates itself to the endpoint (``client_secret_basic`` by default, 
 the token — never the token itself —: active ones until ``min(exp, max_ttl)``,
 inactive ones for ``negative_ttl`` seconds. Scope and principal constraints are
 checked after the cache. An unreachable endpoint denies with
-``upstream_unavailable`` and is logged (without the token).
+``upstream_unavailable`` and is logged (without the token). ``timeout`` bounds a whole
+call (connect, headers, body); while the endpoint fails, tokens without a cached answer
+are denied at once and a background attempt is made at most once a second
+(``http_client.Upstream``), so a hanging endpoint holds no worker.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import threading
 import time
 from urllib.parse import quote as urlquote
 from urllib.parse import urlencode
@@ -23,7 +27,7 @@ from authz.authenticators.base import Authenticator, ConfigError, Context
 from authz.authenticators.bearer import SLOT, BearerChallenges, as_tokens, bearer_token
 from authz.cache import secret_key
 from authz.decision import Identity, IdentityKind, Outcome, Reason
-from authz.http_client import FetchError, fetch, url_problem
+from authz.http_client import FetchError, Upstream, fetch, url_problem
 from authz.request import CheckRequest
 
 log = logging.getLogger("authz.introspection")
@@ -52,6 +56,9 @@ class IntrospectionAuthenticator(BearerChallenges, Authenticator):
         self.audience = None if audience is None else {audience} if isinstance(audience, str) else set(audience)
         self.realm: str = config.get("realm", name)
         self.cache = context.cache("introspection")
+        self.upstream = Upstream(f"authenticator {name}: introspection at {self.url}")
+        self._inflight: dict = {}  # token MAC -> Event of the call in flight (bounded by threads)
+        self._inflight_lock = threading.Lock()
         self.trust = f"{self.url}\0{self.client_id}\0{sorted(self.audience or [])}"
         if self.client_auth == "client_secret_basic":
             # RFC 6749 §2.3.1: form-encode both parts before Basic.
@@ -70,15 +77,44 @@ class IntrospectionAuthenticator(BearerChallenges, Authenticator):
         key = secret_key(self.trust, token)
         answer = self.cache.get(key)
         if answer is None:
-            try:
-                answer, expires = self._introspect(token)
-            except FetchError as exc:
-                log.warning("authenticator %s: introspection at %s failed: %s", self.name, self.url, exc)
+            if self.upstream.failing:
+                # Known to be down: deny at once; a background attempt (at most one per
+                # second, with this token) finds it back and caches its answer.
+                self.upstream.probe(lambda: self._fetch_into_cache(token, key))
                 return Outcome.invalid(SLOT, "introspection endpoint unavailable", Reason.UPSTREAM_UNAVAILABLE)
-            self.cache.set(key, answer, expires)
+            answer = self._fetch_into_cache(token, key)
+            if answer is None:
+                return Outcome.invalid(SLOT, "introspection endpoint unavailable", Reason.UPSTREAM_UNAVAILABLE)
         if answer == _INACTIVE:
             return Outcome.invalid(SLOT, "token is not active")
         return self._judge(answer)
+
+    def _fetch_into_cache(self, token: str, key) -> dict | str | None:
+        """Ask the endpoint (bounded by ``timeout`` in total) and cache the answer; None on
+        failure. One call per token at a time: concurrent requests with the same token wait
+        (at most the timeout) for the call in flight and take its cached answer."""
+        with self._inflight_lock:
+            event = self._inflight.get(key)
+            mine = event is None
+            if mine:
+                event = self._inflight[key] = threading.Event()
+        if not mine:
+            event.wait(self.timeout)
+            return self.cache.get(key)
+        try:
+            answer, expires = self._introspect(token)
+        except FetchError as exc:
+            log.debug("authenticator %s: introspection at %s failed: %s", self.name, self.url, exc)
+            self.upstream.done(str(exc))
+            return None
+        else:
+            self.upstream.done(None)
+            self.cache.set(key, answer, expires)
+            return answer
+        finally:
+            with self._inflight_lock:
+                del self._inflight[key]
+            event.set()
 
     def _introspect(self, token: str) -> tuple[dict | str, float]:
         body = urlencode({"token": token, "token_type_hint": "access_token", **self._extra}).encode()

@@ -97,11 +97,15 @@ class PolicyReloader:
                 policy = load_policy(self.directory, self.context)
             except PolicyError as exc:
                 self.error = exc
-                log.error("policy reload failed, still serving revision %s:\n%s", self.engine.policy.revision, exc)
+                swapped = self._serve_newest_snapshot()
+                log.error("policy reload failed: the policy files are broken; serving the last good revision "
+                          "%s%s:\n%s", self.engine.policy.revision,
+                          " (from the store's snapshots)" if swapped else "", exc)
                 self.on_result("failure")
-                return False
+                return swapped
             self.error = None
             if policy.revision == self.engine.policy.revision:
+                self._snapshot_if_not_newest(policy)
                 return False
             old = self.engine.policy.revision
             self.engine.policy = policy
@@ -116,6 +120,42 @@ class PolicyReloader:
                 log.warning("could not snapshot policy revision %s", policy.revision, exc_info=True)
             return True
 
+    def _snapshot_if_not_newest(self, policy: CompiledPolicy) -> None:
+        """Files reverted to the revision this process serves: make it the newest
+        snapshot again, or a later break would bring back the revision reverted from."""
+        try:
+            snapshots = self.context.store.policy_snapshots
+            directory = str(self.directory.resolve())
+            if snapshots.latest_revision(directory) != policy.revision:
+                snapshots.save(policy.revision, directory, policy.contents)
+        except Exception:
+            log.warning("could not snapshot policy revision %s", policy.revision, exc_info=True)
+
+    def _serve_newest_snapshot(self) -> bool:
+        """While the files are broken, serve the newest good revision any process proved
+        (snapshots in the store) — not whatever this process happened to inherit: a
+        worker forked from a master that booted on an older revision must not serve
+        it again (that would re-allow what a newer revision denies). Call with the lock held."""
+        try:
+            snapshots = self.context.store.policy_snapshots
+            directory = str(self.directory.resolve())
+            if snapshots.latest_revision(directory) in (None, self.engine.policy.revision):
+                return False
+            snapshot = snapshots.latest(directory)
+            if snapshot is None:
+                return False
+            revision, contents = snapshot
+            policy = load_policy(_materialise(contents), self.context)
+        except Exception:
+            log.warning("could not read the newest good policy snapshot; still serving revision %s",
+                        self.engine.policy.revision, exc_info=True)
+            return False
+        old = self.engine.policy.revision
+        self.engine.policy = policy
+        metrics.policy_revision(policy.revision, old)
+        log.warning("policy revision %s (the newest good one, from the store) replaces %s", revision, old)
+        return True
+
     def ensure_running(self) -> None:
         """Start this process's watcher thread (after a fork, the parent's is gone),
         catching up first with any change made while no watcher ran here."""
@@ -126,7 +166,8 @@ class PolicyReloader:
             if self._running_in == os.getpid():
                 return
             self._running_in = os.getpid()
-        self.check()
+        # Forced: what this process inherited says nothing about the newest good revision.
+        self.check(force=True)
         threading.Thread(target=self._watch, name="authz-policy-watch", daemon=True).start()
 
     def _watch(self) -> None:
@@ -142,6 +183,7 @@ class PolicyReloader:
         body: dict = {"status": "ready", "revision": policy.revision, "files": policy.files}
         if self.error is not None:
             body["status"] = "degraded"
+            body["detail"] = f"the policy files are broken; serving the last good revision {policy.revision}"
             body["errors"] = [p.to_json() for p in self.error.problems]
         return body
 

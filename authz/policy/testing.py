@@ -71,6 +71,7 @@ def run_file(path: Path, policy_dir: Path) -> list[CaseResult]:
             if problems and got.get("detail"):
                 problems.append(f"(detail: {got['detail']})")
             results.append(CaseResult(str(path), name, not problems, problems))
+        store.last_used.flush()  # now, while the throwaway store still exists (not at exit)
         return results
 
 

@@ -12,20 +12,20 @@ import os
 
 from authz.store.api_keys import ApiKeys, KeyMatch, LastUsedRecorder
 from authz.store.certificates import Certificates
-from authz.store.database import Database, StoreError
+from authz.store.database import Database, StoreError, StoreUnavailable
 from authz.store.policy_snapshots import PolicySnapshots
 from authz.store.principals import Principals, User
 from authz.store.revocations import Revocations
 from authz.store.signing_keys import SigningKeys
 
-__all__ = ["KeyMatch", "Store", "StoreError", "User"]
+__all__ = ["KeyMatch", "Store", "StoreError", "StoreUnavailable", "User"]
 
 
 class Store:
     """One credential database: principals and users, API keys, revocations."""
 
-    def __init__(self, path: str | os.PathLike[str], last_used_interval: float = 30.0) -> None:
-        self.database = Database(path)
+    def __init__(self, path: str | os.PathLike[str], last_used_interval: float = 30.0, serving: bool = False) -> None:
+        self.database = Database(path, serving=serving)
         self.principals = Principals(self.database)
         self.keys = ApiKeys(self.database, self.principals)
         self.revocations = Revocations(self.database)

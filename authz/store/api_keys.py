@@ -16,7 +16,7 @@ import weakref
 from typing import NamedTuple
 
 from authz import apikeys
-from authz.store.database import Database, StoreError
+from authz.store.database import Database, StoreError, StoreUnavailable
 from authz.store.principals import Principals, check_tokens
 
 log = logging.getLogger("authz.store")
@@ -254,5 +254,7 @@ class LastUsedRecorder:
                     "WHERE id = ?",
                     [(ts, key_id) for key_id, ts in batch.items()],
                 )
+        except StoreUnavailable:
+            pass  # the store logs its own fault once per episode
         except Exception:
             log.warning("could not record last use of %d API key(s)", len(batch), exc_info=True)

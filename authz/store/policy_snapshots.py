@@ -18,10 +18,20 @@ class PolicySnapshots:
     def save(self, revision: str, directory: str, contents: dict[str, bytes]) -> None:
         files = json.dumps({name: base64.b64encode(data).decode() for name, data in contents.items()})
         with self.database.write() as db:
-            db.execute("INSERT OR IGNORE INTO policy_snapshots (revision, directory, files, created_at) "
-                       "VALUES (?, ?, ?, ?)", (revision, directory, files, time.time()))
+            # A revision served again (a revert) becomes the newest: "latest" means the
+            # revision most recently proven good, which a respawned worker must serve.
+            db.execute("INSERT INTO policy_snapshots (revision, directory, files, created_at) "
+                       "VALUES (?, ?, ?, ?) ON CONFLICT (revision) DO UPDATE SET "
+                       "directory = excluded.directory, created_at = excluded.created_at",
+                       (revision, directory, files, time.time()))
             db.execute("DELETE FROM policy_snapshots WHERE revision NOT IN (SELECT revision FROM policy_snapshots "
                        "ORDER BY created_at DESC LIMIT ?)", (KEEP,))
+
+    def latest_revision(self, directory: str) -> str | None:
+        """The newest good revision's id alone (cheap: no file contents)."""
+        row = self.database.execute("SELECT revision FROM policy_snapshots WHERE directory = ? "
+                                    "ORDER BY created_at DESC LIMIT 1", (directory,)).fetchone()
+        return None if row is None else row[0]
 
     def latest(self, directory: str) -> tuple[str, dict[str, bytes]] | None:
         row = self.database.execute("SELECT revision, files FROM policy_snapshots WHERE directory = ? "

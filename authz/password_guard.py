@@ -1,0 +1,103 @@
+"""Bounded password-verification work per worker.
+
+An Argon2id verification costs tens of milliseconds of CPU; without a bound, a flood
+of wrong passwords takes every core from every other credential. Each worker
+therefore:
+
+- refuses a password check *before* the KDF once the user name or the client address
+  has used up its failure budget (``AUTHZ_PASSWORD_USER_FAILURES`` /
+  ``AUTHZ_PASSWORD_ADDRESS_FAILURES`` failures per minute, a token bucket refilled
+  evenly over the minute) — answered 401 ``credentials_invalid`` like any wrong
+  password, for known and unknown user names alike (no enumeration);
+- runs at most ``AUTHZ_KDF_CONCURRENCY`` verifications at once, and refuses rather
+  than queues beyond that, so no check ever waits behind an attacker's.
+
+Successful logins already verified are served from the Basic cache without a KDF
+run, so they pass even while the user's or the address's budget is spent; a success
+refills the user's budget. Budgets are per worker (N workers allow N times as many).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+MAX_TRACKED = 10_000  # names and addresses remembered per worker (least recently used go first)
+
+
+class _Buckets:
+    """Token buckets by key: ``capacity`` failures, refilled over ``window`` seconds."""
+
+    def __init__(self, capacity: float, window: float) -> None:
+        self.capacity = float(capacity)
+        self.rate = self.capacity / window
+        self._state: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def _tokens(self, key: str, now: float) -> float:
+        entry = self._state.get(key)
+        if entry is None:
+            return self.capacity
+        tokens, at = entry
+        return min(self.capacity, tokens + (now - at) * self.rate)
+
+    def has(self, key: str, now: float) -> bool:
+        return self._tokens(key, now) >= 1.0
+
+    def take(self, key: str, now: float) -> None:
+        self._state[key] = (max(self._tokens(key, now) - 1.0, 0.0), now)
+        self._state.move_to_end(key)
+        while len(self._state) > MAX_TRACKED:
+            self._state.popitem(last=False)
+
+    def reset(self, key: str) -> None:
+        self._state.pop(key, None)
+
+
+class PasswordGuard:
+    def __init__(self, user_failures: int = 10, address_failures: int = 30, concurrency: int = 2,
+                 window: float = 60.0) -> None:
+        self.users = _Buckets(user_failures, window)
+        self.addresses = _Buckets(address_failures, window)
+        self._slots = threading.BoundedSemaphore(max(1, concurrency))
+        self._lock = threading.Lock()
+
+    def allowed(self, user: str, address: str) -> str | None:
+        """None if a KDF run may be spent on this attempt, else which budget is spent."""
+        user = _name(user)
+        now = time.monotonic()
+        with self._lock:
+            if not self.users.has(user, now):
+                return "user"
+            if not self.addresses.has(address, now):
+                return "address"
+        return None
+
+    def failed(self, user: str, address: str) -> None:
+        user = _name(user)
+        now = time.monotonic()
+        with self._lock:
+            self.users.take(user, now)
+            self.addresses.take(address, now)
+
+    def succeeded(self, user: str) -> None:
+        with self._lock:
+            self.users.reset(_name(user))
+
+    @contextmanager
+    def slot(self) -> Iterator[bool]:
+        """A verification slot, or False at once when all are busy (never a queue)."""
+        got = self._slots.acquire(blocking=False)
+        try:
+            yield got
+        finally:
+            if got:
+                self._slots.release()
+
+
+def _name(user: str) -> str:
+    """User names are up to kilobytes long: remember a digest, not the name."""
+    return hashlib.blake2b(user.encode(), digest_size=16).hexdigest()
