@@ -479,7 +479,7 @@ def signing_keys_list() -> None:
 @main.command("serve")
 @click.option("--bind", default="127.0.0.1:8080", show_default=True, help="HOST:PORT to listen on.")
 @click.option("--workers", default=0, type=click.IntRange(0, 256), help="Worker processes (default: one per core).")
-@click.option("--threads", default=2, show_default=True, type=click.IntRange(1, 64),
+@click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64),
               help="Threads per worker running decisions.")
 @click.option("--server", type=click.Choice(["granian", "gunicorn"]), default="granian", show_default=True)
 @click.option("--policy-dir", envvar="AUTHZ_POLICY_DIR", type=click.Path(path_type=Path), help="Policy directory.")

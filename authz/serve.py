@@ -115,7 +115,9 @@ class ServeOptions:
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 0  # 0: one per core
-    threads: int = 2  # blocking threads per worker (granian) / threads (gunicorn gthread)
+    # Blocking threads per worker (granian) / threads (gunicorn gthread): above the
+    # default AUTHZ_KDF_CONCURRENCY (2), so a password flood never takes every thread.
+    threads: int = 4
     server: str = "granian"
 
     @classmethod
