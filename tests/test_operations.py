@@ -134,3 +134,17 @@ def test_every_deny_reason_has_a_plain_cause(reason):
     assert line.startswith(f"DENY (403 {reason}): ") and line.endswith("(the detail)")
     cause = line.split(": ", 1)[1].removesuffix(" (the detail)")
     assert len(cause) > 20 and cause.endswith(".") and "\n" not in line
+
+
+def test_check_warns_about_a_cert_header(policy_dir, tmp_path):
+    from tests.pki import Pki
+
+    (policy_dir / "keys").mkdir(parents=True)
+    (policy_dir / "keys" / "ca.pem").write_bytes(Pki().root.pem)
+    write_policy(policy_dir, {
+        "authenticators": {"mesh": {"type": "mtls", "ca_file": "keys/ca.pem", "cert_sources": ["api"],
+                                    "cert_header": "X-Client-Cert"}},
+        "routes": [{"id": "r", "require": "mesh"}]})
+    result = cli("policy", "check", str(policy_dir))
+    assert result.exit_code == 0
+    assert "/authenticators/mesh/cert_header: X-Client-Cert is believed whatever cert_sources says" in result.output

@@ -64,6 +64,11 @@ def warnings(source: PolicySource, policy: CompiledPolicy) -> list[PolicyProblem
                 found.append(PolicyProblem(file, where + "/allow_query",
                                            "API keys in the query string end up in access logs and browser "
                                            "history; prefer the X-API-Key header", "warning"))
+            if config.get("type") == "mtls" and config.get("cert_header"):
+                found.append(PolicyProblem(file, where + "/cert_header",
+                                           f"{config['cert_header']} is believed whatever cert_sources says: the "
+                                           "proxy must set or clear it on every request (a client can paste any "
+                                           "public certificate into it)", "warning"))
             if config.get("type") == "mtls" and "cert_sources" not in config:
                 found.append(PolicyProblem(file, where, "no cert_sources: every supported certificate header "
                                            "is believed; name the one your proxy sets", "warning"))
