@@ -148,3 +148,38 @@ def test_imported_bcrypt_is_verified_then_upgraded(store, engine):
 def test_weak_htpasswd_formats_are_refused(stored, why):
     with pytest.raises(passwords.UnsupportedHash, match=why):
         passwords.check_importable(stored)
+
+
+def test_concurrent_logins_of_one_user_share_one_verification(store, policy_dir, monkeypatch):
+    """When a busy user's cache entry expires, the requests arriving together wait for
+    the one KDF run instead of each asking for a KDF slot and being refused "busy"."""
+    import threading
+
+    from authz.authenticators import Context
+    from authz.engine import DecisionEngine
+    from authz.password_guard import PasswordGuard
+    from authz.policy import load_policy
+
+    write_policy(policy_dir, {"authenticators": {"staff": {"type": "basic"}},
+                              "routes": [{"id": "r", "require": "staff"}]})
+    add_user(store, "alice", "alice-pw")
+    engine = DecisionEngine(load_policy(policy_dir, Context(store=store, password_guard=PasswordGuard(
+        user_failures=10, address_failures=10, concurrency=1))))
+    runs = []
+    real = passwords.verify_password
+
+    def slow_verify(password, stored):
+        runs.append(1)
+        time.sleep(0.3)  # a slow KDF: every other request arrives while it runs
+        return real(password, stored)
+
+    monkeypatch.setattr(passwords, "verify_password", slow_verify)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(decide(engine, basic("alice", "alice-pw"))))
+               for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert len(results) == 8 and all(d.allowed for d in results), [d.detail for d in results]
+    assert len(runs) == 1

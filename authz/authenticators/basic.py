@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import threading
 import time
 
 from authz import metrics, passwords
@@ -31,6 +32,9 @@ WRONG_SECONDS = 60.0
 _BAD = "invalid user name or password"
 _BUSY = "too many password checks at once in this worker; try again"
 _THROTTLED = "too many failed password attempts for this user name or client address; try again later"
+# How long a request waits for the same user's identical verification already running in
+# this worker (one KDF run, ~40 ms), rather than starting its own or being refused busy.
+JOIN_SECONDS = 2.0
 
 
 class BasicAuthenticator(Authenticator):
@@ -41,6 +45,11 @@ class BasicAuthenticator(Authenticator):
         self.realm = config.get("realm", name)
         self.cache = context.cache("basic")
         self.wrong = context.cache("basic-wrong")  # its own bound: guesses never evict good logins
+        # Verifications in flight in this worker, by cache key: when a user's cache entry
+        # expires under load, the concurrent requests wait for the one KDF run instead of
+        # each asking for a KDF slot (and being refused "busy" when none is free).
+        self._inflight: dict[bytes, threading.Event] = {}
+        self._inflight_lock = threading.Lock()
 
     def authenticate(self, request: CheckRequest) -> Outcome:
         header = request.headers.get("authorization")
@@ -68,35 +77,64 @@ class BasicAuthenticator(Authenticator):
         known = record is not None and bool(record.password_hash)
         key = secret_key(user, record.password_hash, password) if known else None
         if key is None or self.cache.get(key) is None:
-            # The same wrong password again (a client still sending an old one): known to
-            # be wrong for this stored hash, so no KDF run and no budget spent.
-            wrong_key = secret_key("wrong", user, record.password_hash if known else "", password)
-            if self.wrong.get(wrong_key) is not None:
-                return Outcome.invalid(SLOT, _BAD)
-            # A KDF run: bounded per worker (see authz.password_guard), refused before the
-            # KDF for known and unknown users alike.
-            guard = self.context.password_guard
-            address = str(request.client_ip or "")
-            spent = guard.allowed(user, address)
-            if spent is not None:
-                metrics.password_throttled(spent)
-                return Outcome.invalid(SLOT, _THROTTLED)
-            with guard.slot() as free:
-                if not free:
-                    metrics.password_throttled("busy")
-                    return Outcome.invalid(SLOT, _BUSY)
-                if not known:
-                    passwords.burn_verification_time(password)
-                    ok = False
-                else:
-                    ok = passwords.verify_password(password, record.password_hash)
-            if not ok:
-                guard.failed(user, address)
-                self.wrong.set(wrong_key, True, time.time() + WRONG_SECONDS)
-                return Outcome.invalid(SLOT, _BAD)
-            guard.succeeded(user)
-            stored = self._upgrade(user, password, record.password_hash)
-            self.cache.set(secret_key(user, stored, password), True, time.time() + CACHE_SECONDS)
+            return self._verify(request, user, password, record, known, key)
+        return self._identity(user, record)
+
+    def _verify(self, request: CheckRequest, user: str, password: str, record, known: bool,
+                key: bytes | None) -> Outcome:
+        """A KDF run (or a refusal before one); the answer is remembered either way."""
+        if key is not None:
+            with self._inflight_lock:
+                running = self._inflight.get(key)
+                if running is None:
+                    self._inflight[key] = threading.Event()
+            if running is not None:  # the same verification is running: its answer lands in the cache
+                running.wait(JOIN_SECONDS)
+                if self.cache.get(key) is not None:
+                    return self._identity(user, record)
+                return self._verify_unjoined(request, user, password, record, known)
+            try:
+                return self._verify_unjoined(request, user, password, record, known)
+            finally:
+                with self._inflight_lock:
+                    event = self._inflight.pop(key, None)
+                if event is not None:
+                    event.set()
+        return self._verify_unjoined(request, user, password, record, known)
+
+    def _verify_unjoined(self, request: CheckRequest, user: str, password: str, record, known: bool) -> Outcome:
+        # The same wrong password again (a client still sending an old one): known to
+        # be wrong for this stored hash, so no KDF run and no budget spent.
+        wrong_key = secret_key("wrong", user, record.password_hash if known else "", password)
+        if self.wrong.get(wrong_key) is not None:
+            return Outcome.invalid(SLOT, _BAD)
+        # A KDF run: bounded per worker (see authz.password_guard), refused before the
+        # KDF for known and unknown users alike.
+        guard = self.context.password_guard
+        address = str(request.client_ip or "")
+        spent = guard.allowed(user, address)
+        if spent is not None:
+            metrics.password_throttled(spent)
+            return Outcome.invalid(SLOT, _THROTTLED)
+        with guard.slot() as free:
+            if not free:
+                metrics.password_throttled("busy")
+                return Outcome.invalid(SLOT, _BUSY)
+            if not known:
+                passwords.burn_verification_time(password)
+                ok = False
+            else:
+                ok = passwords.verify_password(password, record.password_hash)
+        if not ok:
+            guard.failed(user, address)
+            self.wrong.set(wrong_key, True, time.time() + WRONG_SECONDS)
+            return Outcome.invalid(SLOT, _BAD)
+        guard.succeeded(user)
+        stored = self._upgrade(user, password, record.password_hash)
+        self.cache.set(secret_key(user, stored, password), True, time.time() + CACHE_SECONDS)
+        return self._identity(user, record)
+
+    def _identity(self, user: str, record) -> Outcome:
         # Checked after the password so the answer does not reveal account state.
         if record.disabled:
             return Outcome.invalid(SLOT, f"user {user} is disabled", Reason.CREDENTIAL_REVOKED)
