@@ -14,6 +14,12 @@ second row per route times a whole WSGI request through the app (no network).
 End-to-end: gunicorn (same settings for both) serving authz's ``/auth-request`` and a
 no-op Flask endpoint, loaded with ``wrk`` on loopback for a fixed time; the ratio is
 authz's requests per second over the no-op's. Runs alternate and the median counts.
+
+Issue 13's numbers (``bench/serving.py``): through real nginx and directly against
+``authz serve`` (granian), 10,000 routes, 1,000,000 API keys, slow clients. A section
+runs alone with ``--only`` (repeatable), printing only:
+
+    .venv/bin/python bench/bench.py --quick --only serving   # in-process, gunicorn, serving, routes, keys, slow
 """
 
 from __future__ import annotations
@@ -54,6 +60,9 @@ from authz.policy import load_policy  # noqa: E402
 from authz.request import BadRequest, CheckRequest, Headers  # noqa: E402
 from authz.store import Store  # noqa: E402
 from tests.pki import Pki  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import serving  # noqa: E402
 
 BIN = Path(sys.executable).parent
 ISSUER, AUDIENCE = "https://idp.example.com", "https://api.example.com"
@@ -287,11 +296,21 @@ def machine() -> str:
             f"Python {platform.python_version()}")
 
 
+SECTIONS = ("in-process", "gunicorn", "serving", "routes", "keys", "slow")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="short run, print only")
+    parser.add_argument("--only", action="append", choices=SECTIONS,
+                        help="run only this section (repeatable); prints only")
     args = parser.parse_args()
+    only = set(args.only or SECTIONS)
     n, count, n_first, seconds, rounds = (3000, 2, 300, 3, 1) if args.quick else (10000, 9, 1000, 10, 3)
+    # Issue 13's serving rows: wrk seconds and rounds; reload and slow-client windows.
+    serve_seconds, serve_rounds, window, window_rounds = (2, 1, 5, 1) if args.quick else (5, 5, 10, 3)
+    started = time.time()
+    sections: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         store, policy_dir, key, basic = setup(Path(tmp))
         rs_token, es_token = token("RS256"), token("ES256")
@@ -307,36 +326,55 @@ def main() -> None:
                  "mTLS + bound JWT, repeated": ("/zero-trust/x",
                                                 {**nginx_cert(leaf), "Authorization": f"Bearer {bound}"}),
                  "mTLS, first sight": ("/mesh/x", lambda: nginx_cert(PKI.leaf()))}
-        latency = in_process(store, policy_dir, cases, n, count, n_first)
         loaded = {name: case for name, case in cases.items() if not callable(case[1])}
-        throughput = end_to_end(store, policy_dir, loaded, seconds, rounds)
+        if "in-process" in only:
+            latency = in_process(store, policy_dir, cases, n, count, n_first)
+            sections += [
+                "## In-process decision latency", "",
+                f"{count} trials of {n} calls each after a warm-up ({n_first} for first-sight tokens, each call "
+                "a token never seen before, with a jti checked against the revocation table); `decide()` "
+                "includes building the CheckRequest (path normalisation, headers) as an adapter does. Best "
+                "trial's p50 and p99, and the median of the trials' p50 (the VM's neighbours add noise; see "
+                "bench.py).", "",
+                "| case | p50 µs (best trial) | p99 µs (same trial) | p50 µs (median of trials) |",
+                "|---|---:|---:|---:|",
+                *[f"| {name} | {p50:.1f} | {p99:.1f} | {median:.1f} |"
+                  for name, (p50, p99, median) in latency.items()], "",
+                "The request-target firewall on the API-key path: `decide()` minus `decide(), no firewall` "
+                f"= {latency['API key: decide()'][0] - latency['API key: decide(), no firewall'][0]:.1f} µs "
+                f"(best trials), {latency['API key: decide()'][2] - latency['API key: decide(), no firewall'][2]:.1f}"
+                " µs (medians); `firewall alone` rows time `CheckRequest.build` with no headers.", ""]
+        if "gunicorn" in only:
+            throughput = end_to_end(store, policy_dir, loaded, seconds, rounds)
+            sections += [
+                "## End-to-end throughput through gunicorn", "",
+                f"gunicorn `{' '.join(GUNICORN)}` for both; `wrk -t1 -c8 -d{seconds}s` on loopback "
+                f"(sharing the same cores); median of {rounds} alternating runs.", "",
+                "| route | authz req/s | no-op Flask req/s | ratio |", "|---|---:|---:|---:|",
+                *[f"| {name} | {ours:.0f} | {base:.0f} | {ours / base:.0%} |"
+                  for name, (ours, base) in throughput.items()], ""]
+        if "serving" in only:
+            results = serving.serving(Path(tmp), store.path, policy_dir, loaded, serve_seconds, serve_rounds)
+            sections += serving.serving_report(results, serve_seconds, serve_rounds)
+        if "routes" in only:
+            out = serving.routes_section(Path(tmp), store, key, trials, n, count, window, window_rounds)
+            sections += serving.routes_report(out, n, count)
+        if "keys" in only:
+            out = serving.keys_section(Path(tmp), trials, n, count)
+            sections += serving.keys_report(out, n, count)
+        if "slow" in only:
+            target, headers = loaded["API key"]
+            out = serving.slow_section(Path(tmp), store.path, policy_dir, target, headers, window, window_rounds)
+            sections += serving.slow_report(out)
     lines = [
         "# Benchmark results", "",
         f"Machine: {machine()}. Measured {time.strftime('%Y-%m-%d')} with `make bench` "
-        f"(`bench/bench.py`).", "",
-        "## In-process decision latency", "",
-        f"{count} trials of {n} calls each after a warm-up ({n_first} for first-sight tokens, each call "
-        "a token never seen before, with a jti checked against the revocation table); `decide()` "
-        "includes building the CheckRequest (path normalisation, headers) as an adapter does. Best trial's p50 and "
-        "p99, and the median of the trials' p50 (the VM's neighbours add noise; see bench.py).", "",
-        "| case | p50 µs (best trial) | p99 µs (same trial) | p50 µs (median of trials) |",
-        "|---|---:|---:|---:|",
-        *[f"| {name} | {p50:.1f} | {p99:.1f} | {median:.1f} |"
-          for name, (p50, p99, median) in latency.items()], "",
-        "The request-target firewall on the API-key path: `decide()` minus `decide(), no firewall` "
-        f"= {latency['API key: decide()'][0] - latency['API key: decide(), no firewall'][0]:.1f} µs (best "
-        f"trials), {latency['API key: decide()'][2] - latency['API key: decide(), no firewall'][2]:.1f} µs "
-        "(medians); `firewall alone` rows time `CheckRequest.build` with no headers.", "",
-        "## End-to-end throughput through gunicorn", "",
-        f"gunicorn `{' '.join(GUNICORN)}` for both; `wrk -t1 -c8 -d{seconds}s` on loopback "
-        f"(sharing the same cores); median of {rounds} alternating runs.", "",
-        "| route | authz req/s | no-op Flask req/s | ratio |", "|---|---:|---:|---:|",
-        *[f"| {name} | {ours:.0f} | {base:.0f} | {ours / base:.0%} |"
-          for name, (ours, base) in throughput.items()], "",
+        f"(`bench/bench.py`, {(time.time() - started) / 60:.0f} minutes).", "",
+        *sections,
     ]
     report = "\n".join(lines)
     print(report)
-    if not args.quick:
+    if not args.quick and not args.only:
         (ROOT / "bench" / "RESULTS.md").write_text(report)
 
 
