@@ -1,5 +1,5 @@
 """Shared fixtures: real SQLite stores, policy directories, the Flask app, and real
-servers (gunicorn, nginx) on loopback ports."""
+servers (gunicorn, granian through ``authz serve``, nginx) on loopback ports."""
 
 from __future__ import annotations
 
@@ -105,6 +105,10 @@ class Server:
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-3000:] if self.log and self.log.exists() else ""
 
+    def workers(self) -> set[int]:
+        """The pids of the server's worker processes: the master's children, from /proc."""
+        return children(self.proc.pid)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -113,6 +117,64 @@ class Server:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
+
+
+def children(pid: int) -> set[int]:
+    found: set[int] = set()
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return found
+    for task in tasks:
+        try:
+            found |= {int(p) for p in Path(f"/proc/{pid}/task/{task}/children").read_text().split()}
+        except FileNotFoundError:  # a thread that ended meanwhile
+            continue
+    return found
+
+
+def _socket_inode(server_port: int, client_port: int) -> int | None:
+    """The inode of the server side of a loopback TCP connection, from /proc/net/tcp."""
+    local, remote = f"0100007F:{server_port:04X}", f"0100007F:{client_port:04X}"
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == local and fields[2] == remote and fields[9] != "0":
+            return int(fields[9])
+    return None
+
+
+def ask_on_a_worker(server: Server, headers: dict[str, str], path: str = "/auth-request",
+                    timeout: float = 10.0) -> tuple[int, int]:
+    """One GET on a connection of its own; returns (pid of the worker that accepted the
+    connection, status). The worker is identified from /proc while the request head is
+    still incomplete (the connection is then held by the worker that will answer), on
+    any server, without anything in the product naming it."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode())
+        client_port = sock.getsockname()[1]
+        deadline, worker = time.monotonic() + timeout, None
+        while worker is None:
+            assert time.monotonic() < deadline, "no worker accepted the connection"
+            inode = _socket_inode(server.port, client_port)
+            for pid in server.workers() if inode else ():
+                try:
+                    fds = os.listdir(f"/proc/{pid}/fd")
+                except FileNotFoundError:
+                    continue
+                for fd in fds:
+                    try:
+                        if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
+                            worker = pid
+                    except OSError:
+                        continue
+            if worker is None:
+                time.sleep(0.01)
+        head = "".join(f"{name}: {value}\r\n" for name, value in {**headers, "Connection": "close"}.items())
+        sock.sendall(head.encode() + b"\r\n")
+        answer = b""
+        while b"\r\n" not in answer and (chunk := sock.recv(4096)):
+            answer += chunk
+    return worker, int(answer.split(b" ", 2)[1])
 
 
 @pytest.fixture
@@ -157,6 +219,29 @@ def gunicorn(servers, store, policy_dir, tmp_path):
         server.access_log = access
         return server.wait()
 
+    return start
+
+
+@pytest.fixture(params=["gunicorn", "granian"])
+def server(request, servers, gunicorn, store, policy_dir, tmp_path):
+    """Start authz with N workers on each server it is run on: gunicorn with the shipped
+    deploy/gunicorn.conf.py (sync workers, ``preload_app``), and granian, the default, as
+    ``authz serve`` starts it. ``start.kind`` names the server."""
+    kind = request.param
+
+    def start(workers: int = 3, **env) -> Server:
+        if kind == "gunicorn":
+            started = gunicorn(workers=workers, deploy_config=True, **env)
+        else:
+            port = free_port()
+            environment = gunicorn_env(store, policy_dir, **env)
+            environment.pop("PROMETHEUS_MULTIPROC_DIR", None)  # authz serve makes its own
+            started = servers([str(BIN / "authz"), "serve", "--bind", f"127.0.0.1:{port}", "--workers", str(workers)],
+                              port, env=environment, log=tmp_path / f"serve-{port}.log").wait()
+        started.kind = kind
+        return started
+
+    start.kind = kind
     return start
 
 

@@ -74,11 +74,11 @@ def test_a_full_disk_leaves_whole_lines_counts_drops_and_says_so_once(tmp_path):
     assert result.stderr.count("writing again after dropping") == 1
 
 
-def test_a_long_request_id_through_gunicorn(store, policy_dir, gunicorn, tmp_path):
+def test_a_long_request_id_through_a_server(store, policy_dir, server, tmp_path):
     write_policy(policy_dir, {"authenticators": {"key": {"type": "api_key"}},
                               "routes": [{"id": "r", "require": "key"}]})
     log = tmp_path / "decisions.log"
-    server = gunicorn(workers=1, AUTHZ_DECISION_LOG=str(log))
+    server = server(workers=1, AUTHZ_DECISION_LOG=str(log))
     for _ in range(20):
         r = requests.get(server.url + "/auth-request", timeout=5, headers={
             "X-Original-Method": "GET", "X-Original-URI": "/x", "X-Request-ID": "A" * 7000})

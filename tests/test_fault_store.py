@@ -1,8 +1,9 @@
-"""Store identity (issue 10, point 2) under real gunicorn workers: a store file that is
-replaced, deleted, truncated or overwritten is noticed within a second; a valid
-replacement is reopened, anything else fails closed (500 ``internal_error`` for
-store-backed credentials, ``/readyz`` 503, one log line per worker and episode, no
-tracebacks), no empty store is ever created, and service recovers by itself."""
+"""Store identity (issue 10, point 2) under real workers, on gunicorn and on granian: a
+store file that is replaced, deleted, truncated or overwritten is noticed within a
+second; a valid replacement is reopened, anything else fails closed (500
+``internal_error`` for store-backed credentials, ``/readyz`` 503, one log line per
+worker and episode, no tracebacks), no empty store is ever created, and service
+recovers by itself."""
 
 import os
 import shutil
@@ -66,11 +67,11 @@ def policy_with_public(policy_dir) -> None:
     write_policy(policy_dir, doc)
 
 
-def test_a_store_replaced_by_a_backup_is_reopened(store, policy_dir, gunicorn, tmp_path):
+def test_a_store_replaced_by_a_backup_is_reopened(store, policy_dir, server, tmp_path):
     write_policy(policy_dir, POLICY)
     key = authz(store, "keys", "create", "--principal", "partner-a", "--scope", "orders:read")
     backup(store, tmp_path / "restore.db")
-    server = gunicorn(workers=3, deploy_config=True)
+    server = server(workers=3)
     with Load(server, key["key"]) as load:
         time.sleep(1.0)
         os.replace(tmp_path / "restore.db", store.path)  # `mv backup.db authz.db`
@@ -85,10 +86,10 @@ def test_a_store_replaced_by_a_backup_is_reopened(store, policy_dir, gunicorn, t
     assert "Traceback" not in server.output()
 
 
-def test_a_deleted_store_fails_closed_and_recovers(store, policy_dir, gunicorn, tmp_path):
+def test_a_deleted_store_fails_closed_and_recovers(store, policy_dir, server, tmp_path):
     policy_with_public(policy_dir)
     key = authz(store, "keys", "create", "--principal", "partner-a", "--scope", "orders:read")
-    server = gunicorn(workers=3, deploy_config=True)
+    server = server(workers=3)
     kept = tmp_path / "kept.db"
     session = requests.Session()
     with Load(server, key["key"]) as load:
@@ -125,7 +126,7 @@ def test_a_deleted_store_fails_closed_and_recovers(store, policy_dir, gunicorn, 
 
 
 def test_a_truncated_or_overwritten_store_fails_closed_without_a_traceback_per_request(
-        store, policy_dir, gunicorn, tmp_path):
+        store, policy_dir, server, tmp_path):
     write_policy(policy_dir, POLICY)
     key = authz(store, "keys", "create", "--principal", "partner-a", "--scope", "orders:read")
     for i in range(200):  # a store of some pages, so that truncation cuts real data
@@ -134,7 +135,7 @@ def test_a_truncated_or_overwritten_store_fails_closed_without_a_traceback_per_r
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     kept = tmp_path / "kept.db"
     backup(store, kept)
-    server = gunicorn(workers=3, deploy_config=True)
+    server = server(workers=3)
     with Load(server, key["key"]) as load:
         time.sleep(1.0)
         os.truncate(store.path, 8192)

@@ -22,8 +22,14 @@ from authz import metrics
 from authz.authenticators import Context
 from authz.policy.errors import PolicyError
 from authz.policy.loader import CompiledPolicy, load_policy
+from authz.store.database import StoreError
 
 log = logging.getLogger("authz.policy")
+
+
+def _traceback(exc: Exception) -> bool:
+    """A store fault is reported by the store, once per episode: no traceback here."""
+    return not isinstance(exc, StoreError)
 
 
 class PolicyReloader:
@@ -116,8 +122,9 @@ class PolicyReloader:
             try:
                 self.context.store.policy_snapshots.save(policy.revision, str(self.directory.resolve()),
                                                          policy.contents)
-            except Exception:
-                log.warning("could not snapshot policy revision %s", policy.revision, exc_info=True)
+            except Exception as exc:
+                log.warning("could not snapshot policy revision %s: %s", policy.revision, exc,
+                            exc_info=_traceback(exc))
             return True
 
     def _snapshot_if_not_newest(self, policy: CompiledPolicy) -> None:
@@ -128,8 +135,8 @@ class PolicyReloader:
             directory = str(self.directory.resolve())
             if snapshots.latest_revision(directory) != policy.revision:
                 snapshots.save(policy.revision, directory, policy.contents)
-        except Exception:
-            log.warning("could not snapshot policy revision %s", policy.revision, exc_info=True)
+        except Exception as exc:
+            log.warning("could not snapshot policy revision %s: %s", policy.revision, exc, exc_info=_traceback(exc))
 
     def _serve_newest_snapshot(self) -> bool:
         """While the files are broken, serve the newest good revision any process proved
@@ -146,9 +153,9 @@ class PolicyReloader:
                 return False
             revision, contents = snapshot
             policy = load_policy(_materialise(contents), self.context)
-        except Exception:
-            log.warning("could not read the newest good policy snapshot; still serving revision %s",
-                        self.engine.policy.revision, exc_info=True)
+        except Exception as exc:
+            log.warning("could not read the newest good policy snapshot; still serving revision %s: %s",
+                        self.engine.policy.revision, exc, exc_info=_traceback(exc))
             return False
         old = self.engine.policy.revision
         self.engine.policy = policy

@@ -226,9 +226,9 @@ class Database:
             return f"credential store {self.path} is at schema version {version}, this authz needs {LATEST}"
         return None
 
-    def _verify(self) -> None:
+    def _verify(self, wait: bool = False) -> None:
         """Compare the file at the path with the one we serve (see the module docstring)."""
-        if not self._check_lock.acquire(blocking=False):
+        if not self._check_lock.acquire(timeout=5.0 if wait else -1, blocking=wait):
             return  # another thread is looking right now
         try:
             self._next_check = time.monotonic() + CHECK_SECONDS
@@ -273,9 +273,15 @@ class Database:
             log.log(level, message, *args)
 
     def problem(self) -> str | None:
-        """Why the store cannot serve now (checked afresh), or None: for ``/readyz``."""
-        self._next_check = 0.0
-        self._verify()
+        """Why the store cannot serve now (checked afresh), or None: for ``/readyz``.
+        Waits for a check another thread has under way, and looks again at a truncation
+        seen once (a worker that served nothing since has not seen it twice yet)."""
+        for _ in range(2):
+            self._next_check = 0.0
+            self._verify(wait=True)
+            if self._suspect is None:
+                break
+            time.sleep(CHECK_SECONDS / 5)
         return self._fault or self._query_fault
 
     def _connection(self) -> sqlite3.Connection:
