@@ -116,8 +116,10 @@ class BasicAuthenticator(Authenticator):
         if spent is not None:
             metrics.password_throttled(spent)
             return Outcome.invalid(SLOT, _THROTTLED)
-        with guard.slot() as free:
+        clean = guard.begin(user, address)  # counted as a failure until it succeeds
+        with guard.slot(clean=clean) as free:
             if not free:
+                guard.settle(user, address, succeeded=False)  # never attempted
                 metrics.password_throttled("busy")
                 return Outcome.invalid(SLOT, _BUSY)
             if not known:
@@ -126,10 +128,9 @@ class BasicAuthenticator(Authenticator):
             else:
                 ok = passwords.verify_password(password, record.password_hash)
         if not ok:
-            guard.failed(user, address)
             self.wrong.set(wrong_key, True, time.time() + WRONG_SECONDS)
             return Outcome.invalid(SLOT, _BAD)
-        guard.succeeded(user)
+        guard.settle(user, address, succeeded=True)
         stored = self._upgrade(user, password, record.password_hash)
         self.cache.set(secret_key(user, stored, password), True, time.time() + CACHE_SECONDS)
         return self._identity(user, record)
