@@ -263,32 +263,38 @@ def start_caddy(servers, caddyfile: str, port: int, tmp_path: Path) -> Server:
                    port, env=env, log=tmp_path / "caddy.log")
 
 
-def start_nginx(servers, tmp_path: Path, sites: str, port: int) -> Server:
-    """Real nginx in the foreground with everything it writes inside ``tmp_path``;
-    the configuration is checked with ``nginx -t`` first."""
-    conf = tmp_path / "nginx.conf"
+def nginx_conf(directory: Path, sites: str) -> Path:
+    """A whole nginx.conf around ``sites`` with everything nginx writes inside
+    ``directory``, checked with ``nginx -t``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    conf = directory / "nginx.conf"
     conf.write_text(f"""
 {"user root;" if os.geteuid() == 0 else ""}
 daemon off;
 worker_processes 1;
-pid {tmp_path}/nginx.pid;
-error_log {tmp_path}/nginx-error.log info;
-events {{ worker_connections 64; }}
+pid {directory}/nginx.pid;
+error_log {directory}/nginx-error.log info;
+events {{ worker_connections 256; }}
 http {{
     access_log off;
-    client_body_temp_path {tmp_path}/body;
-    proxy_temp_path {tmp_path}/proxy;
-    fastcgi_temp_path {tmp_path}/fastcgi;
-    uwsgi_temp_path {tmp_path}/uwsgi;
-    scgi_temp_path {tmp_path}/scgi;
+    client_body_temp_path {directory}/body;
+    proxy_temp_path {directory}/proxy;
+    fastcgi_temp_path {directory}/fastcgi;
+    uwsgi_temp_path {directory}/uwsgi;
+    scgi_temp_path {directory}/scgi;
 {sites}
 }}
 """)
-    binary = nginx_binary()
-    check = subprocess.run([binary, "-t", "-c", str(conf), "-e", str(tmp_path / "t.log")],
+    check = subprocess.run([nginx_binary(), "-t", "-c", str(conf), "-e", str(directory / "t.log")],
                            capture_output=True, text=True, check=False)
     assert check.returncode == 0, check.stderr
-    return servers([binary, "-c", str(conf), "-e", str(tmp_path / "nginx-error.log")], port,
+    return conf
+
+
+def start_nginx(servers, tmp_path: Path, sites: str, port: int) -> Server:
+    """Real nginx in the foreground (see ``nginx_conf``), stopped at teardown."""
+    conf = nginx_conf(tmp_path, sites)
+    return servers([nginx_binary(), "-c", str(conf), "-e", str(tmp_path / "nginx-error.log")], port,
                    log=tmp_path / "nginx-out.log")
 
 

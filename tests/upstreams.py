@@ -28,7 +28,6 @@ import re
 import shutil
 import socket
 import ssl
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -359,37 +358,10 @@ def nginx_site(file: str, listen: int, port: int, authz_port: int, upstream_port
     return text
 
 
-def nginx_conf(directory: Path, sites: str) -> Path:
-    """A whole nginx.conf (as conftest.start_nginx writes it) with everything inside ``directory``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    conf = directory / "nginx.conf"
-    conf.write_text(f"""
-{"user root;" if os.geteuid() == 0 else ""}
-daemon off;
-worker_processes 1;
-pid {directory}/nginx.pid;
-error_log {directory}/nginx-error.log info;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {directory}/body;
-    proxy_temp_path {directory}/proxy;
-    fastcgi_temp_path {directory}/fastcgi;
-    uwsgi_temp_path {directory}/uwsgi;
-    scgi_temp_path {directory}/scgi;
-{sites}
-}}
-""")
-    return conf
-
-
 def start_nginx_at(directory: Path, sites: str, port: int) -> Server:
-    from tests.conftest import nginx_binary
+    from tests.conftest import nginx_binary, nginx_conf
 
     conf = nginx_conf(directory, sites)
-    check = subprocess.run([nginx_binary(), "-t", "-c", str(conf), "-e", str(directory / "t.log")],
-                           capture_output=True, text=True, check=False)
-    assert check.returncode == 0, check.stderr
     return Server([nginx_binary(), "-c", str(conf), "-e", str(directory / "nginx-error.log")], port,
                   log=directory / "nginx-out.log")
 
