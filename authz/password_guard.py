@@ -91,18 +91,20 @@ class PasswordGuard:
         return None
 
     def failed(self, user: str, address: str) -> None:
-        user = _name(user)
-        now = time.monotonic()
         with self._lock:
-            self.users.take(user, now)
-            self.addresses.take(address, now)
+            self._charge(_name(user), address, time.monotonic())
+
+    def _charge(self, name: str, address: str, now: float) -> None:
+        self.users.take(name, now)
+        self.addresses.take(address, now)
+
+    def _clean(self, name: str, address: str, now: float) -> bool:
+        return self.users.full(name, now) and self.addresses.full(address, now)
 
     def clean(self, user: str, address: str) -> bool:
         """No failure on record for this user name nor this client address."""
-        user = _name(user)
-        now = time.monotonic()
         with self._lock:
-            return self.users.full(user, now) and self.addresses.full(address, now)
+            return self._clean(_name(user), address, time.monotonic())
 
     def begin(self, user: str, address: str) -> bool:
         """Charge an attempt as a failure before its KDF run, so that attempts running at
@@ -112,9 +114,8 @@ class PasswordGuard:
         name = _name(user)
         now = time.monotonic()
         with self._lock:
-            clean = self.users.full(name, now) and self.addresses.full(address, now)
-            self.users.take(name, now)
-            self.addresses.take(address, now)
+            clean = self._clean(name, address, now)
+            self._charge(name, address, now)
         return clean
 
     def settle(self, user: str, address: str, succeeded: bool) -> None:

@@ -56,10 +56,11 @@ TARGET_RULES = {
 # Most paths are plain: non-empty segments of unreserved and sub-delim characters (no
 # ';'), none of them "." or "..", no escapes, a trailing slash at most. Those match as
 # they are, without the walk below.
-_CANONICAL = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9\-._~!$&'()*+,=:@]+)*/?")
+_SEGMENT = r"[A-Za-z0-9\-._~!$&'()*+,=:@]+"  # unreserved and sub-delims but ';'
+CANONICAL_PATH = re.compile(rf"(?:/(?!\.\.?(?:/|$)){_SEGMENT})*/?")
 # The same, as a whole origin-form target with a query and no '#': one match instead of
 # splitting and normalising.
-_PLAIN_TARGET = re.compile(r"(?=/)((?:/(?!\.\.?(?:/|\?|$))[A-Za-z0-9\-._~!$&'()*+,=:@]+)*/?)(?:\?([^#]*))?")
+_PLAIN_TARGET = re.compile(rf"(?=/)((?:/(?!\.\.?(?:/|\?|$)){_SEGMENT})*/?)(?:\?([^#]*))?")
 
 
 def _refuse(rule: str, allow: frozenset[str]) -> None:
@@ -116,7 +117,7 @@ def normalise_path(raw: str, allow: frozenset[str] = frozenset()) -> str:
     """
     if len(raw) > MAX_PATH_LENGTH:
         raise BadRequest(f"path longer than {MAX_PATH_LENGTH} characters")
-    if raw and _CANONICAL.fullmatch(raw):
+    if raw and CANONICAL_PATH.fullmatch(raw):
         return raw
     if not raw.startswith("/"):
         raise BadRequest("path does not start with '/'")

@@ -12,9 +12,8 @@ import json
 import time
 
 from authz.adapters import client_certs
-from authz.adapters.common import Answer, check_peer, observe, render
+from authz.adapters.common import MALFORMED, Answer, check_peer, malformed, observe, render
 from authz.certs import from_pem
-from authz.decision import Decision, Reason
 from authz.policy.explain import explain
 from authz.request import BadRequest, CheckRequest, Headers, parse_ip, split_absolute
 
@@ -22,7 +21,7 @@ PATH = "/v1/decisions"
 MAX_BODY = 256 * 1024
 
 
-class InvalidBody(ValueError):
+class InvalidBody(BadRequest):
     """The JSON body does not describe a request."""
 
 
@@ -87,10 +86,8 @@ def handle(state, environ: dict) -> Answer:
         try:
             body = read_json(environ)
             check = describe(body, state.settings.target_allow)
-        except InvalidBody as exc:
-            denied = Decision.deny(403, Reason.BAD_REQUEST, str(exc)[:200])
-        except (BadRequest, UnicodeError, RecursionError) as exc:
-            denied = Decision.deny(403, Reason.BAD_REQUEST, str(exc)[:200])
+        except MALFORMED as exc:  # InvalidBody is a BadRequest
+            denied = malformed(exc)
     if denied is not None:  # logged like every other decision, whatever went wrong
         observe(state, denied, None, request_id, started)
         return render(denied, denied.to_json())

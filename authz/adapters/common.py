@@ -43,6 +43,16 @@ def header_safe(value: str) -> str:
         f"%{b:02X}" for b in c.encode("utf-8", "surrogateescape")) for c in value)
 
 
+# What describing a request may raise for input that cannot be described safely: a
+# logged 403 bad_request at every door, never a 500 or a traceback.
+MALFORMED = (BadRequest, UnicodeError, RecursionError)
+
+
+def malformed(exc: Exception) -> Decision:
+    """The deny for malformed input (the detail bounded: it may quote the input)."""
+    return Decision.deny(403, Reason.BAD_REQUEST, str(exc)[:200])
+
+
 def wsgi_text(value: str) -> str:
     """A WSGI string (PEP 3333: the header's bytes read as latin-1) as the UTF-8 text
     the client sent; ``BadRequest`` when the bytes are not UTF-8. nginx and Caddy pass
@@ -115,9 +125,8 @@ def serve(state, environ: dict, describe, extra=None, with_body: bool = True) ->
     if decision is None:
         try:
             check = describe(environ, state.settings, peer)
-        except (BadRequest, UnicodeError, RecursionError) as exc:
-            # Malformed input is the caller's: a logged 403, never a 500 or a traceback.
-            decision = Decision.deny(403, Reason.BAD_REQUEST, str(exc)[:200])
+        except MALFORMED as exc:
+            decision = malformed(exc)
         else:
             decision = state.engine.decide(check)
     observe(state, decision, check, environ.get("HTTP_X_REQUEST_ID"), started)

@@ -25,10 +25,10 @@ from envoy.type.v3.http_status_pb2 import HttpStatus
 from google.rpc import status_pb2
 
 from authz.adapters import client_certs
-from authz.adapters.common import IDENTITY_HEADERS, observe, render
+from authz.adapters.common import IDENTITY_HEADERS, MALFORMED, malformed, observe, render
 from authz.certs import from_pem
 from authz.decision import Decision, Reason
-from authz.request import BadRequest, CheckRequest, Headers, parse_ip
+from authz.request import CheckRequest, Headers, parse_ip
 
 log = logging.getLogger("authz.grpc")
 OK, PERMISSION_DENIED, UNAUTHENTICATED, INTERNAL = 0, 7, 16, 13
@@ -105,8 +105,8 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
                 return Decision.deny(403, Reason.UNTRUSTED_PROXY, "missing or wrong x-authz-proxy-secret"), None
         try:
             check = describe(request, settings.target_allow)
-        except (BadRequest, UnicodeError, RecursionError) as exc:
-            return Decision.deny(403, Reason.BAD_REQUEST, str(exc)[:200]), None
+        except MALFORMED as exc:
+            return malformed(exc), None
         return self.state.engine.decide(check), check
 
 

@@ -47,17 +47,10 @@ class StoreError(RuntimeError):
     """The store cannot serve (missing file, wrong schema version, bad input)."""
 
 
-def _identity_of(path: str) -> tuple[int, int] | None:
+def _identity_of(path_or_fd: str | int) -> tuple[int, int] | None:
+    """(device, inode) of a path, or of the file an open descriptor refers to."""
     try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
-def _fd_identity(fd: int) -> tuple[int, int] | None:
-    try:
-        st = os.fstat(fd)
+        st = os.stat(path_or_fd)
     except OSError:
         return None
     return st.st_dev, st.st_ino
@@ -187,7 +180,7 @@ class Database:
         reused by a new file and it can be recognised after a replacement."""
         wal = f"{self.path}-wal"
         if self._wal_fd is not None:
-            if _identity_of(wal) == _fd_identity(self._wal_fd):
+            if _identity_of(wal) == _identity_of(self._wal_fd):
                 return
             os.close(self._wal_fd)
             self._wal_fd = None
@@ -202,7 +195,7 @@ class Database:
         wal = f"{self.path}-wal"
         if self._wal_fd is None:
             return
-        stale = _identity_of(wal) == _fd_identity(self._wal_fd)
+        stale = _identity_of(wal) == _identity_of(self._wal_fd)
         os.close(self._wal_fd)
         self._wal_fd = None
         if stale:
