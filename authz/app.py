@@ -21,16 +21,16 @@ from http import HTTPStatus
 
 from flask import Flask, Response, jsonify, request
 
-from authz import metrics
 from authz.adapters import api, envoy_http, forward_auth, nginx
 from authz.adapters.common import Answer, check_peer, render
 from authz.authenticators import Context
+from authz.authenticators.password_guard import PasswordGuard
 from authz.config import Settings
 from authz.decision import Decision, Reason
-from authz.decision_log import DecisionLog
 from authz.engine import DecisionEngine
-from authz.identity_token import IdentitySigner
-from authz.password_guard import PasswordGuard
+from authz.engine.identity_token import IdentitySigner
+from authz.observability import metrics
+from authz.observability.decision_log import DecisionLog
 from authz.policy import PolicyError
 from authz.policy.reloader import PolicyReloader
 from authz.store import Store, StoreError

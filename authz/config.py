@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from authz.certs import MAX_CHAIN
+from authz.credentials.x509 import MAX_CHAIN
 from authz.request import TARGET_RULES, TrustedNetworks
 
 DEFAULT_TRUSTED = ("127.0.0.1/32", "::1/128")

@@ -49,12 +49,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from authz import passwords  # noqa: E402
 from authz.adapters import client_certs  # noqa: E402
 from authz.app import create_app  # noqa: E402
 from authz.authenticators import Context  # noqa: E402
-from authz.certs import thumbprint  # noqa: E402
 from authz.config import Settings  # noqa: E402
+from authz.credentials import passwords  # noqa: E402
+from authz.credentials.x509 import thumbprint  # noqa: E402
 from authz.engine import DecisionEngine  # noqa: E402
 from authz.policy import load_policy  # noqa: E402
 from authz.request import BadRequest, CheckRequest, Headers  # noqa: E402

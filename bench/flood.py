@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from authz import passwords  # noqa: E402
+from authz.credentials import passwords  # noqa: E402
 from bench import POLICY, machine, serve, setup  # noqa: E402
 
 CONNECTIONS = 64

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from authz import passwords
 from authz.app import create_app
 from authz.authenticators import Context
 from authz.config import Settings
+from authz.credentials import passwords
 from authz.engine import DecisionEngine
 from authz.policy import load_policy
 from authz.store import Store

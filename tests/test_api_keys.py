@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from authz import apikeys
+from authz.credentials import apikeys
 from authz.decision import Reason
 from authz.request import CheckRequest
 from authz.store import StoreError

@@ -6,7 +6,7 @@ import time
 import bcrypt
 import pytest
 
-from authz import passwords
+from authz.credentials import passwords
 from authz.decision import Reason
 from authz.request import CheckRequest
 from tests.conftest import add_user, engine_for, write_policy
@@ -157,8 +157,8 @@ def test_concurrent_logins_of_one_user_share_one_verification(store, policy_dir,
     import threading
 
     from authz.authenticators import Context
+    from authz.authenticators.password_guard import PasswordGuard
     from authz.engine import DecisionEngine
-    from authz.password_guard import PasswordGuard
     from authz.policy import load_policy
 
     write_policy(policy_dir, {"authenticators": {"staff": {"type": "basic"}},

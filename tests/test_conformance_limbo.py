@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from authz.authenticators import Context, mtls
-from authz.certs import from_pem
+from authz.credentials.x509 import from_pem
 from authz.decision import Reason
 from authz.engine import DecisionEngine
 from authz.policy import PolicyError, load_policy

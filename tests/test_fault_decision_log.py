@@ -11,7 +11,7 @@ import time
 import requests
 
 from authz.decision import Decision, Reason
-from authz.decision_log import DecisionLog
+from authz.observability.decision_log import DecisionLog
 from authz.request import CheckRequest
 from tests.conftest import ROOT, write_policy
 
@@ -45,9 +45,9 @@ def test_a_full_disk_leaves_whole_lines_counts_drops_and_says_so_once(tmp_path):
     script = textwrap.dedent(f"""
         import json, resource, signal, sys, time
         sys.path.insert(0, {str(ROOT)!r})
-        from authz import metrics
+        from authz.observability import metrics
         from authz.decision import Decision, Reason
-        from authz.decision_log import DecisionLog
+        from authz.observability.decision_log import DecisionLog
         from authz.request import CheckRequest
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         path = {str(tmp_path / "d.log")!r}

@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from authz.authenticators.http_client import FetchError, fetch
 from authz.authenticators.keysets import KeysUnavailable, RemoteKeySet
-from authz.http_client import FetchError, fetch
 from tests.conftest import ask_on_a_worker, write_policy
 from tests.idp import AUDIENCE, ISSUER, IdentityProvider, mint, public_jwk, rsa_key
 from tests.test_gunicorn import authz

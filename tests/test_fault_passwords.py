@@ -14,11 +14,11 @@ from ipaddress import ip_address
 
 import requests
 
-from authz import passwords
 from authz.authenticators import Context
+from authz.authenticators.password_guard import PasswordGuard
+from authz.credentials import passwords
 from authz.decision import Reason
 from authz.engine import DecisionEngine
-from authz.password_guard import PasswordGuard
 from authz.policy import load_policy
 from authz.request import CheckRequest
 from tests.conftest import add_user, write_policy

@@ -19,7 +19,7 @@ import pytest
 import requests
 from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, external_auth_pb2_grpc
 
-from authz import passwords
+from authz.credentials import passwords
 from authz.store import Store
 from tests.conftest import BIN, ROOT, Server, free_port, gunicorn_env, nginx_binary, start_caddy
 

@@ -99,7 +99,7 @@ def test_rotation(store, server):
 
 
 def test_retired_key_leaves_the_jwks_after_its_tokens_expired(store):
-    from authz.identity_token import keep_retired_for
+    from authz.engine.identity_token import keep_retired_for
 
     store.signing_keys.rotate(keep_retired_for(60))
     first = store.signing_keys.active().kid

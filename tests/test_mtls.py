@@ -13,7 +13,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from authz.certs import from_pem
+from authz.credentials.x509 import from_pem
 from authz.decision import Reason
 from authz.request import CheckRequest
 from tests.conftest import add_user, engine_for, write_policy
@@ -452,7 +452,7 @@ def test_chain_length_setting_is_bounded():
 
 # -- certificate-bound tokens (RFC 8705) ----------------------------------------------------
 def x5t(issued) -> str:
-    from authz.certs import thumbprint
+    from authz.credentials.x509 import thumbprint
 
     return thumbprint(issued.der)
 

@@ -60,7 +60,7 @@ def test_policy_test_fails_on_a_broken_expectation(tmp_path):
 
 @pytest.fixture
 def explain_db(store, policy_dir):
-    from authz import passwords
+    from authz.credentials import passwords
 
     write_policy(policy_dir, json.loads((ROOT / "policies" / "api.json").read_text()))
     store.principals.add_user("bob", passwords.hash_password("pw"), roles=["clerk"])
@@ -128,7 +128,7 @@ def test_policy_init_profiles_pass_their_own_tests(tmp_path, profile):
 @pytest.mark.parametrize("reason", list(__import__("authz.decision", fromlist=["Reason"]).Reason))
 def test_every_deny_reason_has_a_plain_cause(reason):
     from authz.decision import Decision
-    from authz.policy.explain import summary
+    from authz.engine.explain import summary
 
     line = summary(Decision.deny(403, reason, "the detail"))
     assert line.startswith(f"DENY (403 {reason}): ") and line.endswith("(the detail)")

@@ -30,7 +30,7 @@ import jwt
 import pytest
 import requests
 
-from authz import passwords
+from authz.credentials import passwords
 from authz.store import Store
 from tests.conftest import Server, free_port, gunicorn_env
 from tests.pki import Pki

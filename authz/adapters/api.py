@@ -13,8 +13,8 @@ import time
 
 from authz.adapters import client_certs
 from authz.adapters.common import MALFORMED, Answer, check_peer, malformed, observe, render
-from authz.certs import from_pem
-from authz.policy.explain import explain
+from authz.credentials.x509 import from_pem
+from authz.engine.explain import explain
 from authz.request import BadRequest, CheckRequest, Headers, parse_ip, split_absolute
 
 PATH = "/v1/decisions"

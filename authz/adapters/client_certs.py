@@ -21,7 +21,7 @@ import re
 from functools import lru_cache
 from urllib.parse import unquote
 
-from authz.certs import MAX_CHAIN, Unreadable, b64_der, make, pem_chain
+from authz.credentials.x509 import MAX_CHAIN, Unreadable, b64_der, make, pem_chain
 from authz.request import ForwardedCert, Headers
 
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")

@@ -16,9 +16,9 @@ import time
 from functools import lru_cache
 from typing import NamedTuple
 
-from authz import metrics
 from authz.config import Settings
 from authz.decision import Decision, IdentityKind, Reason
+from authz.observability import metrics
 from authz.request import BadRequest, CheckRequest, Headers, IPAddress, parse_ip
 
 # Every identity header an allow may carry: a front door that can remove request

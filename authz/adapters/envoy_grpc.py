@@ -26,7 +26,7 @@ from google.rpc import status_pb2
 
 from authz.adapters import client_certs
 from authz.adapters.common import IDENTITY_HEADERS, MALFORMED, malformed, observe, render
-from authz.certs import from_pem
+from authz.credentials.x509 import from_pem
 from authz.decision import Decision, Reason
 from authz.request import CheckRequest, Headers, parse_ip
 

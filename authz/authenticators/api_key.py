@@ -15,8 +15,8 @@ import time
 from functools import lru_cache
 from urllib.parse import parse_qsl
 
-from authz import apikeys
 from authz.authenticators.base import Authenticator, ConfigError, Context, quote
+from authz.credentials import apikeys
 from authz.decision import Identity, IdentityKind, Outcome, Reason
 from authz.request import CheckRequest, IPAddress
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from authz.cache import TTLCache
+from authz.authenticators.cache import TTLCache
+from authz.authenticators.password_guard import PasswordGuard
 from authz.decision import Outcome
-from authz.password_guard import PasswordGuard
 from authz.request import CheckRequest
 from authz.store import Store
 

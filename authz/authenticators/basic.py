@@ -6,7 +6,7 @@ the *stored hash*: a password change misses the cache at once, and disabling is 
 from the user row on every request. A wrong password is remembered the same way for a
 minute (keyed on the stored hash, so it can never stand for a right one), so a client
 repeating a stale password costs no KDF; unknown users cost as much time as known ones. KDF runs are bounded per worker
-(``authz.password_guard``): repeated failures per user name and per client address are
+(``authz.authenticators.password_guard``): repeated failures per user name and per client address are
 refused before the KDF (401 ``credentials_invalid``), and verifications never queue.
 """
 
@@ -18,10 +18,11 @@ import logging
 import threading
 import time
 
-from authz import metrics, passwords
 from authz.authenticators.base import Authenticator, Context, quote
-from authz.cache import secret_key
+from authz.authenticators.cache import secret_key
+from authz.credentials import passwords
 from authz.decision import Identity, IdentityKind, Outcome, Reason
+from authz.observability import metrics
 from authz.request import CheckRequest
 
 log = logging.getLogger("authz.basic")
@@ -108,7 +109,7 @@ class BasicAuthenticator(Authenticator):
         wrong_key = secret_key("wrong", user, record.password_hash if known else "", password)
         if self.wrong.get(wrong_key) is not None:
             return Outcome.invalid(SLOT, _BAD)
-        # A KDF run: bounded per worker (see authz.password_guard), refused before the
+        # A KDF run: bounded per worker (see authz.authenticators.password_guard), refused before the
         # KDF for known and unknown users alike.
         guard = self.context.password_guard
         address = str(request.client_ip or "")

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from authz.authenticators import jose
 from authz.authenticators.base import Authenticator, ConfigError, Context
 from authz.authenticators.bearer import SLOT, BearerChallenges, as_tokens, bearer_token
+from authz.authenticators.cache import SecretKeyer
+from authz.authenticators.http_client import url_problem
 from authz.authenticators.keysets import (
     HMAC_ALGORITHMS,
     KeysUnavailable,
@@ -32,10 +34,8 @@ from authz.authenticators.keysets import (
     SigningKey,
     StaticKeySet,
 )
-from authz.cache import SecretKeyer
-from authz.certs import thumbprint
+from authz.credentials.x509 import thumbprint
 from authz.decision import Identity, IdentityKind, Outcome, OutcomeKind, Reason
-from authz.http_client import url_problem
 from authz.request import CheckRequest
 
 log = logging.getLogger("authz.jwt")

@@ -4,7 +4,7 @@ Keys come only from the operator's configuration — a JWKS file or URL, a PEM p
 key, or an HMAC secret in the environment — never from a token (``jku``, ``x5u``,
 ``jwk``, ``x5c`` are ignored; ``kid`` is only a lookup key). Keys unfit for
 signature verification are dropped with a warning: ``use: enc``, an ``alg`` not
-configured, a key below the bar of ``authz.keys_policy`` (RSA under 2048 bits or not
+configured, a key below the bar of ``authz.credentials.key_strength`` (RSA under 2048 bits or not
 byte-aligned, ROCA, curves other than P-256/384/521), a curve that does not match its
 algorithm, HMAC secrets shorter than the hash. Keys sharing a ``kid`` are ambiguous
 and all of them are dropped with a warning; a keyset mixing symmetric (``oct``) and
@@ -40,8 +40,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from authz.http_client import FetchError, Upstream, fetch
-from authz.keys_policy import EC_CURVES, MIN_RSA_BITS, key_problem
+from authz.authenticators.http_client import FetchError, Upstream, fetch
+from authz.credentials.key_strength import EC_CURVES, MIN_RSA_BITS, key_problem
 
 log = logging.getLogger("authz.jwks")
 

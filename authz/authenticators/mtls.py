@@ -15,7 +15,7 @@ RFC 5280 compatibility: an operator's root without a keyUsage extension is a val
 trust anchor (§6.1: the anchor is input to path validation, not checked by it; a
 keyUsage that is present must still allow keyCertSign); ``notAfter`` is inclusive
 (§4.1.2.5). Every public key in the chain, root included, must meet
-``authz.keys_policy``. A chain longer than ``AUTHZ_MAX_CHAIN_LENGTH`` certificates
+``authz.credentials.key_strength``. A chain longer than ``AUTHZ_MAX_CHAIN_LENGTH`` certificates
 (leaf and root included) is refused.
 
 Revocation: ``authz certs revoke`` by fingerprint or issuer + serial (read per
@@ -52,9 +52,9 @@ from cryptography.x509.verification import (
 )
 
 from authz.authenticators.base import Authenticator, ConfigError, Context
-from authz.certs import from_base64_der, thumbprint
+from authz.credentials.key_strength import key_problem
+from authz.credentials.x509 import from_base64_der, thumbprint
 from authz.decision import Identity, IdentityKind, Outcome, Reason
-from authz.keys_policy import key_problem
 from authz.request import CERT_SOURCES, CheckRequest, ForwardedCert
 
 log = logging.getLogger("authz.mtls")

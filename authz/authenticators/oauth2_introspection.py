@@ -25,9 +25,9 @@ from urllib.parse import urlencode
 
 from authz.authenticators.base import Authenticator, ConfigError, Context
 from authz.authenticators.bearer import SLOT, BearerChallenges, as_tokens, bearer_token
-from authz.cache import secret_key
+from authz.authenticators.cache import secret_key
+from authz.authenticators.http_client import FetchError, Upstream, fetch, url_problem
 from authz.decision import Identity, IdentityKind, Outcome, Reason
-from authz.http_client import FetchError, Upstream, fetch, url_problem
 from authz.request import CheckRequest
 
 log = logging.getLogger("authz.introspection")

@@ -18,11 +18,11 @@ import tempfile
 import threading
 from pathlib import Path
 
-from authz import metrics
 from authz.authenticators import Context
+from authz.observability import metrics
 from authz.policy.errors import PolicyError
 from authz.policy.loader import CompiledPolicy, load_policy
-from authz.store.database import StoreError
+from authz.store import StoreError
 
 log = logging.getLogger("authz.policy")
 

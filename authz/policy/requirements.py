@@ -19,9 +19,9 @@ import re
 from dataclasses import dataclass, field
 from enum import Enum
 
-from authz import metrics
 from authz.authenticators.base import Authenticator
 from authz.decision import Identity, Outcome, OutcomeKind, Reason
+from authz.observability import metrics
 from authz.request import CheckRequest
 
 

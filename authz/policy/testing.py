@@ -27,9 +27,9 @@ from pathlib import Path
 
 import jwt
 
-from authz import passwords
 from authz.adapters.api import InvalidBody, describe
 from authz.authenticators import Context
+from authz.credentials import passwords
 from authz.engine import DecisionEngine
 from authz.policy.loader import load_policy
 from authz.request import BadRequest
@@ -99,7 +99,7 @@ def _mint(spec: dict, policy_dir: Path, ders: dict[str, bytes]) -> str:
     """A token signed with a development key the policy trusts (``key_file``)."""
     from cryptography.hazmat.primitives import serialization
 
-    from authz.certs import thumbprint
+    from authz.credentials.x509 import thumbprint
 
     key = serialization.load_pem_private_key((policy_dir / spec.get("key_file", "tests/keys/dev-idp.key"))
                                              .read_bytes(), password=None)

@@ -15,7 +15,7 @@ import time
 import weakref
 from typing import NamedTuple
 
-from authz import apikeys
+from authz.credentials import apikeys
 from authz.store.database import Database, StoreError, StoreUnavailable
 from authz.store.principals import Principals, check_tokens
 

@@ -4,7 +4,7 @@ others did not, each requirement leaf's outcome, and the decision in one plain l
 from __future__ import annotations
 
 from authz.decision import Decision, Reason
-from authz.engine import DecisionEngine
+from authz.engine.decide import DecisionEngine
 from authz.policy.requirements import Evaluation, State
 from authz.request import CheckRequest
 

@@ -3,7 +3,7 @@
 A public key enters authz in three ways: in a client certificate chain (leaf,
 intermediates and the operator's roots, ``mtls``), in a JWKS (file or URL, ``jwt``)
 and as a PEM public key (``jwt`` ``public_key_file``). All three ask ``key_problem``,
-so the rules cannot drift apart. The module sits on its own, beside ``certs.py``
+so the rules cannot drift apart. The module sits on its own, beside ``x509.py``
 (forwarded certificate encodings) rather than inside it or ``keysets.py``, because
 it is about key material whatever format carried it, and both of those depend on it.
 

@@ -33,8 +33,8 @@ import uuid
 import weakref
 from datetime import UTC, datetime
 
-from authz import metrics
 from authz.decision import Decision
+from authz.observability import metrics
 from authz.request import CheckRequest
 
 FLUSH_SECONDS = 0.5

@@ -11,12 +11,12 @@ import logging
 
 from authz.authenticators import CREDENTIAL_SLOTS
 from authz.decision import Decision, OutcomeKind, Reason
-from authz.identity_token import IdentitySigner
+from authz.engine.identity_token import IdentitySigner
 from authz.policy import CompiledPolicy
 from authz.policy.requirements import Evaluation, Result, State
 from authz.policy.routes import Route
 from authz.request import CheckRequest
-from authz.store.database import StoreUnavailable
+from authz.store import StoreUnavailable
 
 log = logging.getLogger("authz.engine")
 SLOT_NAMES = {"authorization": "Authorization", "x-api-key": "X-API-Key"}

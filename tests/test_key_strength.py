@@ -1,11 +1,11 @@
-"""The one key-strength bar (``authz.keys_policy``) with real keys, and its use for
+"""The one key-strength bar (``authz.credentials.key_strength``) with real keys, and its use for
 PEM public keys; JWKS keys and client chains are covered in test_jwt.py and
 test_mtls.py, the corpora in test_conformance_*.py."""
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519
 
-from authz.keys_policy import has_roca_fingerprint, key_problem
+from authz.credentials.key_strength import has_roca_fingerprint, key_problem
 from authz.policy import PolicyError
 from tests.conftest import engine_for, write_policy
 from tests.idp import AUDIENCE, ISSUER, public_pem, roca_key, rsa_key

@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict
 from typing import Generic, TypeVar
 
-from authz import metrics
+from authz.observability import metrics
 
 V = TypeVar("V")
 

@@ -1,0 +1,95 @@
+"""The ``authz`` group, shared output helpers and the one-line error wrapper."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import sqlite3
+import time
+from functools import wraps
+from pathlib import Path
+
+import click
+
+from authz.store import Store, StoreError
+
+_DURATION = re.compile(r"(\d+)([smhdw])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str, option: str = "duration") -> int:
+    """``90d`` / ``12h`` / ``30m`` / ``45s`` / ``2w`` (or combined, ``1d12h``) → seconds."""
+    text = text.strip().lower()
+    if not text or _DURATION.sub("", text):
+        raise click.BadParameter(
+            f"{text!r} is not a duration like 90d, 12h, 30m, 45s or 2w", param_hint=option
+        )
+    return sum(int(n) * _UNITS[unit] for n, unit in _DURATION.findall(text))
+
+
+def when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def ago(ts: float | None) -> str:
+    if ts is None:
+        return "never"
+    seconds = max(0, int(time.time() - ts))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def emit(ctx: click.Context, data, text: str) -> None:
+    if ctx.obj.get("json"):
+        click.echo(json.dumps(data, indent=2, default=str))
+    else:
+        click.echo(text)
+
+
+def command(group: click.Group, name: str | None = None, **kwargs):
+    """A subcommand with ``--json`` and one-line errors for store and policy problems."""
+
+    def decorate(func):
+        @group.command(name, **kwargs)
+        @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+        @click.pass_context
+        @wraps(func)
+        def wrapper(ctx, as_json, **params):
+            ctx.obj["json"] = as_json
+            try:
+                return ctx.invoke(func, **params)
+            except (StoreError, ValueError) as exc:
+                raise click.ClickException(str(exc)) from None
+            except sqlite3.Error as exc:  # one line, never a traceback
+                raise click.ClickException(f"credential store {ctx.obj['db']}: {exc}") from None
+            except OSError as exc:
+                raise click.ClickException(f"{exc.filename or ctx.obj['db']}: {exc.strerror or exc}") from None
+
+        return wrapper
+
+    return decorate
+
+
+@click.group()
+@click.option("--db", envvar="AUTHZ_DB", default="authz.db", show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path), help="SQLite credential store.")
+@click.pass_context
+def main(ctx: click.Context, db: Path) -> None:
+    """authz: authentication decisions for reverse proxies."""
+    ctx.ensure_object(dict)
+    ctx.obj["db"] = db
+
+
+def store(ready: bool = True) -> Store:
+    db = click.get_current_context().obj["db"]
+    s = Store(db)
+    if ready:
+        s.check_ready()
+    return s
+
+

@@ -1,0 +1,1 @@
+"""Credential formats and their cryptography: no I/O, no store, no request."""

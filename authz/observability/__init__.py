@@ -1,0 +1,1 @@
+"""What authz tells operators about itself: Prometheus metrics and the decision log."""
