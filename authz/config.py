@@ -8,12 +8,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from authz.credentials.x509 import MAX_CHAIN
+from authz.errors import AuthzError
 from authz.request import TARGET_RULES, TrustedNetworks
 
 DEFAULT_TRUSTED = ("127.0.0.1/32", "::1/128")
 
 
-class SettingsError(ValueError):
+class SettingsError(AuthzError, ValueError):
     """A setting has a value authz cannot use; the message names the variable."""
 
 

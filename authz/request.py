@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from urllib.parse import parse_qsl
 
+from authz.errors import AuthzError
+
 MAX_PATH_LENGTH = 8192
 MAX_HEADER_VALUE = 16384
 MAX_HOST_LENGTH = 300  # a DNS name is at most 253 characters; room for a port or an IPv6 literal
@@ -34,7 +36,7 @@ _PHP_MANGLING = str.maketrans(". [", "___")
 _COMMON_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
 
 
-class BadRequest(ValueError):
+class BadRequest(AuthzError, ValueError):
     """The request cannot be described safely (unsafe path, oversized value…)."""
 
 

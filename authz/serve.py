@@ -26,6 +26,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from authz.errors import AuthzError
+
 SERVERS = ("granian", "gunicorn")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Variables a WSGI server defines per request. granian starts every request's environ
@@ -40,7 +42,7 @@ MAX_HEAD_BYTES = 64 * 1024
 HEADER_READ_TIMEOUT_MS = 5000
 
 
-class ServeError(RuntimeError):
+class ServeError(AuthzError, RuntimeError):
     """authz cannot be served as asked; the message says why."""
 
 

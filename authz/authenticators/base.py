@@ -15,11 +15,12 @@ from typing import ClassVar
 from authz.authenticators.cache import TTLCache
 from authz.authenticators.password_guard import PasswordGuard
 from authz.decision import Outcome
+from authz.errors import AuthzError
 from authz.request import CheckRequest
 from authz.store import Store
 
 
-class ConfigError(ValueError):
+class ConfigError(AuthzError, ValueError):
     """A semantically wrong authenticator option; ``field`` is the option's name."""
 
     def __init__(self, field: str, message: str) -> None:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import click
 
-from authz.store import Store, StoreError
+from authz.errors import AuthzError
+from authz.store import Store
 
 _DURATION = re.compile(r"(\d+)([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -63,7 +64,7 @@ def command(group: click.Group, name: str | None = None, **kwargs):
             ctx.obj["json"] = as_json
             try:
                 return ctx.invoke(func, **params)
-            except (StoreError, ValueError) as exc:
+            except (AuthzError, ValueError) as exc:
                 raise click.ClickException(str(exc)) from None
             except sqlite3.Error as exc:  # one line, never a traceback
                 raise click.ClickException(f"credential store {ctx.obj['db']}: {exc}") from None

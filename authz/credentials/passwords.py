@@ -20,6 +20,8 @@ import bcrypt
 from cryptography.exceptions import InvalidKey
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
+from authz.errors import AuthzError
+
 MAX_PASSWORD_BYTES = 1024
 ARGON2_MEMORY_KIB = 19 * 1024
 ARGON2_ITERATIONS = 2
@@ -27,7 +29,7 @@ ARGON2_LANES = 1
 _BCRYPT = re.compile(r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}")
 
 
-class UnsupportedHash(ValueError):
+class UnsupportedHash(AuthzError, ValueError):
     """An htpasswd hash format we refuse to import (the message says why)."""
 
 

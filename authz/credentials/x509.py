@@ -9,6 +9,7 @@ import hashlib
 import re
 from urllib.parse import unquote
 
+from authz.errors import AuthzError
 from authz.request import ForwardedCert
 
 # A ceiling on parsing work, not the policy: ``AUTHZ_MAX_CHAIN_LENGTH`` (default 16, at
@@ -18,7 +19,7 @@ MAX_CERT_BYTES = 16 * 1024
 _PEM = re.compile(r"-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]+?)-----END CERTIFICATE-----")
 
 
-class Unreadable(ValueError):
+class Unreadable(AuthzError, ValueError):
     pass
 
 

@@ -6,6 +6,8 @@ import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from authz.errors import AuthzError
+
 
 def pointer(parts: Iterable[str | int]) -> str:
     """RFC 6901 pointer for a path of keys and indexes ('' for the whole document)."""
@@ -33,7 +35,7 @@ class PolicyProblem:
                 "severity": self.severity}
 
 
-class PolicyError(Exception):
+class PolicyError(AuthzError):
     """The policy cannot be served; ``problems`` lists every reason found."""
 
     def __init__(self, problems: list[PolicyProblem]) -> None:

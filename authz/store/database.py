@@ -35,6 +35,7 @@ from pathlib import Path
 
 import sqlite_utils
 
+from authz.errors import AuthzError
 from authz.store.migrations import LATEST, MIGRATIONS
 
 log = logging.getLogger("authz.store")
@@ -43,7 +44,7 @@ BUSY_SECONDS = 5.0  # how long a writer waits for another process's write lock
 _MAGIC = b"SQLite format 3\0"
 
 
-class StoreError(RuntimeError):
+class StoreError(AuthzError, RuntimeError):
     """The store cannot serve (missing file, wrong schema version, bad input)."""
 
 
