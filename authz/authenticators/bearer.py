@@ -3,16 +3,16 @@ reading ``Authorization: Bearer``, claim values, and RFC 6750 challenges."""
 
 from __future__ import annotations
 
-from authz.authenticators.base import quote
+from authz.authenticators.base import AUTHORIZATION, quote
 from authz.decision import Outcome, Reason
 from authz.request import CheckRequest
 
-SLOT = "authorization"
+SLOT = AUTHORIZATION.name
 
 
 def bearer_token(request: CheckRequest) -> str | None:
     """The token of ``Authorization: Bearer <token>``, or None for any other scheme."""
-    header = request.headers.get("authorization")
+    header = request.headers.get(SLOT)
     if not header:
         return None
     scheme, _, token = header.strip().partition(" ")

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 
 from authz.authenticators import jose
-from authz.authenticators.base import Authenticator, ConfigError, Context
+from authz.authenticators.base import AUTHORIZATION, Authenticator, ConfigError, Context
 from authz.authenticators.bearer import SLOT, BearerChallenges, as_tokens, bearer_token
 from authz.authenticators.cache import SecretKeyer
 from authz.authenticators.http_client import url_problem
@@ -68,6 +68,8 @@ def claim_path(claims: dict, path: str):
 
 class JwtAuthenticator(BearerChallenges, Authenticator):
     type = "jwt"
+    file_options = ("jwks_file", "public_key_file")
+    slots = (AUTHORIZATION,)
 
     def __init__(self, name: str, config: dict, context: Context) -> None:
         super().__init__(name, config, context)

@@ -23,7 +23,7 @@ import time
 from urllib.parse import quote as urlquote
 from urllib.parse import urlencode
 
-from authz.authenticators.base import Authenticator, ConfigError, Context
+from authz.authenticators.base import AUTHORIZATION, Authenticator, ConfigError, Context
 from authz.authenticators.bearer import SLOT, BearerChallenges, as_tokens, bearer_token
 from authz.authenticators.cache import secret_key
 from authz.authenticators.http_client import FetchError, Upstream, fetch, url_problem
@@ -37,6 +37,7 @@ _INACTIVE = "inactive"
 
 class IntrospectionAuthenticator(BearerChallenges, Authenticator):
     type = "oauth2_introspection"
+    slots = (AUTHORIZATION,)
 
     def __init__(self, name: str, config: dict, context: Context) -> None:
         super().__init__(name, config, context)
