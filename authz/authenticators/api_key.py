@@ -18,20 +18,13 @@ from urllib.parse import parse_qsl
 from authz.authenticators.base import AUTHORIZATION, QUERY, X_API_KEY, Authenticator, ConfigError, Context, Lint, quote
 from authz.credentials import apikeys
 from authz.decision import Identity, IdentityKind, Outcome, Reason
-from authz.request import CheckRequest, IPAddress
+from authz.request import CheckRequest, IPNetwork, in_networks
 
 
 @lru_cache(maxsize=4096)
-def _networks(cidrs: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+def _networks(cidrs: str) -> tuple[IPNetwork, ...]:
+    """A key's allowlist (stored as space-separated CIDRs), parsed once per worker."""
     return tuple(ipaddress.ip_network(c) for c in cidrs.split())
-
-
-def _ip_allowed(cidrs: str, address: IPAddress | None) -> bool:
-    if address is None:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    return any(address in network for network in _networks(cidrs))
 
 
 _KINDS = {str(kind): kind for kind in IdentityKind}
@@ -95,7 +88,7 @@ class ApiKeyAuthenticator(Authenticator):
             )
         if match.expires_at is not None and match.expires_at <= time.time():
             return Outcome.invalid(slot, f"API key {match.id} has expired", Reason.CREDENTIAL_EXPIRED)
-        if match.allow_ips and not _ip_allowed(match.allow_ips, request.client_ip):
+        if match.allow_ips and not in_networks(request.client_ip, _networks(match.allow_ips)):
             return Outcome.invalid(
                 slot, f"API key {match.id} may not be used from {request.client_ip or 'an unknown address'}",
                 Reason.IP_NOT_ALLOWED,

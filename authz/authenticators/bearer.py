@@ -30,6 +30,19 @@ def as_tokens(value: object) -> frozenset[str]:
     return frozenset()
 
 
+def token_layers(subject: object, client_id: object, subject_may_be_client: bool = True) -> tuple[str | None,
+                                                                                                  str | None]:
+    """(user, client) a bearer token proves, by RFC 9068 §2.2: ``client_id`` names the
+    client; a subject equal to it (a client-credentials token) is that client, not a
+    user. Either is None when absent (not a non-empty string). ``subject_may_be_client``
+    is False when the principal is read from another claim than ``sub``."""
+    client = client_id if isinstance(client_id, str) and client_id else None
+    user = subject if isinstance(subject, str) and subject else None
+    if user is not None and subject_may_be_client and user == client:
+        user = None
+    return user, client
+
+
 def description(text: str) -> str:
     """RFC 6750 error_description: printable ASCII without quote or backslash."""
     return "".join(c for c in text if " " <= c <= "~" and c not in '"\\')[:200]
