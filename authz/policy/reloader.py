@@ -119,9 +119,7 @@ class PolicyReloader:
             if policy.revision == self.engine.policy.revision:
                 self._snapshot_if_not_newest(policy)
                 return False
-            old = self.engine.policy.revision
-            self.engine.policy = policy
-            metrics.policy_revision(policy.revision, old)
+            old = self._swap(policy)
             self._stamp = self._fingerprint()
             log.info("policy revision %s replaces %s", policy.revision, old)
             self.on_result("success")
@@ -132,6 +130,14 @@ class PolicyReloader:
                 log.warning("could not snapshot policy revision %s: %s", policy.revision, exc,
                             exc_info=_traceback(exc))
             return True
+
+    def _swap(self, policy: CompiledPolicy) -> str:
+        """Serve ``policy`` from now on (one assignment: a request keeps the revision it
+        began with); the revision it replaces."""
+        old = self.engine.policy.revision
+        self.engine.policy = policy
+        metrics.policy_revision(policy.revision, old)
+        return old
 
     def _snapshot_if_not_newest(self, policy: CompiledPolicy) -> None:
         """Files reverted to the revision this process serves: make it the newest
@@ -163,9 +169,7 @@ class PolicyReloader:
             log.warning("could not read the newest good policy snapshot; still serving revision %s: %s",
                         self.engine.policy.revision, exc, exc_info=_traceback(exc))
             return False
-        old = self.engine.policy.revision
-        self.engine.policy = policy
-        metrics.policy_revision(policy.revision, old)
+        old = self._swap(policy)
         log.warning("policy revision %s (the newest good one, from the store) replaces %s", revision, old)
         return True
 
