@@ -22,7 +22,8 @@ from http import HTTPStatus
 from flask import Flask, Response, jsonify, request
 
 from authz.adapters import api, envoy_http, forward_auth, nginx
-from authz.adapters.common import Answer, check_peer, render
+from authz.adapters.common import Answer, render
+from authz.adapters.trust import check_peer
 from authz.authenticators import Context
 from authz.authenticators.password_guard import PasswordGuard
 from authz.config import Settings

@@ -22,6 +22,7 @@ MAX_HEADER_VALUE = 16384
 MAX_HOST_LENGTH = 300  # a DNS name is at most 253 characters; room for a port or an IPv6 literal
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _HEX = frozenset("0123456789abcdefABCDEF")
 # RFC 9110 §5.6.2 token: methods are case-sensitive and compared exactly as sent.
@@ -205,6 +206,17 @@ def parse_ip(value: str | None) -> IPAddress | None:
         return None
 
 
+def in_networks(address: IPAddress | None, networks: Iterable[IPNetwork]) -> bool:
+    """Whether ``address`` lies in one of ``networks``; an IPv4-mapped IPv6 address
+    (``::ffff:192.0.2.1``, how a dual-stack socket shows an IPv4 peer) counts as the
+    IPv4 address it carries. No address is in no network (fail closed)."""
+    if address is None:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
+
+
 class TrustedNetworks:
     """The proxies whose forwarded headers are believed (``AUTHZ_TRUSTED_PROXIES``)."""
 
@@ -212,11 +224,7 @@ class TrustedNetworks:
         self.networks = tuple(ipaddress.ip_network(c.strip(), strict=False) for c in cidrs)
 
     def __contains__(self, address: IPAddress | None) -> bool:
-        if address is None:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
-        return any(address in network for network in self.networks)
+        return in_networks(address, self.networks)
 
     def client_ip(
         self, peer: IPAddress, forwarded_for: str | None, real_ip: str | None

@@ -4,13 +4,13 @@ leaves with chosen SANs, EKUs and validity, CRLs — all made with ``cryptograph
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
-from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
+
+from authz.credentials import devpki
+from authz.credentials.devpki import Issued
 
 NOW = dt.datetime.now(dt.UTC)
 DAY = dt.timedelta(days=1)
@@ -21,54 +21,10 @@ def name(cn: str) -> x509.Name:
                       x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
-@dataclass
-class Issued:
-    cert: x509.Certificate
-    key: ec.EllipticCurvePrivateKey
-
-    @property
-    def pem(self) -> bytes:
-        return self.cert.public_bytes(serialization.Encoding.PEM)
-
-    @property
-    def der(self) -> bytes:
-        return self.cert.public_bytes(serialization.Encoding.DER)
-
-    @property
-    def key_pem(self) -> bytes:
-        return self.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption())
-
-    @property
-    def sha256(self) -> str:
-        return self.cert.fingerprint(hashes.SHA256()).hex()
-
-
-def issue(subject: str, issuer: Issued | None = None, *, ca: bool = False, uris=(), dns=(), emails=(), ips=(),
-          eku=(ExtendedKeyUsageOID.CLIENT_AUTH,), not_before=None, not_after=None, san: bool = True,
-          key=None) -> Issued:
-    key = key or ec.generate_private_key(ec.SECP256R1())
-    signer = issuer.key if issuer else key
-    builder = (x509.CertificateBuilder().subject_name(name(subject))
-               .issuer_name(issuer.cert.subject if issuer else name(subject))
-               .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(not_before or NOW - DAY).not_valid_after(not_after or NOW + 30 * DAY)
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-               .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()), critical=False))
-    if ca:
-        builder = builder.add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-                                        critical=True)
-    else:
-        builder = builder.add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False),
-                                        critical=True)
-        names = ([x509.UniformResourceIdentifier(u) for u in uris] + [x509.DNSName(d) for d in dns]
-                 + [x509.RFC822Name(e) for e in emails] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips])
-        if san and names:
-            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-        if eku:
-            builder = builder.add_extension(x509.ExtendedKeyUsage(list(eku)), critical=False)
-    return Issued(builder.sign(signer, hashes.SHA256()), key)
+def issue(subject: str, issuer: Issued | None = None, *, not_before=None, not_after=None, **kw) -> Issued:
+    """``devpki.issue`` under the O=Corp name, valid from a day before this module loaded."""
+    return devpki.issue(name(subject), issuer, not_before=not_before or NOW - DAY,
+                        not_after=not_after or NOW + 30 * DAY, **kw)
 
 
 def crl(issuer: Issued, revoked=(), *, next_update=None, last_update=None, number: int | None = 1,

@@ -12,7 +12,8 @@ import json
 import time
 
 from authz.adapters import client_certs
-from authz.adapters.common import MALFORMED, Answer, check_peer, malformed, observe, render
+from authz.adapters.common import MALFORMED, Answer, malformed, observe, render
+from authz.adapters.trust import check_peer
 from authz.credentials.x509 import from_pem
 from authz.engine.explain import explain
 from authz.request import BadRequest, CheckRequest, Headers, parse_ip, split_absolute

@@ -1,4 +1,4 @@
-"""What every HTTP front door shares: the trusted-peer gate and the response.
+"""What every HTTP front door shares: the routine (trusted peer, describe, decide) and the response.
 
 Front doors are plain WSGI handlers, ``handle(state, environ) -> Answer``: the
 decision endpoints are the hot path and skip Flask's request and response objects
@@ -10,22 +10,21 @@ error) with ``X-Auth-Reason``, one ``WWW-Authenticate`` per acceptable scheme on
 
 from __future__ import annotations
 
-import hmac
 import json
 import time
-from functools import lru_cache
 from typing import NamedTuple
 
-from authz.config import Settings
+from authz.adapters.trust import SECRET_HEADER, check_peer
 from authz.decision import Decision, IdentityKind, Reason
 from authz.observability import metrics
-from authz.request import BadRequest, CheckRequest, Headers, IPAddress, parse_ip
+from authz.request import BadRequest, CheckRequest, Headers
 
 # Every identity header an allow may carry: a front door that can remove request
 # headers removes those a decision does not set, so a client cannot forge them.
-IDENTITY_HEADERS = ("x-auth-principal", "x-auth-user", "x-auth-client", "x-auth-service", "x-auth-scopes",
-                    "x-auth-token")
-SECRET_HEADER = "HTTP_X_AUTHZ_PROXY_SECRET"  # noqa: S105 — a header name, not a secret
+IDENTITY_HEADERS = ("X-Auth-Principal", "X-Auth-User", "X-Auth-Client", "X-Auth-Service", "X-Auth-Scopes",
+                    "X-Auth-Token")
+_LAYER_HEADERS = ((IdentityKind.USER, "X-Auth-User"), (IdentityKind.CLIENT, "X-Auth-Client"),
+                  (IdentityKind.SERVICE, "X-Auth-Service"))
 _SKIP = frozenset({SECRET_HEADER})
 
 
@@ -70,39 +69,30 @@ def request_headers(environ: dict) -> Headers:
     return Headers.from_environ(environ, _SKIP)
 
 
-@lru_cache(maxsize=1024)
-def _peer(remote_addr: str | None) -> IPAddress | None:
-    return parse_ip(remote_addr)
-
-
-def check_peer(settings: Settings, environ: dict, secret: bool = True) -> tuple[IPAddress | None, Decision | None]:
-    """Return (peer address, None) for a trusted caller, else (peer, deny decision).
-
-    ``secret=False`` checks the network only (``/metrics`` and ``/readyz``: scrapers
-    and probes do not carry the proxy secret)."""
-    peer = _peer(environ.get("REMOTE_ADDR"))
-    if peer not in settings.trusted:
-        return peer, Decision.deny(403, Reason.UNTRUSTED_PROXY, f"peer {peer} is not a trusted proxy")
-    if secret and settings.proxy_secret is not None:
-        given = environ.get(SECRET_HEADER, "")
-        if not hmac.compare_digest(given.encode(), settings.proxy_secret.encode()):
-            return peer, Decision.deny(403, Reason.UNTRUSTED_PROXY, "missing or wrong X-Authz-Proxy-Secret")
-    return peer, None
-
-
 def identity_headers(decision: Decision) -> list[tuple[str, str]]:
     headers = [("X-Auth-Route", decision.route or ""), ("X-Auth-Methods", ",".join(decision.methods))]
     principal = decision.principal
     if principal is None:
         return headers
     headers.append(("X-Auth-Principal", header_safe(principal.id)))
-    for kind, name in ((IdentityKind.USER, "X-Auth-User"), (IdentityKind.CLIENT, "X-Auth-Client"),
-                       (IdentityKind.SERVICE, "X-Auth-Service")):
+    for kind, name in _LAYER_HEADERS:
         identity = decision.layer(kind)
         if identity is not None:
             headers.append((name, header_safe(identity.id)))
     headers.append(("X-Auth-Scopes", " ".join(decision.scopes)))
     return headers
+
+
+def unset_identity_headers(decision: Decision) -> list[str]:
+    """The identity headers an allow does not set (``IDENTITY_HEADERS`` spelling): a
+    client may have sent them, so each door has the proxy remove or blank them."""
+    present = set()
+    if decision.principal is not None:
+        present = {"X-Auth-Principal", "X-Auth-Scopes"}
+        present.update(name for kind, name in _LAYER_HEADERS if decision.layer(kind) is not None)
+    if decision.identity_token:
+        present.add("X-Auth-Token")
+    return [h for h in IDENTITY_HEADERS if h not in present]
 
 
 def observe(state, decision: Decision, check: CheckRequest | None, request_id: str | None, started: float) -> None:

@@ -13,7 +13,6 @@ in ``denied_response``.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from concurrent import futures
@@ -25,7 +24,8 @@ from envoy.type.v3.http_status_pb2 import HttpStatus
 from google.rpc import status_pb2
 
 from authz.adapters import client_certs
-from authz.adapters.common import IDENTITY_HEADERS, MALFORMED, malformed, observe, render
+from authz.adapters.common import MALFORMED, malformed, observe, render, unset_identity_headers
+from authz.adapters.trust import refusal
 from authz.credentials.x509 import from_pem
 from authz.decision import Decision, Reason
 from authz.request import CheckRequest, Headers, parse_ip
@@ -61,8 +61,7 @@ def describe(request: external_auth_pb2.CheckRequest, allow: frozenset[str] = fr
 def respond(decision: Decision) -> external_auth_pb2.CheckResponse:
     status, headers, body = render(decision)
     if decision.allowed:
-        present = {name.lower() for name, _ in headers}
-        remove = [h for h in IDENTITY_HEADERS if h not in present] + decision.strip_headers
+        remove = [h.lower() for h in unset_identity_headers(decision)] + decision.strip_headers
         return external_auth_pb2.CheckResponse(
             status=status_pb2.Status(code=OK),
             ok_response=external_auth_pb2.OkHttpResponse(
@@ -97,12 +96,10 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
     def _decide(self, request, context) -> tuple[Decision, CheckRequest | None]:
         settings = self.state.settings
         peer = parse_ip(grpc_peer(context.peer()))
-        if peer not in settings.trusted:
-            return Decision.deny(403, Reason.UNTRUSTED_PROXY, f"peer {peer} is not a trusted proxy"), None
-        if settings.proxy_secret is not None:
-            given = dict(context.invocation_metadata()).get("x-authz-proxy-secret", "")
-            if not hmac.compare_digest(given.encode(), settings.proxy_secret.encode()):
-                return Decision.deny(403, Reason.UNTRUSTED_PROXY, "missing or wrong x-authz-proxy-secret"), None
+        secret = dict(context.invocation_metadata()).get("x-authz-proxy-secret", "")
+        denied = refusal(settings, peer, secret, "x-authz-proxy-secret")
+        if denied is not None:
+            return denied, None
         try:
             check = describe(request, settings.target_allow)
         except MALFORMED as exc:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from authz.adapters import client_certs
-from authz.adapters.common import IDENTITY_HEADERS, Answer, request_headers, serve, wsgi_text
+from authz.adapters.common import Answer, request_headers, serve, unset_identity_headers, wsgi_text
 from authz.decision import Decision
 from authz.request import BadRequest, CheckRequest, split_absolute
 
@@ -56,12 +56,7 @@ def describe(environ: dict, settings, peer) -> CheckRequest:
 def strip(decision: Decision) -> list[tuple[str, str]]:
     """Remove identity headers this decision does not set (a client may have sent
     them) and, with ``strip_credentials``, the consumed credential headers."""
-    present = set()
-    if decision.principal is not None:
-        present = {"x-auth-principal", "x-auth-scopes"} | {f"x-auth-{i.kind}" for i in decision.identities}
-    if decision.identity_token:
-        present.add("x-auth-token")
-    remove = [h for h in IDENTITY_HEADERS if h not in present] + decision.strip_headers
+    remove = [h.lower() for h in unset_identity_headers(decision)] + decision.strip_headers
     return [("x-envoy-auth-headers-to-remove", ", ".join(remove))]
 
 

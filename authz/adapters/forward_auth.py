@@ -11,7 +11,7 @@ the decision has no such layer (see ``blank_absent``).
 from __future__ import annotations
 
 from authz.adapters import client_certs
-from authz.adapters.common import IDENTITY_HEADERS, Answer, identity_headers, request_headers, serve, wsgi_text
+from authz.adapters.common import Answer, request_headers, serve, unset_identity_headers, wsgi_text
 from authz.decision import Decision
 from authz.request import BadRequest, CheckRequest
 
@@ -31,10 +31,6 @@ def describe(environ: dict, settings, peer) -> CheckRequest:
                               client_certs.from_headers(headers), settings.target_allow)
 
 
-_NAMES = {"x-auth-principal": "X-Auth-Principal", "x-auth-user": "X-Auth-User", "x-auth-client": "X-Auth-Client",
-          "x-auth-service": "X-Auth-Service", "x-auth-scopes": "X-Auth-Scopes", "x-auth-token": "X-Auth-Token"}
-
-
 def blank_absent(decision: Decision) -> list[tuple[str, str]]:
     """Every identity header, empty where this decision sets none.
 
@@ -42,10 +38,7 @@ def blank_absent(decision: Decision) -> list[tuple[str, str]]:
     client-sent header when the answer has it, and Caddy 2.6 even copies its own
     unexpanded placeholder for a missing one: an empty value clears both.
     """
-    present = {name.lower() for name, _ in identity_headers(decision)}
-    if decision.identity_token:
-        present.add("x-auth-token")
-    return [(_NAMES[h], "") for h in IDENTITY_HEADERS if h not in present]
+    return [(h, "") for h in unset_identity_headers(decision)]
 
 
 def handle(state, environ: dict) -> Answer:

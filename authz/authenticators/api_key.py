@@ -15,23 +15,16 @@ import time
 from functools import lru_cache
 from urllib.parse import parse_qsl
 
-from authz.authenticators.base import Authenticator, ConfigError, Context, quote
+from authz.authenticators.base import AUTHORIZATION, QUERY, X_API_KEY, Authenticator, ConfigError, Context, Lint, quote
 from authz.credentials import apikeys
 from authz.decision import Identity, IdentityKind, Outcome, Reason
-from authz.request import CheckRequest, IPAddress
+from authz.request import CheckRequest, IPNetwork, in_networks
 
 
 @lru_cache(maxsize=4096)
-def _networks(cidrs: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+def _networks(cidrs: str) -> tuple[IPNetwork, ...]:
+    """A key's allowlist (stored as space-separated CIDRs), parsed once per worker."""
     return tuple(ipaddress.ip_network(c) for c in cidrs.split())
-
-
-def _ip_allowed(cidrs: str, address: IPAddress | None) -> bool:
-    if address is None:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    return any(address in network for network in _networks(cidrs))
 
 
 _KINDS = {str(kind): kind for kind in IdentityKind}
@@ -39,10 +32,18 @@ _KINDS = {str(kind): kind for kind in IdentityKind}
 
 class ApiKeyAuthenticator(Authenticator):
     type = "api_key"
+    slots = (X_API_KEY, AUTHORIZATION, QUERY)  # X_API_KEY: the default ``header``
+
+    @classmethod
+    def lint(cls, config: dict) -> list[Lint]:
+        if config.get("allow_query"):
+            return [Lint("allow_query", "API keys in the query string end up in access logs and browser history; "
+                         "prefer the X-API-Key header")]
+        return []
 
     def __init__(self, name: str, config: dict, context: Context) -> None:
         super().__init__(name, config, context)
-        self.header = config.get("header", "X-API-Key").lower()
+        self.header = config.get("header", X_API_KEY.header).lower()
         self.allow_query = bool(config.get("allow_query", False))
         self.environments = frozenset(config.get("environments", apikeys.ENVIRONMENTS))
         if not self.environments:
@@ -54,13 +55,13 @@ class ApiKeyAuthenticator(Authenticator):
         value = request.headers.get(self.header)
         if value:
             found.append((self.header, value.strip()))
-        auth = request.headers.get("authorization")
+        auth = request.headers.get(AUTHORIZATION.name)
         if auth and auth[:7].lower() == "apikey ":
-            found.append(("authorization", auth[7:].strip()))
+            found.append((AUTHORIZATION.name, auth[7:].strip()))
         if self.allow_query and "api_key" in request.query:
             for key, value in parse_qsl(request.query, keep_blank_values=True):
                 if key == "api_key":
-                    found.append(("query", value))
+                    found.append((QUERY.name, value))
         return found
 
     def authenticate(self, request: CheckRequest) -> Outcome:
@@ -87,7 +88,7 @@ class ApiKeyAuthenticator(Authenticator):
             )
         if match.expires_at is not None and match.expires_at <= time.time():
             return Outcome.invalid(slot, f"API key {match.id} has expired", Reason.CREDENTIAL_EXPIRED)
-        if match.allow_ips and not _ip_allowed(match.allow_ips, request.client_ip):
+        if match.allow_ips and not in_networks(request.client_ip, _networks(match.allow_ips)):
             return Outcome.invalid(
                 slot, f"API key {match.id} may not be used from {request.client_ip or 'an unknown address'}",
                 Reason.IP_NOT_ALLOWED,

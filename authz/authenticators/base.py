@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from authz.authenticators.cache import TTLCache
 from authz.authenticators.password_guard import PasswordGuard
@@ -46,13 +46,62 @@ class Context:
         return self.caches[name]
 
 
+class Slot(NamedTuple):
+    """A place a credential arrives in: ``name`` as ``Outcome.slot`` reports it and, for
+    a header, its ``header`` spelling (None for the query string or a certificate)."""
+
+    name: str
+    header: str | None = None
+
+
+AUTHORIZATION = Slot("authorization", "Authorization")
+X_API_KEY = Slot("x-api-key", "X-API-Key")
+QUERY = Slot("query")
+CLIENT_CERT = Slot("client_cert")
+
+
+class Lint(NamedTuple):
+    """A warning about a config that loads but is probably a mistake; ``option`` is the
+    option it is about (None: the authenticator as a whole)."""
+
+    option: str | None
+    message: str
+
+
 class Authenticator(ABC):
+    """One authenticator type. Besides ``authenticate``, a type declares what the rest
+    of authz needs to know about it without knowing the type: the options that name
+    files, the credential slots it reads, and its lints."""
+
     type: ClassVar[str]
+    # Options naming a file (or a list of files) relative to the policy directory: read
+    # with the policy, snapshotted with its revision, watched for changes.
+    file_options: ClassVar[tuple[str, ...]] = ()
+    # Where this type reads credentials: a filled header slot no authenticator of the
+    # route claimed turns "no credentials" into "credentials not accepted here".
+    slots: ClassVar[tuple[Slot, ...]] = ()
 
     def __init__(self, name: str, config: dict, context: Context) -> None:
         self.name = name
         self.config = config
         self.context = context
+
+    @classmethod
+    def files(cls, config: dict) -> list[str]:
+        """The files ``config`` names in this type's ``file_options`` (relative paths)."""
+        names: list[str] = []
+        for option in cls.file_options:
+            value = config.get(option)
+            if isinstance(value, str):
+                names.append(value)
+            elif isinstance(value, list):
+                names += [item for item in value if isinstance(item, str)]
+        return names
+
+    @classmethod
+    def lint(cls, config: dict) -> list[Lint]:
+        """What in a valid ``config`` is probably a mistake (``authz policy check`` warnings)."""
+        return []
 
     @abstractmethod
     def authenticate(self, request: CheckRequest) -> Outcome:

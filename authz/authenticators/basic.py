@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 
-from authz.authenticators.base import Authenticator, Context, quote
+from authz.authenticators.base import AUTHORIZATION, Authenticator, Context, quote
 from authz.authenticators.cache import secret_key
 from authz.credentials import passwords
 from authz.decision import Identity, IdentityKind, Outcome, Reason
@@ -26,7 +26,7 @@ from authz.observability import metrics
 from authz.request import CheckRequest
 
 log = logging.getLogger("authz.basic")
-SLOT = "authorization"
+SLOT = AUTHORIZATION.name
 MAX_CREDENTIALS = 4096
 CACHE_SECONDS = 300.0
 WRONG_SECONDS = 60.0
@@ -40,6 +40,7 @@ JOIN_SECONDS = 2.0
 
 class BasicAuthenticator(Authenticator):
     type = "basic"
+    slots = (AUTHORIZATION,)
 
     def __init__(self, name: str, config: dict, context: Context) -> None:
         super().__init__(name, config, context)
@@ -53,7 +54,7 @@ class BasicAuthenticator(Authenticator):
         self._inflight_lock = threading.Lock()
 
     def authenticate(self, request: CheckRequest) -> Outcome:
-        header = request.headers.get("authorization")
+        header = request.headers.get(SLOT)
         if not header:
             return Outcome.absent()
         scheme, _, param = header.strip().partition(" ")

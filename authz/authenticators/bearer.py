@@ -3,16 +3,16 @@ reading ``Authorization: Bearer``, claim values, and RFC 6750 challenges."""
 
 from __future__ import annotations
 
-from authz.authenticators.base import quote
+from authz.authenticators.base import AUTHORIZATION, quote
 from authz.decision import Outcome, Reason
 from authz.request import CheckRequest
 
-SLOT = "authorization"
+SLOT = AUTHORIZATION.name
 
 
 def bearer_token(request: CheckRequest) -> str | None:
     """The token of ``Authorization: Bearer <token>``, or None for any other scheme."""
-    header = request.headers.get("authorization")
+    header = request.headers.get(SLOT)
     if not header:
         return None
     scheme, _, token = header.strip().partition(" ")
@@ -28,6 +28,19 @@ def as_tokens(value: object) -> frozenset[str]:
     if isinstance(value, list):
         return frozenset(v for v in value if isinstance(v, str))
     return frozenset()
+
+
+def token_layers(subject: object, client_id: object, subject_may_be_client: bool = True) -> tuple[str | None,
+                                                                                                  str | None]:
+    """(user, client) a bearer token proves, by RFC 9068 §2.2: ``client_id`` names the
+    client; a subject equal to it (a client-credentials token) is that client, not a
+    user. Either is None when absent (not a non-empty string). ``subject_may_be_client``
+    is False when the principal is read from another claim than ``sub``."""
+    client = client_id if isinstance(client_id, str) and client_id else None
+    user = subject if isinstance(subject, str) and subject else None
+    if user is not None and subject_may_be_client and user == client:
+        user = None
+    return user, client
 
 
 def description(text: str) -> str:

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from email.message import Message
 from urllib.parse import urlsplit
 
+from authz import background
+
 USER_AGENT = "authz/0.1"
 RETRY_SECONDS = 1.0
 log = logging.getLogger("authz.upstream")
@@ -244,4 +246,4 @@ class Upstream:
     def probe(self, attempt: Callable[[], None]) -> None:
         """Run ``attempt`` (which must call ``done``) in the background, if a claim is granted."""
         if self.claim():
-            threading.Thread(target=attempt, name=f"authz-fetch {self.label}"[:60], daemon=True).start()
+            background.start(f"authz-fetch {self.label}", attempt)

@@ -23,16 +23,16 @@ import time
 from dataclasses import dataclass
 
 from authz.authenticators import jose
-from authz.authenticators.base import Authenticator, ConfigError, Context
-from authz.authenticators.bearer import SLOT, BearerChallenges, as_tokens, bearer_token
+from authz.authenticators.base import AUTHORIZATION, Authenticator, ConfigError, Context
+from authz.authenticators.bearer import SLOT, BearerChallenges, as_tokens, bearer_token, token_layers
 from authz.authenticators.cache import SecretKeyer
 from authz.authenticators.http_client import url_problem
 from authz.authenticators.keysets import (
     HMAC_ALGORITHMS,
     KeysUnavailable,
     RemoteKeySet,
-    SigningKey,
     StaticKeySet,
+    VerificationKey,
 )
 from authz.credentials.x509 import thumbprint
 from authz.decision import Identity, IdentityKind, Outcome, OutcomeKind, Reason
@@ -68,6 +68,8 @@ def claim_path(claims: dict, path: str):
 
 class JwtAuthenticator(BearerChallenges, Authenticator):
     type = "jwt"
+    file_options = ("jwks_file", "public_key_file")
+    slots = (AUTHORIZATION,)
 
     def __init__(self, name: str, config: dict, context: Context) -> None:
         super().__init__(name, config, context)
@@ -169,7 +171,7 @@ class JwtAuthenticator(BearerChallenges, Authenticator):
                                    Reason.CREDENTIALS_INVALID)
         return Verified(jws.claims, signer.kid, exp + self.leeway)
 
-    def signer(self, jws: jose.CompactJWS) -> SigningKey | Outcome:
+    def signer(self, jws: jose.CompactJWS) -> VerificationKey | Outcome:
         """The configured key whose signature the token carries (header rules, alg, kid,
         typ, key lookup, signature), or the refusal; claims are checked by the caller."""
         header = jws.header
@@ -221,15 +223,14 @@ class JwtAuthenticator(BearerChallenges, Authenticator):
             scopes = as_tokens(claims.get("scope")) or as_tokens(claims.get("scp"))
         roles = as_tokens(claim_path(claims, self.roles_claim)) if self.roles_claim else frozenset()
         credential = jti[:64] if isinstance(jti, str) else None
-        client_id = claims.get("client_id")
-        if isinstance(client_id, str) and client_id and self.principal_claim == "sub" and principal == client_id:
-            # RFC 9068 client-credentials token: the subject is the client itself.
+        user, client_id = token_layers(principal, claims.get("client_id"), self.principal_claim == "sub")
+        if user is None and client_id is not None:  # a client-credentials token: the subject is the client
             verified.identity = Identity(client_id, IdentityKind.CLIENT, self.type, self.name,
                                          scopes, roles, credential, bound_to)
             return verified
         verified.identity = Identity(principal, IdentityKind.USER, self.type, self.name, scopes, roles, credential,
                                      bound_to)
-        if isinstance(client_id, str) and client_id:
+        if client_id is not None:
             verified.also = (Identity(client_id, IdentityKind.CLIENT, self.type, self.name, scopes, frozenset(),
                                       credential, bound_to),)
         return verified

@@ -58,7 +58,10 @@ class KeysUnavailable(Exception):
 
 
 @dataclass(frozen=True)
-class SigningKey:
+class VerificationKey:
+    """A key a token's signature is checked with: an IdP's public key or a shared secret
+    (authz's own keys, which sign the X-Auth-Token, live in the store)."""
+
     kid: str | None
     key: object
     algorithms: frozenset[str]
@@ -81,7 +84,7 @@ def _algorithms_for(key: object, wanted: Iterable[str]) -> set[str]:
     return set()
 
 
-def parse_jwks(document: object, algorithms: Iterable[str], source: str) -> dict[str | None, list[SigningKey]]:
+def parse_jwks(document: object, algorithms: Iterable[str], source: str) -> dict[str | None, list[VerificationKey]]:
     """Usable verification keys of a JWKS, by kid; unfit keys are logged and skipped."""
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise ValueError("not a JWKS (an object with a 'keys' list)")
@@ -91,7 +94,7 @@ def parse_jwks(document: object, algorithms: Iterable[str], source: str) -> dict
         # Wycheproof jws_mixedSymmetryKeyset: which key a token meets would depend on its
         # header alone; refuse the set rather than guess (RFC 8725 §3.1).
         raise ValueError("the JWKS mixes symmetric (oct) and asymmetric keys; refused")
-    found: dict[str | None, list[SigningKey]] = {}
+    found: dict[str | None, list[VerificationKey]] = {}
     for index, jwk in enumerate(document["keys"]):
         if not isinstance(jwk, dict):
             continue
@@ -127,7 +130,7 @@ def parse_jwks(document: object, algorithms: Iterable[str], source: str) -> dict
             log.warning("%s ignored: unfit for %s (RSA < %d bits, wrong curve or short secret)",
                         label, "/".join(sorted(algorithms)), MIN_RSA_BITS)
             continue
-        found.setdefault(kid, []).append(SigningKey(kid, key, frozenset(usable)))
+        found.setdefault(kid, []).append(VerificationKey(kid, key, frozenset(usable)))
     for kid in [k for k, keys in found.items() if k is not None and len(keys) > 1]:
         # RFC 7517 §4.5: kids should be distinct; two keys under one kid leave the choice
         # to whichever verifies first. Ambiguous keys are no keys (Wycheproof DuplicateKid).
@@ -142,7 +145,7 @@ _PRIVATE = (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519Privat
 class StaticKeySet:
     """Keys fixed at policy load: a JWKS file, a PEM public key or an HMAC secret."""
 
-    def __init__(self, keys: dict[str | None, list[SigningKey]]) -> None:
+    def __init__(self, keys: dict[str | None, list[VerificationKey]]) -> None:
         self.keys = keys
         self.all = [k for ks in keys.values() for k in ks]
 
@@ -160,7 +163,7 @@ class StaticKeySet:
         if not usable:
             raise ValueError("the public key fits none of the configured algorithms "
                              f"(RSA needs ≥ {MIN_RSA_BITS} bits, EC keys their curve)")
-        return cls({None: [SigningKey(None, key, frozenset(usable))]})
+        return cls({None: [VerificationKey(None, key, frozenset(usable))]})
 
     @classmethod
     def from_secret(cls, secret: bytes, algorithms) -> StaticKeySet:
@@ -169,9 +172,9 @@ class StaticKeySet:
             need = max(HMAC_ALGORITHMS[a] for a in algorithms)
             raise ValueError(f"the secret is {len(secret)} bytes; {'/'.join(sorted(algorithms))} "
                              f"needs at least {need}")
-        return cls({None: [SigningKey(None, secret, frozenset(usable))]})
+        return cls({None: [VerificationKey(None, secret, frozenset(usable))]})
 
-    def candidates(self, kid: str | None, alg: str) -> list[SigningKey]:
+    def candidates(self, kid: str | None, alg: str) -> list[VerificationKey]:
         keys = self.keys.get(kid) if kid is not None else None
         if keys is None:
             # No kid, or a kid we do not know: single-key sources still verify.
@@ -208,7 +211,7 @@ class RemoteKeySet:
         self.max_ttl = max_ttl
         self.max_stale = min(max_stale, _MAX_STALE_CEILING)
         self.refetch_interval = refetch_interval
-        self.keys: dict[str | None, list[SigningKey]] | None = None
+        self.keys: dict[str | None, list[VerificationKey]] | None = None
         self.fetched_at = 0.0
         self.expires_at = 0.0
         self.last_attempt = float("-inf")
@@ -251,11 +254,11 @@ class RemoteKeySet:
         self.upstream.probe(self._fetch_claimed)
 
     # -- lookup ---------------------------------------------------------------
-    def _usable(self, now: float) -> dict[str | None, list[SigningKey]] | None:
+    def _usable(self, now: float) -> dict[str | None, list[VerificationKey]] | None:
         keys = self.keys
         return keys if keys is not None and now < self.expires_at + self.max_stale else None
 
-    def _current(self) -> dict[str | None, list[SigningKey]]:
+    def _current(self) -> dict[str | None, list[VerificationKey]]:
         now = time.monotonic()
         keys = self._usable(now)
         if keys is not None:
@@ -275,7 +278,7 @@ class RemoteKeySet:
             raise KeysUnavailable(f"JWKS {self.url} unreachable and no usable cached keys")
         return keys
 
-    def candidates(self, kid: str | None, alg: str) -> list[SigningKey]:
+    def candidates(self, kid: str | None, alg: str) -> list[VerificationKey]:
         keys = self._current()
         found = keys.get(kid, []) if kid is not None else [k for ks in keys.values() for k in ks]
         if not found and kid is not None:

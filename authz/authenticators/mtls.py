@@ -51,14 +51,14 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from authz.authenticators.base import Authenticator, ConfigError, Context
+from authz.authenticators.base import CLIENT_CERT, Authenticator, ConfigError, Context, Lint
 from authz.credentials.key_strength import key_problem
 from authz.credentials.x509 import from_base64_der, thumbprint
 from authz.decision import Identity, IdentityKind, Outcome, Reason
 from authz.request import CERT_SOURCES, CheckRequest, ForwardedCert
 
 log = logging.getLogger("authz.mtls")
-SLOT = "client_cert"
+SLOT = CLIENT_CERT.name
 _CRL_REPORTED: dict[str, dict[str, set[str]]] = {}
 clock = time.time  # the verification time; the conformance tests pin it to each case's
 PRINCIPAL_FROM = ("san_uri", "san_dns", "san_email", "subject_cn", "registered")
@@ -146,6 +146,20 @@ class CrlFile:
 
 class MtlsAuthenticator(Authenticator):
     type = "mtls"
+    file_options = ("ca_file", "intermediates_file", "crl_files")
+    slots = (CLIENT_CERT,)
+
+    @classmethod
+    def lint(cls, config: dict) -> list[Lint]:
+        found = []
+        if config.get("cert_header"):
+            found.append(Lint("cert_header", f"{config['cert_header']} is believed whatever cert_sources says: the "
+                              "proxy must set or clear it on every request (a client can paste any public "
+                              "certificate into it)"))
+        if "cert_sources" not in config:
+            found.append(Lint(None, "no cert_sources: every supported certificate header is believed; name the "
+                              "one your proxy sets"))
+        return found
 
     def __init__(self, name: str, config: dict, context: Context) -> None:
         super().__init__(name, config, context)

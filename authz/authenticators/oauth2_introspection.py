@@ -23,8 +23,8 @@ import time
 from urllib.parse import quote as urlquote
 from urllib.parse import urlencode
 
-from authz.authenticators.base import Authenticator, ConfigError, Context
-from authz.authenticators.bearer import SLOT, BearerChallenges, as_tokens, bearer_token
+from authz.authenticators.base import AUTHORIZATION, Authenticator, ConfigError, Context
+from authz.authenticators.bearer import SLOT, BearerChallenges, as_tokens, bearer_token, token_layers
 from authz.authenticators.cache import secret_key
 from authz.authenticators.http_client import FetchError, Upstream, fetch, url_problem
 from authz.decision import Identity, IdentityKind, Outcome, Reason
@@ -37,6 +37,7 @@ _INACTIVE = "inactive"
 
 class IntrospectionAuthenticator(BearerChallenges, Authenticator):
     type = "oauth2_introspection"
+    slots = (AUTHORIZATION,)
 
     def __init__(self, name: str, config: dict, context: Context) -> None:
         super().__init__(name, config, context)
@@ -145,15 +146,13 @@ class IntrospectionAuthenticator(BearerChallenges, Authenticator):
                 [answer["aud"]] if isinstance(answer.get("aud"), str) else answer.get("aud")):
             return Outcome.invalid(SLOT, "token audience is not accepted here")
         scopes = as_tokens(answer.get("scope"))
-        subject = answer.get("sub") or answer.get("username")
-        client_id = answer.get("client_id")
-        client = (Identity(client_id, IdentityKind.CLIENT, self.type, self.name, scopes)
-                  if isinstance(client_id, str) and client_id else None)
-        if not isinstance(subject, str) or not subject or (client and subject == client_id):
+        user, client_id = token_layers(answer.get("sub") or answer.get("username"), answer.get("client_id"))
+        client = Identity(client_id, IdentityKind.CLIENT, self.type, self.name, scopes) if client_id else None
+        if user is None:
             if client is None:
                 return Outcome.invalid(SLOT, "introspection named neither a subject nor a client")
             return Outcome.valid(SLOT, client)
-        outcome = Outcome.valid(SLOT, Identity(subject, IdentityKind.USER, self.type, self.name, scopes))
+        outcome = Outcome.valid(SLOT, Identity(user, IdentityKind.USER, self.type, self.name, scopes))
         if client is not None:
             outcome.also = (client,)
         return outcome

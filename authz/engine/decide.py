@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from authz.authenticators import CREDENTIAL_SLOTS
+from authz.authenticators import CREDENTIAL_SLOTS, NON_HEADER_SLOTS
 from authz.decision import Decision, OutcomeKind, Reason
 from authz.engine.identity_token import IdentitySigner
 from authz.policy import CompiledPolicy
@@ -19,7 +19,6 @@ from authz.request import CheckRequest
 from authz.store import StoreUnavailable
 
 log = logging.getLogger("authz.engine")
-SLOT_NAMES = {"authorization": "Authorization", "x-api-key": "X-API-Key"}
 
 
 class DecisionEngine:
@@ -75,7 +74,7 @@ class DecisionEngine:
             decision.identity_token = self.signer.sign(decision)
         if route.options.get("strip_credentials"):
             slots = {o.slot for o in evaluation.outcomes.values() if o.kind is OutcomeKind.VALID and o.slot}
-            decision.strip_headers = sorted(s for s in slots if s not in ("query", "client_cert"))
+            decision.strip_headers = sorted(s for s in slots if s not in NON_HEADER_SLOTS)
 
 
 def _verdict(route: Route, result: Result, evaluation: Evaluation, revision: str) -> Decision:
@@ -119,7 +118,7 @@ def _verdict(route: Route, result: Result, evaluation: Evaluation, revision: str
 def _unclaimed_slot(evaluation: Evaluation) -> str | None:
     claimed = {o.slot for o in evaluation.outcomes.values() if o.kind is not OutcomeKind.ABSENT}
     headers = evaluation.request.headers
-    for slot in CREDENTIAL_SLOTS:
+    for slot, header in CREDENTIAL_SLOTS.items():
         if slot not in claimed and headers.get(slot):
-            return SLOT_NAMES.get(slot, slot)
+            return header
     return None

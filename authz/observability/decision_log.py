@@ -33,6 +33,7 @@ import uuid
 import weakref
 from datetime import UTC, datetime
 
+from authz.background import ProcessThread
 from authz.decision import Decision
 from authz.observability import metrics
 from authz.request import CheckRequest
@@ -55,7 +56,7 @@ class DecisionLog:
         self._write_lock = threading.Lock()  # one flush at a time: truncation must see its own write
         self._episode_drops = 0
         self._error: str | None = None
-        self._flusher_pid: int | None = None
+        self._flusher = ProcessThread("authz-decision-log", self.flush, FLUSH_SECONDS, prepare=self._reopen)
         ref = weakref.ref(self)
         atexit.register(lambda: (log := ref()) and log.flush())
 
@@ -98,21 +99,13 @@ class DecisionLog:
             full = self._size >= MAX_BUFFER
         if full:
             self.flush()
-        elif self._flusher_pid != os.getpid():
-            self._start_flusher()
+        elif not self._flusher.started:
+            self._flusher.ensure_started()
 
-    def _start_flusher(self) -> None:
+    def _reopen(self) -> None:
+        """A new process opens the file again rather than share the parent's descriptor."""
         with self._lock:
-            if self._flusher_pid == os.getpid():
-                return
-            self._flusher_pid = os.getpid()
             self._fd = None if self.target != "stderr" else self._fd
-        threading.Thread(target=self._flush_periodically, name="authz-decision-log", daemon=True).start()
-
-    def _flush_periodically(self) -> None:
-        while True:
-            time.sleep(FLUSH_SECONDS)
-            self.flush()
 
     def flush(self) -> None:
         with self._write_lock:

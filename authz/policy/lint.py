@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from authz.authenticators import TYPES
 from authz.policy.errors import PolicyProblem, pointer
 from authz.policy.loader import CompiledPolicy, PolicySource
 from authz.policy.routes import Route
@@ -60,18 +61,9 @@ def warnings(source: PolicySource, policy: CompiledPolicy) -> list[PolicyProblem
             where = pointer(["authenticators", name])
             if name not in used:
                 found.append(PolicyProblem(file, where, f"authenticator {name!r} is never used by a route", "warning"))
-            if config.get("allow_query"):
-                found.append(PolicyProblem(file, where + "/allow_query",
-                                           "API keys in the query string end up in access logs and browser "
-                                           "history; prefer the X-API-Key header", "warning"))
-            if config.get("type") == "mtls" and config.get("cert_header"):
-                found.append(PolicyProblem(file, where + "/cert_header",
-                                           f"{config['cert_header']} is believed whatever cert_sources says: the "
-                                           "proxy must set or clear it on every request (a client can paste any "
-                                           "public certificate into it)", "warning"))
-            if config.get("type") == "mtls" and "cert_sources" not in config:
-                found.append(PolicyProblem(file, where, "no cert_sources: every supported certificate header "
-                                           "is believed; name the one your proxy sets", "warning"))
+            for lint in TYPES[config["type"]].lint(config):
+                found.append(PolicyProblem(file, pointer(["authenticators", name, lint.option]) if lint.option
+                                           else where, lint.message, "warning"))
     protected_hosts: dict[str, str] = {}
     for route in routes:
         if not _anonymous_only(route):

@@ -141,7 +141,7 @@ def compile_policy(source: PolicySource, context: Context) -> CompiledPolicy:
     contents = dict(source.contents)
     for file, document in source.documents:
         for name, config in document.get("authenticators", {}).items():
-            for relative in referenced_files(config):
+            for relative in TYPES[config["type"]].files(config):
                 try:
                     contents[relative] = (source.directory / relative).read_bytes()
                 except OSError as exc:  # read a moment ago by the authenticator: raced with an edit
@@ -154,16 +154,6 @@ def compile_policy(source: PolicySource, context: Context) -> CompiledPolicy:
         revision=digest.hexdigest()[:12], directory=source.directory, routes=RouteTable(routes),
         authenticators=authenticators, files=[file for file, _ in source.documents], contents=contents,
     )
-
-
-FILE_OPTIONS = ("jwks_file", "public_key_file", "ca_file", "intermediates_file")
-
-
-def referenced_files(config: dict) -> list[str]:
-    """Key, CA and CRL files an authenticator's config names (relative paths)."""
-    names = [config[k] for k in FILE_OPTIONS if isinstance(config.get(k), str)]
-    names += [c for c in config.get("crl_files", []) if isinstance(c, str)]
-    return names
 
 
 def load_policy(directory: str | Path, context: Context) -> CompiledPolicy:

@@ -13,10 +13,8 @@ import json
 from pathlib import Path
 
 import jwt
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+
+from authz.credentials import devpki
 
 HEALTH = {"id": "health", "match": {"paths": ["/healthz"], "methods": ["GET", "HEAD"]}, "require": "public"}
 PUBLIC = {"type": "anonymous"}
@@ -152,32 +150,18 @@ PROFILES: dict[str, dict] = {
 }
 
 
-def _pem_private(key) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
-
-
 def _dev_idp(directory: Path) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
+    key = devpki.new_key()
     jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
     jwk.update({"kid": "dev", "alg": "ES256", "use": "sig"})
     (directory / "keys" / "dev-idp.jwks.json").write_text(json.dumps({"keys": [jwk]}, indent=2) + "\n")
-    (directory / "tests" / "keys" / "dev-idp.key").write_bytes(_pem_private(key))
+    (directory / "tests" / "keys" / "dev-idp.key").write_bytes(devpki.private_pem(key))
 
 
 def _dev_ca(directory: Path) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Development Mesh CA")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=365))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA256()))
-    (directory / "keys" / "dev-mesh-ca.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (directory / "tests" / "keys" / "dev-mesh-ca.key").write_bytes(_pem_private(key))
+    ca = devpki.issue("Development Mesh CA", ca=True, not_after=dt.datetime.now(dt.UTC) + dt.timedelta(days=365))
+    (directory / "keys" / "dev-mesh-ca.pem").write_bytes(ca.pem)
+    (directory / "tests" / "keys" / "dev-mesh-ca.key").write_bytes(ca.key_pem)
 
 
 def write_profile(name: str, directory: Path) -> list[Path]:

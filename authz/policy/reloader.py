@@ -13,12 +13,12 @@ the newest snapshot — never a partial policy.
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import threading
 from pathlib import Path
 
 from authz.authenticators import Context
+from authz.background import ProcessThread
 from authz.observability import metrics
 from authz.policy.errors import PolicyError
 from authz.policy.loader import CompiledPolicy, load_policy
@@ -45,7 +45,13 @@ class PolicyReloader:
         if stamp_before_load is not None and self._policy_files_part(self._stamp) != stamp_before_load:
             self._stamp = None  # the files changed while the policy loaded: look again at once
         self._lock = threading.Lock()
-        self._running_in: int | None = None
+        # Forced first: what a forked process inherited says nothing about the newest good revision.
+        self._watcher = ProcessThread("authz-policy-watch", self.check, interval,
+                                      prepare=lambda: self.check(force=True), after_fork=self._new_lock,
+                                      error="policy watcher error", logger=log)
+
+    def _new_lock(self) -> None:
+        self._lock = threading.Lock()  # a lock inherited through fork may be held by a dead thread
 
     # -- startup -------------------------------------------------------------------
     @classmethod
@@ -113,9 +119,7 @@ class PolicyReloader:
             if policy.revision == self.engine.policy.revision:
                 self._snapshot_if_not_newest(policy)
                 return False
-            old = self.engine.policy.revision
-            self.engine.policy = policy
-            metrics.policy_revision(policy.revision, old)
+            old = self._swap(policy)
             self._stamp = self._fingerprint()
             log.info("policy revision %s replaces %s", policy.revision, old)
             self.on_result("success")
@@ -126,6 +130,14 @@ class PolicyReloader:
                 log.warning("could not snapshot policy revision %s: %s", policy.revision, exc,
                             exc_info=_traceback(exc))
             return True
+
+    def _swap(self, policy: CompiledPolicy) -> str:
+        """Serve ``policy`` from now on (one assignment: a request keeps the revision it
+        began with); the revision it replaces."""
+        old = self.engine.policy.revision
+        self.engine.policy = policy
+        metrics.policy_revision(policy.revision, old)
+        return old
 
     def _snapshot_if_not_newest(self, policy: CompiledPolicy) -> None:
         """Files reverted to the revision this process serves: make it the newest
@@ -157,33 +169,14 @@ class PolicyReloader:
             log.warning("could not read the newest good policy snapshot; still serving revision %s: %s",
                         self.engine.policy.revision, exc, exc_info=_traceback(exc))
             return False
-        old = self.engine.policy.revision
-        self.engine.policy = policy
-        metrics.policy_revision(policy.revision, old)
+        old = self._swap(policy)
         log.warning("policy revision %s (the newest good one, from the store) replaces %s", revision, old)
         return True
 
     def ensure_running(self) -> None:
         """Start this process's watcher thread (after a fork, the parent's is gone),
         catching up first with any change made while no watcher ran here."""
-        if self._running_in == os.getpid():
-            return
-        self._lock = threading.Lock()  # a lock inherited through fork may be held by a dead thread
-        with self._lock:
-            if self._running_in == os.getpid():
-                return
-            self._running_in = os.getpid()
-        # Forced: what this process inherited says nothing about the newest good revision.
-        self.check(force=True)
-        threading.Thread(target=self._watch, name="authz-policy-watch", daemon=True).start()
-
-    def _watch(self) -> None:
-        stop = threading.Event()
-        while not stop.wait(self.interval):
-            try:
-                self.check()
-            except Exception:
-                log.exception("policy watcher error")
+        self._watcher.ensure_started()
 
     def status(self) -> dict:
         policy = self.engine.policy

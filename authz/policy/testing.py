@@ -115,24 +115,17 @@ def _issue_cert(spec: dict, policy_dir: Path) -> tuple[str, bytes]:
     import datetime as dt
 
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    from cryptography.hazmat.primitives import serialization
+
+    from authz.credentials import devpki
 
     ca_key = serialization.load_pem_private_key(
         (policy_dir / spec.get("ca_key_file", "tests/keys/dev-mesh-ca.key")).read_bytes(), password=None)
     ca = x509.load_pem_x509_certificate((policy_dir / spec.get("ca_cert_file", "keys/dev-mesh-ca.pem")).read_bytes())
-    key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, spec["name"])]))
-            .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(hours=1))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spec["uri"])]), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    return cert.public_bytes(serialization.Encoding.PEM).decode(), cert.public_bytes(serialization.Encoding.DER)
+    leaf = devpki.issue(spec["name"], devpki.Issued(ca, ca_key), uris=[spec["uri"]],  # type: ignore[arg-type]
+                        not_before=now - dt.timedelta(minutes=5), not_after=now + dt.timedelta(hours=1))
+    return leaf.pem.decode(), leaf.der
 
 
 def _fill(value, secrets):
