@@ -13,6 +13,10 @@ A test file (``policies/tests/*.json``)::
 ``Authorization`` value for a fixture user. Cases run against the policy directory and
 a throwaway store seeded from the fixtures; ``expect`` may name ``decision``,
 ``status``, ``principal``, ``reason`` and ``route``.
+
+A case's ``request`` is what ``POST /v1/decisions`` takes (``CheckRequest.from_json``).
+Running cases evaluates, so this lives on the engine's side of the layout; the reader
+of client-certificate headers (a front door's knowledge) is passed in by the caller.
 """
 
 from __future__ import annotations
@@ -22,17 +26,17 @@ import json
 import re
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import jwt
 
-from authz.adapters.api import InvalidBody, describe
 from authz.authenticators import Context
 from authz.credentials import passwords
-from authz.engine import DecisionEngine
+from authz.engine.decide import DecisionEngine
 from authz.policy.loader import load_policy
-from authz.request import BadRequest
+from authz.request import BadRequest, CheckRequest, ForwardedCert, Headers
 from authz.store import Store
 
 _PLACEHOLDER = re.compile(r"\{\{(key|basic|token|cert):([^}]+)\}\}")
@@ -47,7 +51,11 @@ class CaseResult:
     problems: list[str]
 
 
-def run_file(path: Path, policy_dir: Path) -> list[CaseResult]:
+def run_file(path: Path, policy_dir: Path,
+             header_certs: Callable[[Headers], tuple[ForwardedCert, ...]] | None = None) -> list[CaseResult]:
+    """Run one test file's cases against ``policy_dir`` and a throwaway store seeded
+    from its fixtures; ``header_certs`` reads certificates forwarded in case headers
+    (``authz.adapters.client_certs.from_headers``)."""
     spec = json.loads(path.read_text())
     with tempfile.TemporaryDirectory(prefix="authz-policy-test-") as tmp:
         store = Store(Path(tmp) / "test.db", last_used_interval=3600)
@@ -58,11 +66,11 @@ def run_file(path: Path, policy_dir: Path) -> list[CaseResult]:
         for index, case in enumerate(spec.get("cases", [])):
             name = case.get("name") or f"case {index}"
             try:
-                request = describe(_fill(case["request"], secrets))
+                request = CheckRequest.from_json(_fill(case["request"], secrets), header_certs=header_certs)
                 decision = engine.decide(request)
                 got = decision.to_json()
                 got["principal"] = decision.principal.id if decision.principal else None
-            except (InvalidBody, BadRequest, KeyError) as exc:
+            except (BadRequest, KeyError) as exc:  # InvalidBody is a BadRequest
                 results.append(CaseResult(str(path), name, False, [f"bad case: {exc}"]))
                 continue
             expect = case.get("expect", {})
