@@ -136,7 +136,7 @@ class ServeOptions:
 
 def check_startable() -> None:
     """Load the store and policy once, as a worker will: refuse before any worker starts."""
-    from authz.app import build_state
+    from authz.service import build_state
 
     build_state()
 
