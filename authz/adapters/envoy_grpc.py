@@ -119,7 +119,10 @@ def make_server(state, bind: str, workers: int = 8) -> tuple[grpc.Server, int]:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="authz-grpc"),
                          options=[("grpc.max_receive_message_length", 1 << 20)])
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(AuthorizationService(state), server)
-    port = server.add_insecure_port(bind)
+    try:
+        port = server.add_insecure_port(bind)
+    except RuntimeError:  # grpcio ≥ 1.60 raises where older versions returned 0
+        port = 0
     if port == 0:
         raise OSError(f"cannot listen on {bind}")
     return server, port
