@@ -375,16 +375,9 @@ class CheckRequest:
                    client_certs, readings)
 
     @classmethod
-    def from_url(
-        cls,
-        method: str,
-        url: str,
-        headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
-        client_ip: IPAddress | None = None,
-        client_certs: tuple[ForwardedCert, ...] = (),
-        allow: frozenset[str] = frozenset(),
-        host: str | None = None,
-    ) -> CheckRequest:
+    def from_url(cls, method: str, url: str, headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+                 client_ip: IPAddress | None = None, client_certs: tuple[ForwardedCert, ...] = (),
+                 allow: frozenset[str] = frozenset(), host: str | None = None) -> CheckRequest:
         """Describe a request from its absolute URL (``authz policy explain``, nginx's
         ``X-Original-URL``); may raise BadRequest. ``host``, when the caller was also
         told the host apart from the URL (nginx's ``X-Original-Host``), must be the one
@@ -395,12 +388,8 @@ class CheckRequest:
         return cls.build(method, target, named, scheme, headers, client_ip, client_certs, allow)
 
     @classmethod
-    def from_json(
-        cls,
-        body: object,
-        allow: frozenset[str] = frozenset(),
-        header_certs: Callable[[Headers], tuple[ForwardedCert, ...]] | None = None,
-    ) -> CheckRequest:
+    def from_json(cls, body: object, allow: frozenset[str] = frozenset(),
+                  header_certs: Callable[[Headers], tuple[ForwardedCert, ...]] | None = None) -> CheckRequest:
         """Describe a request from its JSON form (``POST /v1/decisions``, a policy test
         case): ``{"method", "url" | "host" + "path", "headers", "client_ip",
         "client_cert"}``; raises ``InvalidBody`` (a BadRequest) when it describes none.
