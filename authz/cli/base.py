@@ -57,7 +57,9 @@ def emit(ctx: click.Context, data, text: str) -> None:
 
 
 def command(group: click.Group, name: str | None = None, **kwargs):
-    """A subcommand with ``--json`` and one-line errors for store and policy problems."""
+    """A subcommand with ``--json`` and one-line errors: any ``AuthzError`` (a policy,
+    store, setting or request problem; a broken policy gives a line per problem), an
+    OSError or bad value is ``Error: …`` and exit 1, never a traceback."""
 
     def decorate(func):
         @group.command(name, **kwargs)
