@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from urllib.parse import parse_qsl
@@ -39,6 +39,10 @@ _COMMON_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "O
 
 class BadRequest(AuthzError, ValueError):
     """The request cannot be described safely (unsafe path, oversized value…)."""
+
+
+class InvalidBody(BadRequest):
+    """A JSON description (``POST /v1/decisions``, a policy test case) does not describe a request."""
 
 
 # The request-target firewall. Each rule refuses something that two HTTP parsers
@@ -377,6 +381,68 @@ class CheckRequest:
             readings = _other_readings(method, path, override)
         return cls(method, path, normalise_host(host), scheme.lower() or "http", query, headers, client_ip,
                    client_certs, readings)
+
+    @classmethod
+    def from_url(cls, method: str, url: str, headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+                 client_ip: IPAddress | None = None, client_certs: tuple[ForwardedCert, ...] = (),
+                 allow: frozenset[str] = frozenset(), host: str | None = None) -> CheckRequest:
+        """Describe a request from its absolute URL (``authz policy explain``, nginx's
+        ``X-Original-URL``); may raise BadRequest. ``host``, when the caller was also
+        told the host apart from the URL (nginx's ``X-Original-Host``), must be the one
+        the URL names: a proxy routes by one and an upstream may read the other."""
+        scheme, named, target = split_absolute(url)
+        if host and normalise_host(named) != normalise_host(host):
+            raise BadRequest("the URL names another host than the request's Host")
+        return cls.build(method, target, named, scheme, headers, client_ip, client_certs, allow)
+
+    @classmethod
+    def from_json(cls, body: object, allow: frozenset[str] = frozenset(),
+                  header_certs: Callable[[Headers], tuple[ForwardedCert, ...]] | None = None) -> CheckRequest:
+        """Describe a request from its JSON form (``POST /v1/decisions``, a policy test
+        case): ``{"method", "url" | "host" + "path", "headers", "client_ip",
+        "client_cert"}``; raises ``InvalidBody`` (a BadRequest) when it describes none.
+
+        ``header_certs`` reads client certificates that ``headers`` carry in a proxy's
+        dialect (``authz.adapters.client_certs.from_headers``): that knowledge belongs
+        to the front doors, so the caller passes it in; ``client_cert`` (a PEM chain,
+        leaf first) comes before them.
+        """
+        if not isinstance(body, dict):
+            raise InvalidBody("body must be a JSON object")
+        method = body.get("method", "GET")
+        raw_headers = body.get("headers", {})
+        if not isinstance(method, str) or not isinstance(raw_headers, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in raw_headers.items()
+        ):
+            raise InvalidBody("'method' must be a string and 'headers' an object of strings")
+        headers = Headers(raw_headers)
+        if "url" in body:
+            if not isinstance(body["url"], str):
+                raise InvalidBody("'url' must be a string")
+            try:
+                scheme, host, target = split_absolute(body["url"])
+            except BadRequest as exc:
+                raise InvalidBody(f"'url': {exc}") from None
+        elif isinstance(body.get("path"), str):
+            scheme, host, target = "http", body.get("host") or headers.get("host", ""), body["path"]
+            if not isinstance(host, str):
+                raise InvalidBody("'host' must be a string")
+        else:
+            raise InvalidBody("give 'url', or 'host' and 'path'")
+        client_ip = None
+        if body.get("client_ip") is not None:
+            client_ip = parse_ip(body["client_ip"]) if isinstance(body["client_ip"], str) else None
+            if client_ip is None:
+                raise InvalidBody("'client_ip' is not an IP address")
+        certs = header_certs(headers) if header_certs is not None else ()
+        if body.get("client_cert") is not None:
+            if not isinstance(body["client_cert"], str):
+                raise InvalidBody("'client_cert' must be a PEM string (leaf first, chain after)")
+            # Imported here: credentials.x509 builds ForwardedCert, defined in this module.
+            from authz.credentials.x509 import from_pem
+
+            certs = (from_pem("api", body["client_cert"]), *certs)
+        return cls.build(method, target, host, scheme, headers, client_ip, certs, allow)
 
 
 def _query_override(query: str) -> str | None:

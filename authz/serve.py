@@ -136,7 +136,7 @@ class ServeOptions:
 
 def check_startable() -> None:
     """Load the store and policy once, as a worker will: refuse before any worker starts."""
-    from authz.app import build_state
+    from authz.service import build_state
 
     build_state()
 
@@ -160,15 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     # Before the imports below: they import prometheus_client.
     prepare_worker_environment()
     owned = None if os.environ.get(MULTIPROC_ENV) else fresh_metrics_dir()
-    from authz.config import SettingsError
-    from authz.policy import PolicyError
-    from authz.store import StoreError
-
     try:
         run(options, on_ready=lambda: print(
             f"authz serve: {options.server} on {options.host}:{options.port}, {options.worker_count} worker(s)",
             file=sys.stderr, flush=True))
-    except (ServeError, PolicyError, StoreError, SettingsError) as exc:
+    except AuthzError as exc:  # ServeError, a broken store, policy or setting
         print(f"authz serve: refusing to start:\n{exc}", file=sys.stderr, flush=True)
         return 3
     finally:
@@ -182,8 +178,8 @@ def run(options: ServeOptions, on_ready=None) -> None:
 
     The process environment must already be prepared (``prepare_worker_environment``,
     ``PROMETHEUS_MULTIPROC_DIR``) before prometheus_client is imported: ``main`` does
-    it. Raises ``ServeError``, ``PolicyError``, ``StoreError`` or ``SettingsError``
-    before any worker starts; ``on_ready()`` is called once the check passed.
+    it. Raises ``AuthzError`` (``ServeError``, ``PolicyError``, ``StoreError``,
+    ``SettingsError``) before any worker starts; ``on_ready()`` is called once the check passed.
     """
     if options.server not in SERVERS:
         raise ServeError(f"--server {options.server!r}: one of {', '.join(SERVERS)}")

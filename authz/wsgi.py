@@ -25,9 +25,7 @@ except ServeError as exc:
 import logging
 
 from authz.app import create_app
-from authz.config import SettingsError
-from authz.policy import PolicyError
-from authz.store import StoreError
+from authz.errors import AuthzError
 
 
 class _ToServerErrorLog(logging.Handler):
@@ -51,6 +49,6 @@ if _server_log.handlers:  # served by gunicorn: its logger is set up before the 
 
 try:
     app = create_app()
-except (PolicyError, StoreError, SettingsError) as exc:
+except AuthzError as exc:  # a broken store, policy or setting: every problem, no traceback
     print(f"authz: refusing to start:\n{exc}", file=sys.stderr, flush=True)
     sys.exit(3)

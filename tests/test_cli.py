@@ -188,3 +188,107 @@ def test_certs_bad_input(run, args, message):
     before = run("certs", "list", "--json").output
     assert message in run(*args, ok=False).output
     assert run("certs", "list", "--json").output == before
+
+
+@pytest.fixture
+def bad_files(tmp_path):
+    """Files and paths that the bad inputs below name."""
+    broken = tmp_path / "broken"
+    (broken / "tests").mkdir(parents=True)
+    (broken / "p.json").write_text('{"routes": [{"id": "a"}, {"id": "b"}]}')  # two problems
+    (broken / "tests" / "t.json").write_text('{"cases": []}')
+    (tmp_path / "not-a-cert.pem").write_text("not a certificate")
+    (tmp_path / "not-a-db").write_text("not an SQLite database" * 100)
+    (tmp_path / "htpasswd").write_text("alice:$1$xyz$abc\n")
+    (tmp_path / "token").write_text("not-a-token")
+    (tmp_path / "tests.json").write_text("{not JSON")
+    (tmp_path / "shapeless.json").write_text('{"cases": 5}')
+    (tmp_path / "fixture.json").write_text('{"fixtures": {"keys": [{"name": "k"}]}, "cases": []}')
+    return {"broken": broken, "missing": tmp_path / "missing", "nodb": tmp_path / "no-dir" / "authz.db",
+            "notdb": tmp_path / "not-a-db", "notcert": tmp_path / "not-a-cert.pem", "htpasswd": tmp_path / "htpasswd",
+            "token": tmp_path / "token", "tests": tmp_path / "tests.json", "shapeless": tmp_path / "shapeless.json",
+            "fixture": tmp_path / "fixture.json", "policies": "policies"}
+
+
+EXPLAIN = ["policy", "explain", "GET", "https://h/x"]
+# Every command with bad input: (arguments, what the message says, lines it may take:
+# one, or one per policy problem).
+EVERY_COMMAND_BAD_INPUT = [
+    (["--db", "{notdb}", "db", "init"], "is not an SQLite database", 1),
+    (["--db", "{nodb}", "keys", "list"], "not found: run `authz db init`", 1),
+    (["keys", "create", "--principal", "p", "--expires-in", "soon"], "'soon' is not a duration", 1),
+    (["keys", "create", "--principal", "p", "--expires-in", "9999999999d"], "longer than 100 years", 1),
+    (["keys", "revoke", "key_nope"], "no API key with id 'key_nope'", 1),
+    (["keys", "rotate", "key_nope"], "no API key with id 'key_nope'", 1),
+    (["users", "add", "bad name", "--password-stdin"], "invalid principal name 'bad name'", 1),
+    (["users", "passwd", "nobody", "--password-stdin"], "no user named 'nobody'", 1),
+    (["users", "disable", "nobody"], "no principal named 'nobody'", 1),
+    (["users", "enable", "nobody"], "no principal named 'nobody'", 1),
+    (["--db", "{nodb}", "users", "list"], "not found: run `authz db init`", 1),
+    (["users", "import-htpasswd", "{htpasswd}"], "MD5-crypt", 1),
+    (["users", "import-htpasswd", "{missing}"], "does not exist", 1),
+    (["certs", "add", "--principal", "svc", "--file", "{notcert}"], "is not a PEM or DER certificate", 1),
+    (["certs", "revoke", "--file", "{notcert}"], "is not a PEM or DER certificate", 1),
+    (["--db", "{notdb}", "certs", "list"], "not readable", 1),
+    (["tokens", "revoke", "--token", "{token}"], "not a JWT", 1),
+    (["tokens", "revoke", "--jti", "x", "--for", "later"], "'later' is not a duration", 1),
+    (["--db", "{nodb}", "tokens", "list"], "not found: run `authz db init`", 1),
+    (["--db", "{notdb}", "signing-keys", "rotate"], "not readable", 1),
+    (["--db", "{nodb}", "signing-keys", "list"], "not found: run `authz db init`", 1),
+    ([*EXPLAIN, "--policy-dir", "{broken}"], "/routes/0: missing required field 'require'", 2),
+    ([*EXPLAIN, "--policy-dir", "{missing}"], "policy directory not found", 1),
+    (["policy", "explain", "GET", "not a url", "--policy-dir", "{policies}"], "not an absolute http(s) URL", 1),
+    ([*EXPLAIN, "-H", "no colon", "--policy-dir", "{policies}"], "is not 'Name: value'", 1),
+    ([*EXPLAIN, "--as-key", "key_nope", "--policy-dir", "{policies}"], "no API key with id 'key_nope'", 1),
+    ([*EXPLAIN, "--as-user", "nobody", "--policy-dir", "{policies}"], "no user named 'nobody'", 1),
+    ([*EXPLAIN, "--cert", "{missing}", "--policy-dir", "{policies}"], "does not exist", 1),
+    (["--db", "{nodb}", *EXPLAIN, "--policy-dir", "{policies}"], "not found: run `authz db init`", 1),
+    (["policy", "test", "--policy-dir", "{broken}"], "/routes/1: missing required field 'require'", 2),
+    (["policy", "test", "{tests}", "--policy-dir", "{policies}"], "not JSON", 1),
+    (["policy", "test", "{shapeless}", "--policy-dir", "{policies}"], '"cases": [objects]', 1),
+    (["policy", "test", "{fixture}", "--policy-dir", "{policies}"], "a fixture lacks 'principal'", 1),
+    (["policy", "test", "--policy-dir", "{missing}"], "no test files given", 1),
+    (["policy", "init", "--profile", "partner", "{notcert}"], "is a file", 1),
+    (["serve", "--bind", "nowhere"], "give HOST:PORT", 1),
+    (["grpc", "--bind", "256.0.0.1:1", "--policy-dir", "{policies}"], "cannot listen on 256.0.0.1:1", 2),
+    (["grpc", "--policy-dir", "{broken}"], "/routes/0: missing required field 'require'", 3),
+]
+
+
+@pytest.mark.parametrize(("args", "message", "lines"), EVERY_COMMAND_BAD_INPUT,
+                         ids=[" ".join(a for a in args if not a.startswith(("{", "--"))) + f" [{m[:20]}]"
+                              for args, m, _ in EVERY_COMMAND_BAD_INPUT])
+def test_bad_input_on_every_command_is_one_line_never_a_traceback(run, bad_files, args, message, lines):
+    """Click's usage lines aside, the error is one ``Error:`` line (a broken policy: a
+    line per problem, as `policy check` lists them), exit non-zero, and no exception
+    escapes the command (which would be a traceback outside the test runner)."""
+    result = run(*[a.format(**bad_files) for a in args], input="pw\n", ok=False)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    said = [line for line in result.output.splitlines() if line.strip() and not line.startswith(("Usage:", "Try "))]
+    assert said[0].startswith("Error: ") and result.output.count("Error:") == 1, result.output
+    assert len(said) == lines and message in result.output, result.output
+
+
+def test_policy_check_keeps_listing_every_problem(bad_files):
+    result = CliRunner().invoke(main, ["policy", "check", str(bad_files["broken"])])
+    assert result.exit_code == 1
+    assert [line.split(": ")[-1] for line in result.output.splitlines()] == ["missing required field 'require'"] * 2
+    assert all(line.startswith("error: ") for line in result.output.splitlines())
+
+
+def test_every_command_is_covered_by_a_bad_input():
+    """A new command must come with its bad input above."""
+    def commands(group, prefix=()):
+        for name, command in group.commands.items():
+            if hasattr(command, "commands"):
+                yield from commands(command, (*prefix, name))
+            else:
+                yield (*prefix, name)
+
+    covered = {("policy", "check")}  # its own output: test_policy_check_keeps_listing_every_problem
+    for args, _, _ in EVERY_COMMAND_BAD_INPUT:
+        words = [a for a in args if not a.startswith(("{", "-"))]
+        covered |= {tuple(words[:2]), tuple(words[:1])}
+    missing = sorted(" ".join(c) for c in commands(main) if c not in covered)
+    assert not missing, f"no bad-input case for: {missing}"

@@ -148,3 +148,36 @@ def test_check_warns_about_a_cert_header(policy_dir, tmp_path):
     result = cli("policy", "check", str(policy_dir))
     assert result.exit_code == 0
     assert "/authenticators/mesh/cert_header: X-Client-Cert is believed whatever cert_sources says" in result.output
+
+
+def test_explain_runs_each_authenticator_once(store, policy_dir, make_client, monkeypatch):
+    """One evaluation, traced: explain must not ask an authenticator a second time (its
+    metrics and last-used stamps would double, and a second run may disagree)."""
+    from authz.authenticators.api_key import ApiKeyAuthenticator
+    from authz.authenticators.basic import BasicAuthenticator
+    from authz.engine.explain import explain
+    from authz.request import CheckRequest
+    from tests.conftest import add_user, engine_for
+
+    write_policy(policy_dir, {
+        "authenticators": {"key": {"type": "api_key"}, "staff": {"type": "basic"}},
+        "routes": [{"id": "both", "match": {"paths": ["/x/**"]},
+                    "require": {"any": [{"use": "staff", "roles": ["admin"]}, {"use": "key"}]}}]})
+    add_user(store, "bob", "pw", roles=["clerk"])
+    _, secret = store.keys.create("partner-a", ["orders:read"])
+    calls: list[str] = []
+    for cls in (ApiKeyAuthenticator, BasicAuthenticator):
+        real = cls.authenticate
+        monkeypatch.setattr(cls, "authenticate", lambda self, request, real=real: calls.append(self.name)
+                            or real(self, request))
+    basic = "Basic " + __import__("base64").b64encode(b"bob:pw").decode()
+    request = CheckRequest.build("GET", "/x/1", "h", headers={"Authorization": basic, "X-API-Key": secret})
+    decision, explanation = explain(engine_for(store, policy_dir), request)
+    assert sorted(calls) == ["key", "staff"]
+    assert [leaf["state"] for leaf in explanation["requirement"]] == ["forbidden", "satisfied"]
+    assert decision.allowed and explanation["summary"].startswith("ALLOW (200) as partner-a")
+    calls.clear()
+    client = make_client()
+    body = client.post("/v1/decisions", json={"url": "https://h/x/1", "explain": True,
+                                              "headers": {"Authorization": basic, "X-API-Key": secret}}).get_json()
+    assert sorted(calls) == ["key", "staff"] and body["decision"] == "allow"

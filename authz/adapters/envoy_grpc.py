@@ -1,7 +1,7 @@
 """Envoy ``ext_authz`` over gRPC: ``envoy.service.auth.v3.Authorization/Check``.
 
-Runs in its own process (``authz grpc --bind HOST:PORT``), never inside a gunicorn
-WSGI worker, with the same policy and store as the HTTP side. The request is read
+Runs in its own process (``authz grpc --bind HOST:PORT``: ``GrpcServer`` below), never
+inside a gunicorn WSGI worker, with the same policy and store as the HTTP side. The request is read
 from ``CheckRequest.attributes`` (``request.http``: method, path with query, host,
 scheme, lower-case headers; ``source.address``; ``source.certificate`` as URL-encoded
 PEM). The answer: ``status.code`` 0 with identity headers (overwriting anything the
@@ -14,7 +14,10 @@ in ``denied_response``.
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
+from collections.abc import Callable
 from concurrent import futures
 
 import grpc
@@ -26,9 +29,11 @@ from google.rpc import status_pb2
 from authz.adapters import client_certs
 from authz.adapters.common import MALFORMED, malformed, observe, render, unset_identity_headers
 from authz.adapters.trust import refusal
+from authz.config import Settings
 from authz.credentials.x509 import from_pem
 from authz.decision import Decision, Reason
 from authz.request import CheckRequest, Headers, parse_ip
+from authz.service import AuthzState, build_state
 
 log = logging.getLogger("authz.grpc")
 OK, PERMISSION_DENIED, UNAUTHENTICATED, INTERNAL = 0, 7, 16, 13
@@ -111,7 +116,52 @@ def make_server(state, bind: str, workers: int = 8) -> tuple[grpc.Server, int]:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="authz-grpc"),
                          options=[("grpc.max_receive_message_length", 1 << 20)])
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(AuthorizationService(state), server)
-    port = server.add_insecure_port(bind)
+    try:
+        port = server.add_insecure_port(bind)
+    except RuntimeError:  # grpcio ≥ 1.60 raises where older versions returned 0
+        port = 0
     if port == 0:
         raise OSError(f"cannot listen on {bind}")
     return server, port
+
+
+class GrpcServer:
+    """``authz grpc``'s lifecycle: build the service and bind (raising ``AuthzError`` or
+    ``OSError`` before anything is served), then ``run`` until SIGTERM/SIGINT, finishing
+    the calls in flight. SIGHUP reloads the policy at once; a broken policy is refused
+    and the running revision kept. ``say`` reports to the operator (stderr)."""
+
+    def __init__(self, settings: Settings, bind: str, workers: int = 8) -> None:
+        self.state: AuthzState = build_state(settings)
+        self.server, self.port = make_server(self.state, bind, workers)
+        self.host = bind.rsplit(":", 1)[0]
+
+    def run(self, say: Callable[[str], None]) -> None:
+        """Serve until stopped; must be called from the main thread (signal handlers)."""
+        state = self.state
+        stopping = threading.Event()
+
+        def stop(signum, frame) -> None:
+            stopping.set()
+
+        def reload(signum, frame) -> None:
+            threading.Thread(target=forced_check, daemon=True).start()
+
+        def forced_check() -> None:
+            state.reloader.check(force=True)
+            if state.reloader.error is not None:
+                say(f"authz grpc: reload refused, keeping revision {state.engine.policy.revision}:\n"
+                    f"{state.reloader.error}")
+            else:
+                say(f"authz grpc: policy revision {state.engine.policy.revision}")
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, reload)
+        self.server.start()
+        state.reloader.ensure_running()
+        say(f"authz grpc: listening on {self.host}:{self.port}, policy revision {state.engine.policy.revision}")
+        while not stopping.wait(1.0):
+            pass
+        say("authz grpc: shutting down (finishing calls in flight)")
+        self.server.stop(grace=5).wait()

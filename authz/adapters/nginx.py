@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from authz.adapters import client_certs
 from authz.adapters.common import Answer, request_headers, serve, wsgi_text
-from authz.request import BadRequest, CheckRequest, normalise_host, split_absolute
+from authz.request import BadRequest, CheckRequest
 
 PATH = "/auth-request"
 
@@ -22,18 +22,16 @@ def describe(environ: dict, settings, peer) -> CheckRequest:
     headers = request_headers(environ)
     method, url, target, original_host = headers.values_of(
         ("x-original-method", "x-original-url", "x-original-uri", "x-original-host"))
-    host = original_host or headers.get("host", "")
-    scheme = headers.get("x-forwarded-proto", "http")
-    if url and not target:
-        scheme, named, target = split_absolute(wsgi_text(url))
-        if original_host and normalise_host(named) != normalise_host(original_host):
-            raise BadRequest("X-Original-URL names another host than X-Original-Host")
-        host = named
-    if not method or not target:
+    if not method or not (target or url):
         raise BadRequest("X-Original-Method and X-Original-URI (or X-Original-URL) are required")
     client_ip = settings.trusted.client_ip(peer, headers.get("x-forwarded-for"), headers.get("x-real-ip"))
-    return CheckRequest.build(method, wsgi_text(target), wsgi_text(host), scheme, headers, client_ip,
-                              client_certs.from_headers(headers), settings.target_allow)
+    certs = client_certs.from_headers(headers)
+    if not target:  # ingress-nginx: the whole URL, whose host must be X-Original-Host's
+        return CheckRequest.from_url(method, wsgi_text(url), headers, client_ip, certs, settings.target_allow,
+                                     host=original_host)
+    return CheckRequest.build(method, wsgi_text(target), wsgi_text(original_host or headers.get("host", "")),
+                              headers.get("x-forwarded-proto", "http"), headers, client_ip, certs,
+                              settings.target_allow)
 
 
 def handle(state, environ: dict) -> Answer:

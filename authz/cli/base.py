@@ -17,6 +17,7 @@ from authz.store import Store
 
 _DURATION = re.compile(r"(\d+)([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+MAX_DURATION = 100 * 365 * 86400
 
 
 def parse_duration(text: str, option: str = "duration") -> int:
@@ -26,7 +27,10 @@ def parse_duration(text: str, option: str = "duration") -> int:
         raise click.BadParameter(
             f"{text!r} is not a duration like 90d, 12h, 30m, 45s or 2w", param_hint=option
         )
-    return sum(int(n) * _UNITS[unit] for n, unit in _DURATION.findall(text))
+    seconds = sum(int(n) * _UNITS[unit] for n, unit in _DURATION.findall(text))
+    if seconds > MAX_DURATION:  # a date past year 9999 cannot even be printed
+        raise click.BadParameter(f"{text!r} is longer than 100 years", param_hint=option)
+    return seconds
 
 
 def when(ts: float | None) -> str:
@@ -53,7 +57,9 @@ def emit(ctx: click.Context, data, text: str) -> None:
 
 
 def command(group: click.Group, name: str | None = None, **kwargs):
-    """A subcommand with ``--json`` and one-line errors for store and policy problems."""
+    """A subcommand with ``--json`` and one-line errors: any ``AuthzError`` (a policy,
+    store, setting or request problem; a broken policy gives a line per problem), an
+    OSError or bad value is ``Error: …`` and exit 1, never a traceback."""
 
     def decorate(func):
         @group.command(name, **kwargs)

@@ -65,7 +65,7 @@ def policy_explain(method, url, headers, cert_file, as_key, as_user, policy_dir)
     from authz.engine import DecisionEngine
     from authz.engine.explain import explain, render_text
     from authz.policy import load_policy
-    from authz.request import BadRequest, CheckRequest, split_absolute
+    from authz.request import BadRequest, CheckRequest
 
     s = store()
     header_pairs = []
@@ -79,11 +79,9 @@ def policy_explain(method, url, headers, cert_file, as_key, as_user, policy_dir)
         header_pairs.append(("X-API-Key", placeholder))
     if as_user:
         header_pairs.append(("Authorization", _dry_run_user(s, as_user)))
+    certs = (from_pem("api", cert_file.read_text()),) if cert_file else ()
     try:
-        scheme, host, target = split_absolute(url)
-        certs = (from_pem("api", cert_file.read_text()),) if cert_file else ()
-        request = CheckRequest.build(method, target, host, scheme, header_pairs, None, certs,
-                                     Settings.from_env().target_allow)
+        request = CheckRequest.from_url(method, url, header_pairs, None, certs, Settings.from_env().target_allow)
     except BadRequest as exc:
         raise click.BadParameter(f"{url}: {exc}", param_hint="'URL'") from None
     engine = DecisionEngine(load_policy(policy_dir, Context(store=s)))
@@ -126,13 +124,14 @@ def _dry_run_user(s: Store, name: str) -> str:
 @click.option("--policy-dir", envvar="AUTHZ_POLICY_DIR", default="policies", type=click.Path(path_type=Path))
 def policy_test(files, policy_dir) -> None:
     """Run policy test cases (default: POLICY_DIR/tests/*.json); exit 1 if any fails."""
-    from authz.policy.testing import run_file
+    from authz.adapters.client_certs import from_headers
+    from authz.engine.testing import run_file
 
     ctx = click.get_current_context()
     files = files or tuple(sorted(Path(policy_dir, "tests").glob("*.json")))
     if not files:
         raise click.UsageError(f"no test files given and none in {policy_dir}/tests")
-    results = [r for file in files for r in run_file(file, policy_dir)]
+    results = [r for file in files for r in run_file(file, policy_dir, from_headers)]
     passed = sum(r.passed for r in results)
     lines = []
     for r in results:

@@ -8,8 +8,7 @@ import click
 
 from authz.cli.base import main
 from authz.config import Settings
-from authz.policy import PolicyError
-from authz.store import StoreError
+from authz.errors import AuthzError
 
 
 @main.command("serve")
@@ -42,44 +41,11 @@ def serve_command(bind, workers, threads, server, policy_dir) -> None:
 @click.option("--policy-dir", envvar="AUTHZ_POLICY_DIR", type=click.Path(path_type=Path), help="Policy directory.")
 def grpc_command(bind, workers, policy_dir) -> None:
     """Serve Envoy's ext_authz gRPC API (envoy.service.auth.v3.Authorization)."""
-    import signal
-    import threading
+    from authz.adapters.envoy_grpc import GrpcServer
 
-    from authz.adapters.envoy_grpc import make_server
-    from authz.app import build_state
-    from authz.config import SettingsError
-
-    ctx = click.get_current_context()
     try:
-        settings = Settings.from_env(db_path=ctx.obj["db"], policy_dir=policy_dir)
-        state = build_state(settings)
-        server, port = make_server(state, bind, workers)
-    except (PolicyError, StoreError, SettingsError, OSError) as exc:
+        settings = Settings.from_env(db_path=click.get_current_context().obj["db"], policy_dir=policy_dir)
+        server = GrpcServer(settings, bind, workers)
+    except (AuthzError, OSError) as exc:
         raise click.ClickException(f"refusing to start:\n{exc}") from None
-    stopping = threading.Event()
-
-    def stop(signum, frame) -> None:
-        stopping.set()
-
-    def reload(signum, frame) -> None:
-        threading.Thread(target=forced_check, daemon=True).start()
-
-    def forced_check() -> None:
-        state.reloader.check(force=True)
-        if state.reloader.error is not None:
-            click.echo(f"authz grpc: reload refused, keeping revision {state.engine.policy.revision}:\n"
-                       f"{state.reloader.error}", err=True)
-        else:
-            click.echo(f"authz grpc: policy revision {state.engine.policy.revision}", err=True)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGHUP, reload)
-    server.start()
-    state.reloader.ensure_running()
-    click.echo(f"authz grpc: listening on {bind.rsplit(':', 1)[0]}:{port}, "
-               f"policy revision {state.engine.policy.revision}", err=True)
-    while not stopping.wait(1.0):
-        pass
-    click.echo("authz grpc: shutting down (finishing calls in flight)", err=True)
-    server.stop(grace=5).wait()
+    server.run(say=lambda line: click.echo(line, err=True))

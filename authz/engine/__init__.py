@@ -1,5 +1,6 @@
-"""Evaluate a compiled policy against a request: decide, trace, explain."""
+"""Evaluate a compiled policy against a request: decide (optionally traced), explain,
+and run operators' policy test files. Imports ``policy/`` and below, never a front door."""
 
-from authz.engine.decide import DecisionEngine
+from authz.engine.decide import DecisionEngine, Trace
 
-__all__ = ["DecisionEngine"]
+__all__ = ["DecisionEngine", "Trace"]

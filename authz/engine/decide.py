@@ -1,7 +1,10 @@
 """The decision pipeline: route match, requirement tree, verdict.
 
 ``DecisionEngine.decide`` never raises and never allows on error: any exception
-inside an authenticator becomes a 500 ``internal_error`` deny.
+inside an authenticator becomes a 500 ``internal_error`` deny. Given a ``Trace`` it
+also records what it evaluated (the policy, the route, each leaf's verdict), so that an
+explanation describes the very run that decided: authenticators run once, never again
+for the telling.
 """
 
 from __future__ import annotations
@@ -13,12 +16,23 @@ from authz.authenticators import CREDENTIAL_SLOTS, NON_HEADER_SLOTS
 from authz.decision import Decision, OutcomeKind, Reason
 from authz.engine.identity_token import IdentitySigner
 from authz.policy import CompiledPolicy
-from authz.policy.requirements import Evaluation, Result, State
+from authz.policy.requirements import Evaluation, Result, State, TraceEntry
 from authz.policy.routes import Route
 from authz.request import CheckRequest
 from authz.store import StoreUnavailable
 
 log = logging.getLogger("authz.engine")
+
+
+@dataclasses.dataclass
+class Trace:
+    """What one ``decide`` evaluated for the request as given (not its other readings):
+    the policy revision it read, the route that matched (None: no route), and each
+    requirement leaf's verdict in evaluation order."""
+
+    policy: CompiledPolicy | None = None
+    route: Route | None = None
+    entries: list[TraceEntry] = dataclasses.field(default_factory=list)
 
 
 class DecisionEngine:
@@ -30,12 +44,13 @@ class DecisionEngine:
         self.signer = signer
         self.token_everywhere = token_everywhere
 
-    def decide(self, request: CheckRequest) -> Decision:
+    def decide(self, request: CheckRequest, trace: Trace | None = None) -> Decision:
         """The decision for ``request``. A request an upstream may read another way (a
         method override, a lower-case method, HEAD, a trailing slash: see
         ``CheckRequest.other_readings``) must be allowed in every reading; the first
-        deny answers."""
-        decision = self._decide(request)
+        deny answers. ``trace``, when given, is filled with the evaluation of the
+        request as given (the one an explanation shows)."""
+        decision = self._decide(request, trace)
         if not request.other_readings or not decision.allowed:
             return decision
         for method, path in request.other_readings:
@@ -45,15 +60,19 @@ class DecisionEngine:
                 return other
         return decision
 
-    def _decide(self, request: CheckRequest) -> Decision:
+    def _decide(self, request: CheckRequest, trace: Trace | None = None) -> Decision:
         policy = self.policy
         route = policy.routes.match(request)
+        if trace is not None:
+            trace.policy, trace.route = policy, route
         if route is None:
             return Decision.deny(
                 403, Reason.NO_ROUTE, f"no route matches {request.method} {request.host}{request.path}",
                 revision=policy.revision,
             )
-        evaluation = Evaluation(request)
+        evaluation = Evaluation(request, explain=trace is not None)
+        if trace is not None:
+            trace.entries = evaluation.trace  # type: ignore[assignment]  (a list when explaining)
         try:
             result = route.requirement.evaluate(evaluation)
             decision = _verdict(route, result, evaluation, policy.revision)

@@ -4,8 +4,8 @@ others did not, each requirement leaf's outcome, and the decision in one plain l
 from __future__ import annotations
 
 from authz.decision import Decision, Reason
-from authz.engine.decide import DecisionEngine
-from authz.policy.requirements import Evaluation, State
+from authz.engine.decide import DecisionEngine, Trace
+from authz.policy.requirements import State
 from authz.request import CheckRequest
 
 CAUSES = {
@@ -38,9 +38,13 @@ def summary(decision: Decision) -> str:
 
 
 def explain(engine: DecisionEngine, request: CheckRequest) -> tuple[Decision, dict]:
-    policy = engine.policy
+    """The decision and, for a person, how it was reached: one ``decide`` with a trace
+    (each authenticator runs once, as on the hot path), then the routes tried before
+    the match and every leaf of its requirement, those not evaluated included."""
+    trace = Trace()
+    decision = engine.decide(request, trace)
     routes = []
-    for route in policy.routes.routes:
+    for route in trace.policy.routes.routes if trace.policy is not None else ():
         why = route.mismatch(request)
         spec = {"methods": sorted(route.methods) if route.methods else "any",
                 "hosts": "listed hosts" if route.hosts else "any", "paths": "its path patterns"}
@@ -49,26 +53,22 @@ def explain(engine: DecisionEngine, request: CheckRequest) -> tuple[Decision, di
                                                                         path=request.path, **spec)})
         if why is None:
             break
-    decision = engine.decide(request)
-    trace = []
-    route = policy.routes.match(request)
-    if route is not None:
-        evaluation = Evaluation(request, explain=True)
-        route.requirement.evaluate(evaluation)
-        seen = {id(entry.leaf) for entry in evaluation.trace}
-        for entry in evaluation.trace:
+    requirement = []
+    if trace.route is not None:
+        seen = {id(entry.leaf) for entry in trace.entries}
+        for entry in trace.entries:
             outcome = entry.outcome
-            trace.append({"pointer": entry.leaf.pointer, "authenticator": entry.leaf.authenticator.name,
-                          "type": entry.leaf.authenticator.type, "outcome": outcome.kind.value,
-                          "state": entry.state.value, "reason": str(outcome.reason) if outcome.reason else None,
-                          "detail": entry.detail or outcome.detail or None,
-                          "principal": outcome.identity.id if outcome.identity else None})
-        for leaf in route.requirement.leaves():
+            requirement.append({"pointer": entry.leaf.pointer, "authenticator": entry.leaf.authenticator.name,
+                                "type": entry.leaf.authenticator.type, "outcome": outcome.kind.value,
+                                "state": entry.state.value, "reason": str(outcome.reason) if outcome.reason else None,
+                                "detail": entry.detail or outcome.detail or None,
+                                "principal": outcome.identity.id if outcome.identity else None})
+        for leaf in trace.route.requirement.leaves():
             if id(leaf) not in seen:
-                trace.append({"pointer": leaf.pointer, "authenticator": leaf.authenticator.name,
-                              "type": leaf.authenticator.type, "outcome": None, "state": "not evaluated",
-                              "reason": None, "detail": "an earlier alternative decided", "principal": None})
-    return decision, {"summary": summary(decision), "routes": routes, "requirement": trace}
+                requirement.append({"pointer": leaf.pointer, "authenticator": leaf.authenticator.name,
+                                    "type": leaf.authenticator.type, "outcome": None, "state": "not evaluated",
+                                    "reason": None, "detail": "an earlier alternative decided", "principal": None})
+    return decision, {"summary": summary(decision), "routes": routes, "requirement": requirement}
 
 
 def render_text(decision: Decision, explanation: dict) -> str:

@@ -13,6 +13,10 @@ A test file (``policies/tests/*.json``)::
 ``Authorization`` value for a fixture user. Cases run against the policy directory and
 a throwaway store seeded from the fixtures; ``expect`` may name ``decision``,
 ``status``, ``principal``, ``reason`` and ``route``.
+
+A case's ``request`` is what ``POST /v1/decisions`` takes (``CheckRequest.from_json``).
+Running cases evaluates, so this lives on the engine's side of the layout; the reader
+of client-certificate headers (a front door's knowledge) is passed in by the caller.
 """
 
 from __future__ import annotations
@@ -22,21 +26,27 @@ import json
 import re
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import jwt
 
-from authz.adapters.api import InvalidBody, describe
 from authz.authenticators import Context
 from authz.credentials import passwords
-from authz.engine import DecisionEngine
+from authz.engine.decide import DecisionEngine
+from authz.errors import AuthzError
 from authz.policy.loader import load_policy
-from authz.request import BadRequest
+from authz.request import BadRequest, CheckRequest, ForwardedCert, Headers, InvalidBody
 from authz.store import Store
 
 _PLACEHOLDER = re.compile(r"\{\{(key|basic|token|cert):([^}]+)\}\}")
 EXPECTABLE = ("decision", "status", "principal", "reason", "route")
+
+
+class BadTestFile(AuthzError):
+    """A policy test file that cannot be run: not JSON, not shaped as documented, or
+    with a fixture that cannot be made."""
 
 
 @dataclass
@@ -47,22 +57,33 @@ class CaseResult:
     problems: list[str]
 
 
-def run_file(path: Path, policy_dir: Path) -> list[CaseResult]:
-    spec = json.loads(path.read_text())
+def run_file(path: Path, policy_dir: Path,
+             header_certs: Callable[[Headers], tuple[ForwardedCert, ...]] | None = None) -> list[CaseResult]:
+    """Run one test file's cases against ``policy_dir`` and a throwaway store seeded
+    from its fixtures; ``header_certs`` reads certificates forwarded in case headers
+    (``authz.adapters.client_certs.from_headers``)."""
+    spec = _read(path)
     with tempfile.TemporaryDirectory(prefix="authz-policy-test-") as tmp:
         store = Store(Path(tmp) / "test.db", last_used_interval=3600)
         store.migrate()
-        secrets = _seed(store, spec.get("fixtures", {}), policy_dir)
+        try:
+            secrets = _seed(store, spec.get("fixtures", {}), policy_dir)
+        except KeyError as exc:
+            raise BadTestFile(f"{path}: a fixture lacks {exc}") from None
+        except (TypeError, ValueError) as exc:  # a malformed key file, an invalid name or scope…
+            raise BadTestFile(f"{path}: bad fixture: {exc}") from None
         engine = DecisionEngine(load_policy(policy_dir, Context(store=store)))
         results = []
         for index, case in enumerate(spec.get("cases", [])):
             name = case.get("name") or f"case {index}"
             try:
-                request = describe(_fill(case["request"], secrets))
+                request = CheckRequest.from_json(_fill(case["request"], secrets), header_certs=header_certs)
                 decision = engine.decide(request)
                 got = decision.to_json()
                 got["principal"] = decision.principal.id if decision.principal else None
-            except (InvalidBody, BadRequest, KeyError) as exc:
+                if not isinstance(case.get("expect", {}), dict):
+                    raise InvalidBody("'expect' must be an object")
+            except (BadRequest, KeyError) as exc:  # InvalidBody is a BadRequest
                 results.append(CaseResult(str(path), name, False, [f"bad case: {exc}"]))
                 continue
             expect = case.get("expect", {})
@@ -73,6 +94,23 @@ def run_file(path: Path, policy_dir: Path) -> list[CaseResult]:
             results.append(CaseResult(str(path), name, not problems, problems))
         store.last_used.flush()  # now, while the throwaway store still exists (not at exit)
         return results
+
+
+def _read(path: Path) -> dict:
+    """The test file, shaped as documented above, or ``BadTestFile``."""
+    try:
+        spec = json.loads(path.read_text())
+    except ValueError as exc:  # UnicodeDecodeError is one too
+        raise BadTestFile(f"{path}: not JSON: {exc}") from None
+    fixtures = spec.get("fixtures", {}) if isinstance(spec, dict) else None
+    if not isinstance(fixtures, dict) or not _objects(spec.get("cases", [])) or not all(
+            _objects(entries) for entries in fixtures.values()):
+        raise BadTestFile(f"{path}: expected {{\"fixtures\": {{KIND: [objects]}}, \"cases\": [objects]}}")
+    return spec
+
+
+def _objects(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(item, dict) for item in value)
 
 
 def _seed(store: Store, fixtures: dict, policy_dir: Path) -> dict[tuple[str, str], str]:
