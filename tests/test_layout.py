@@ -24,6 +24,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "authz"
 # Layer of each top-level name under authz (a module or a package).
 LAYERS = {
     "": 0, "errors": 0, "request": 0, "decision": 0, "config": 0, "credentials": 0, "observability": 0,
+    "background": 0,
     "store": 0,  # its interface may be imported by anyone; its SQLite backend see CONCRETE_STORE
     "authenticators": 1,
     "policy": 2,
