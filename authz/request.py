@@ -47,7 +47,7 @@ class InvalidBody(BadRequest):
 
 # The request-target firewall. Each rule refuses something that two HTTP parsers
 # (the proxy's, authz's, the upstream's) could read differently. An operator can
-# relax a rule by name (AUTHZ_TARGET_ALLOW); the README says what the upstream must
+# relax a rule by name (AUTHZ_TARGET_ALLOW); docs/contract.md says what the upstream must
 # then guarantee. Control characters, invalid UTF-8, malformed escapes and ".." above
 # the root cannot be relaxed: no reading of them is safe to match a policy against.
 TARGET_RULES = {

@@ -29,7 +29,7 @@ from pathlib import Path
 from authz.errors import AuthzError
 
 SERVERS = ("granian", "gunicorn")
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # os.environ, not Settings: settled before prometheus_client loads
 # Variables a WSGI server defines per request. granian starts every request's environ
 # from a copy of os.environ, so a process variable such as HTTP_X_SSL_CLIENT_CERT would
 # read as a request header: none may reach a worker.

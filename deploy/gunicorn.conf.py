@@ -1,4 +1,5 @@
-"""gunicorn settings for authz: `gunicorn -c deploy/gunicorn.conf.py wsgi:app`."""
+"""gunicorn settings for authz: `gunicorn -c deploy/gunicorn.conf.py wsgi:app`
+(or `authz serve --server gunicorn`; docs/operating.md, "Serving")."""
 
 import multiprocessing
 

@@ -1,6 +1,6 @@
 """The HTTP front doors of the core: nginx ``/auth-request`` and ``POST /v1/decisions``.
 
-Requests are shaped as nginx sends them (PROXIES.md): always GET, the original
+Requests are shaped as nginx sends them (docs/proxies.md, "nginx"): always GET, the original
 request in X-Original-* headers, every client header passed through.
 """
 

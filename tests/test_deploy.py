@@ -25,8 +25,8 @@ def test_readme_nginx_blocks_are_the_deploy_files():
     assert (DEPLOY / "nginx" / "authz-mtls.conf").read_text() in blocks
 
 
-# Headers a client must never choose (DESIGN.md: "believe forwarded headers only from
-# trusted proxies and only those the door itself sets").
+# Headers a client must never choose (docs/proxies.md, "Trust boundary", rule 1: every
+# header authz believes is set or cleared by the door itself).
 CERT_HEADERS = ["x-ssl-client-cert", "x-ssl-client-verify", "ssl-client-cert", "ssl-client-verify",
                 "x-forwarded-tls-client-cert", "client-cert", "client-cert-chain"]
 ORIGINAL_HEADERS = ["x-original-uri", "x-original-url", "x-original-method", "x-original-host", "x-real-ip"]

@@ -2,7 +2,7 @@
 
 Real nginx (``deploy/nginx/authz.conf``) and real Caddy (``deploy/caddy/Caddyfile``)
 in front of authz under gunicorn; Envoy's HTTP ext_authz and Traefik's forwardAuth
-requests shaped exactly as PROXIES.md says those proxies send them; Envoy's gRPC
+requests shaped exactly as docs/proxies.md says those proxies send them; Envoy's gRPC
 ext_authz through a real gRPC channel to ``authz grpc``. A table of requests — odd
 methods, HEAD and OPTIONS included — must give the same status and principal
 through every door."""

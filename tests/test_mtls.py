@@ -2,7 +2,7 @@
 mapping; revocation by fingerprint, serial and CRL; RFC 8705 bound tokens.
 
 Requests go through the nginx front door (``/auth-request``) with the headers each
-proxy sends (PROXIES.md); certificates come from a real PKI made in ``tests/pki.py``."""
+proxy sends (docs/proxies.md, "Client certificates"); certificates come from a real PKI made in ``tests/pki.py``."""
 
 import base64
 import logging

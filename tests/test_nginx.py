@@ -2,7 +2,7 @@
 
 The nginx configuration is the one in README.md, taken verbatim and only re-pointed
 at this test's loopback ports. The upstream is a second nginx server block echoing
-the identity headers it received (PROXIES.md: a ``return`` in the protected
+the identity headers it received (docs/proxies.md, "Testing against real proxies": a ``return`` in the protected
 location would run before ``auth_request``)."""
 
 import base64
@@ -82,7 +82,7 @@ def test_401_carries_the_challenges_to_the_client(stack):
     challenges = r.raw.headers.getlist("WWW-Authenticate")
     everything = ['ApiKey realm="partners"', 'Basic realm="staff", charset="UTF-8"']
     # nginx before 1.23 copies only the first WWW-Authenticate of the auth response
-    # (README: put the scheme browsers should prompt for first in the policy).
+    # (docs/proxies.md, "nginx": put first in the policy the scheme browsers should prompt for).
     assert challenges == (everything if nginx_version() >= (1, 23) else everything[:1])
 
 

@@ -40,3 +40,52 @@ def test_readme_walkthrough(store, gunicorn, tmp_path):
             statuses.append(int(status.group(1)) if status else result.stdout)
     assert statuses[:4] == [200, 401, 200, 403]
     assert '"reason": "insufficient_scope"' in statuses[4]
+
+
+def test_readme_configuration_table_is_the_settings_table():
+    """The README's table is rendered from authz/config.py's, so the two cannot drift:
+    after changing a setting, paste the output of `python -m authz.config` into it."""
+    from authz.config import markdown_table
+
+    text = (ROOT / "README.md").read_text()
+    table = text.split("<!-- settings table: generated from authz/config.py -->", 1)[1]
+    table = table.split("<!-- end of settings table -->", 1)[0]
+    assert table.strip() + "\n" == markdown_table()
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to dashes."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_docs_links_resolve():
+    """Every relative link in the README and docs/ names a file that exists, and a
+    heading in it when the link has a fragment."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    anchors = {page: {_anchor(h) for h in re.findall(r"^#+ (.*)$", page.read_text(), re.M)} for page in pages}
+    broken = []
+    for page in pages:
+        prose = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+        for target in re.findall(r"\]\(([^)]+)\)", prose):
+            if target.startswith(("http://", "https://")):
+                continue
+            path, _, fragment = target.partition("#")
+            destination = (page.parent / path).resolve() if path else page
+            if not destination.exists() or (fragment and fragment not in anchors.get(destination, ())):
+                broken.append(f"{page.relative_to(ROOT)}: {target}")
+    assert broken == []
+
+
+def test_the_repository_cites_only_its_own_documents():
+    """Code, tests, benchmarks and deploy files cite docs/, never design notes that a
+    clone of this repository does not contain."""
+    outside = ("DESIGN" + ".md", "PROXIES" + ".md")
+    citing = []
+    for folder in ("authz", "tests", "bench", "deploy", "docs"):
+        for path in (ROOT / folder).rglob("*"):
+            if path.is_file() and path.suffix not in (".pyc", ".db"):
+                text = path.read_text(errors="replace")
+                citing += [f"{path.relative_to(ROOT)}: {name}" for name in outside if name in text]
+    text = (ROOT / "README.md").read_text()
+    citing += [f"README.md: {name}" for name in outside if name in text]
+    assert citing == []

@@ -1,4 +1,4 @@
-"""The three-outcome semantics of requirement trees (DESIGN.md, "Policy files").
+"""The three-outcome semantics of requirement trees (docs/contract.md, "Requirements").
 
 Each authenticator reports absent / invalid / valid; ``any`` takes the first satisfied
 child and stops on an invalid one; ``all`` needs every child; constraints unmet on a

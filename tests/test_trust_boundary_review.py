@@ -131,8 +131,9 @@ def test_lowercase_method_does_not_reach_a_handler_authz_never_allowed(rstack, m
 
 @pytest.mark.parametrize("query", ["_m%65thod=DELETE", "%5f%6d%65%74%68%6f%64=DELETE", "_%6Dethod=DELETE"])
 def test_encoded_method_override_parameter_counts(rstack, query):
-    """`?_method=` counts as an override (README); an encoded spelling of the name is the
-    same parameter for every query parser (Express qs, PHP, Symfony)."""
+    """`?_method=` counts as an override (docs/contract.md, "Every reading must be
+    allowed"); an encoded spelling of the name is the same parameter for every query
+    parser (Express qs, PHP, Symfony)."""
     echo = rstack["echo"]
     failures = {}
     for name, door in rstack["doors"].items():
@@ -229,7 +230,7 @@ def test_path_rewriting_headers_do_not_reach_the_upstream(rstack):
 
 # Case-insensitive routing (Express's default, ASP.NET) is not covered: authz matches paths
 # case-sensitively, and an upstream that folds case must not be put behind case-sensitive
-# routes (README, "Trust boundary").
+# routes (docs/contract.md, "Matching").
 @pytest.mark.parametrize(("method", "target"), [("POST", "/v1/orders/42:approve/"), ("GET", "/admin/x")])
 def test_trailing_slash_does_not_leave_the_protected_route(rstack, method, target):
     """Rails, Laravel, Express (non-strict), Spring MVC < 6 and ASP.NET Core route

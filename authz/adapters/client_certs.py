@@ -1,4 +1,4 @@
-"""Client certificates as each proxy forwards them (PROXIES.md), read into
+"""Client certificates as each proxy forwards them (docs/proxies.md, "Client certificates"), read into
 ``ForwardedCert`` values. Adapters call ``from_headers`` only for trusted peers.
 
 - ``nginx``: ``X-SSL-Client-Cert`` (ingress-nginx: ``ssl-client-cert``), URL-encoded PEM

@@ -2,7 +2,8 @@
 
 Front doors are plain WSGI handlers, ``handle(state, environ) -> Answer``: the
 decision endpoints are the hot path and skip Flask's request and response objects
-(``adapters.frontdoors.FrontDoors`` routes to them). The response contract (DESIGN.md): allow is
+(``adapters.frontdoors.FrontDoors`` routes to them). The response contract (docs/contract.md,
+"Answers"): allow is
 exactly 200 with ``X-Auth-*`` identity headers; deny is 401/403 (500 on internal
 error) with ``X-Auth-Reason``, one ``WWW-Authenticate`` per acceptable scheme on
 401, and a small JSON body. Nothing secret is ever echoed.

@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 
@@ -34,6 +33,7 @@ from authz.authenticators.keysets import (
     StaticKeySet,
     VerificationKey,
 )
+from authz.config import environment_secret
 from authz.credentials.x509 import thumbprint
 from authz.decision import Identity, IdentityKind, Outcome, OutcomeKind, Reason
 from authz.request import CheckRequest
@@ -106,7 +106,7 @@ class JwtAuthenticator(BearerChallenges, Authenticator):
         label = f"authenticator {self.name}"
         try:
             if source == "secret_env":
-                value = os.environ.get(config["secret_env"])
+                value = environment_secret(config["secret_env"])
                 if not value:
                     raise ConfigError(source, f"environment variable {config['secret_env']} is not set")
                 return StaticKeySet.from_secret(value.encode(), self.algorithms)

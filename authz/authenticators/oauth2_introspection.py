@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import threading
 import time
 from urllib.parse import quote as urlquote
@@ -27,6 +26,7 @@ from authz.authenticators.base import AUTHORIZATION, Authenticator, ConfigError,
 from authz.authenticators.bearer import SLOT, BearerChallenges, as_tokens, bearer_token, token_layers
 from authz.authenticators.cache import secret_key
 from authz.authenticators.http_client import FetchError, Upstream, fetch, url_problem
+from authz.config import environment_secret
 from authz.decision import Identity, IdentityKind, Outcome, Reason
 from authz.request import CheckRequest
 
@@ -46,7 +46,7 @@ class IntrospectionAuthenticator(BearerChallenges, Authenticator):
         if problem:
             raise ConfigError("url", problem)
         self.client_id: str = config["client_id"]
-        secret = os.environ.get(config["client_secret_env"])
+        secret = environment_secret(config["client_secret_env"])
         if not secret:
             raise ConfigError("client_secret_env", f"environment variable {config['client_secret_env']} is not set")
         self.client_auth: str = config.get("client_auth", "client_secret_basic")

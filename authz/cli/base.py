@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from authz.config import SETTINGS, default_from_env
 from authz.errors import AuthzError
 from authz.store import Store
 
@@ -83,8 +84,8 @@ def command(group: click.Group, name: str | None = None, **kwargs):
 
 
 @click.group()
-@click.option("--db", envvar="AUTHZ_DB", default="authz.db", show_default=True,
-              type=click.Path(dir_okay=False, path_type=Path), help="SQLite credential store.")
+@click.option("--db", default=default_from_env("AUTHZ_DB"), type=click.Path(dir_okay=False, path_type=Path),
+              help=f"SQLite credential store.  [default: $AUTHZ_DB, else {SETTINGS['AUTHZ_DB'].default_text}]")
 @click.pass_context
 def main(ctx: click.Context, db: Path) -> None:
     """authz: authentication decisions for reverse proxies."""

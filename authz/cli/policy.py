@@ -9,7 +9,7 @@ import click
 
 from authz.authenticators import Context
 from authz.cli.base import command, emit, main, store
-from authz.config import Settings
+from authz.config import Settings, default_from_env
 from authz.credentials import passwords
 from authz.policy import PolicyError
 from authz.store import Store, StoreError
@@ -21,7 +21,7 @@ def policy() -> None:
 
 
 @command(policy, "check")
-@click.argument("directory", required=False, envvar="AUTHZ_POLICY_DIR", default="policies",
+@click.argument("directory", required=False, default=default_from_env("AUTHZ_POLICY_DIR"),
                 type=click.Path(path_type=Path))
 @click.option("--strict", is_flag=True, help="Exit 2 when there are warnings.")
 def policy_check(directory, strict) -> None:
@@ -58,7 +58,7 @@ def policy_check(directory, strict) -> None:
               help="Client certificate chain (PEM, leaf first).")
 @click.option("--as-key", "as_key", help="Dry run: present this API key id as if its secret were given.")
 @click.option("--as-user", "as_user", help="Dry run: present this user as if the right password were given.")
-@click.option("--policy-dir", envvar="AUTHZ_POLICY_DIR", default="policies", type=click.Path(path_type=Path))
+@click.option("--policy-dir", default=default_from_env("AUTHZ_POLICY_DIR"), type=click.Path(path_type=Path))
 def policy_explain(method, url, headers, cert_file, as_key, as_user, policy_dir) -> None:
     """Why a request would be allowed or denied: routes, requirement tree, decision."""
     from authz.credentials.x509 import from_pem
@@ -121,7 +121,7 @@ def _dry_run_user(s: Store, name: str) -> str:
 
 @command(policy, "test")
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--policy-dir", envvar="AUTHZ_POLICY_DIR", default="policies", type=click.Path(path_type=Path))
+@click.option("--policy-dir", default=default_from_env("AUTHZ_POLICY_DIR"), type=click.Path(path_type=Path))
 def policy_test(files, policy_dir) -> None:
     """Run policy test cases (default: POLICY_DIR/tests/*.json); exit 1 if any fails."""
     from authz.adapters.client_certs import from_headers

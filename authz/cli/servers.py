@@ -17,7 +17,7 @@ from authz.errors import AuthzError
 @click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64),
               help="Threads per worker running decisions.")
 @click.option("--server", type=click.Choice(["granian", "gunicorn"]), default="granian", show_default=True)
-@click.option("--policy-dir", envvar="AUTHZ_POLICY_DIR", type=click.Path(path_type=Path), help="Policy directory.")
+@click.option("--policy-dir", type=click.Path(path_type=Path), help="Policy directory.")
 def serve_command(bind, workers, threads, server, policy_dir) -> None:
     """Serve the HTTP front doors (nginx, Envoy HTTP, Traefik, Caddy, /v1/decisions)."""
     import os
@@ -38,7 +38,7 @@ def serve_command(bind, workers, threads, server, policy_dir) -> None:
 @main.command("grpc")
 @click.option("--bind", default="127.0.0.1:9191", show_default=True, help="HOST:PORT to listen on.")
 @click.option("--workers", default=8, show_default=True, type=click.IntRange(1, 256), help="Handler threads.")
-@click.option("--policy-dir", envvar="AUTHZ_POLICY_DIR", type=click.Path(path_type=Path), help="Policy directory.")
+@click.option("--policy-dir", type=click.Path(path_type=Path), help="Policy directory.")
 def grpc_command(bind, workers, policy_dir) -> None:
     """Serve Envoy's ext_authz gRPC API (envoy.service.auth.v3.Authorization)."""
     from authz.adapters.envoy_grpc import GrpcServer

@@ -4,7 +4,7 @@ Each leaf asks its authenticator once per request (outcomes are memoised in the
 ``Evaluation``, so an authenticator named in several leaves runs once), then checks
 the leaf's constraints. Constraints are checked after any cache, never baked in.
 
-Results combine as DESIGN.md says:
+Results combine as docs/contract.md, "Requirements" says:
 - ``any``: children in order, the first satisfied wins; an invalid credential denies
   at once (no silent fall-through to a weaker method); otherwise forbidden if some
   child was forbidden, else absent.
