@@ -33,7 +33,7 @@ from authz.observability import metrics
 from authz.observability.decision_log import DecisionLog
 from authz.policy import PolicyError
 from authz.policy.reloader import PolicyReloader
-from authz.store import Store, StoreError
+from authz.store import ServingStore, StoreError, open_store
 
 log = logging.getLogger("authz")
 
@@ -43,7 +43,7 @@ Handler = Callable[["AuthzState", dict], Answer]
 @dataclass
 class AuthzState:
     settings: Settings
-    store: Store
+    store: ServingStore
     engine: DecisionEngine
     reloader: PolicyReloader
     decision_log: DecisionLog
@@ -84,7 +84,7 @@ class FrontDoors:
         return [body]
 
 
-def build_engine(settings: Settings, store: Store, context: Context | None = None
+def build_engine(settings: Settings, store: ServingStore, context: Context | None = None
                  ) -> tuple[DecisionEngine, PolicyError | None]:
     """The policy (the files, else the last good snapshot, else refuse) and the signer."""
     context = context or Context(store=store)
@@ -101,7 +101,7 @@ def build_engine(settings: Settings, store: Store, context: Context | None = Non
 def build_state(settings: Settings | None = None) -> AuthzState:
     """Store and engine for a front door (the WSGI app or the gRPC server)."""
     settings = settings or Settings.from_env()
-    store = Store(settings.db_path, last_used_interval=settings.last_used_interval, serving=True)
+    store = open_store(settings.db_path, last_used_interval=settings.last_used_interval, serving=True)
     store.check_ready()
     context = Context(store=store, max_chain_length=settings.max_chain_length, password_guard=PasswordGuard(
         settings.password_user_failures, settings.password_address_failures, settings.kdf_concurrency))
@@ -151,7 +151,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     @app.get("/readyz", provide_automatic_options=False)
     def readyz():
         body = state.reloader.status()
-        problem = state.store.database.problem()
+        problem = state.store.problem()
         if problem is not None:
             # Store-backed credentials are denied (500) until a valid store is back.
             body.update(status="not_ready", store=problem)

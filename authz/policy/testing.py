@@ -28,12 +28,12 @@ from pathlib import Path
 import jwt
 
 from authz.adapters.api import InvalidBody, describe
+from authz.admin import Admin
 from authz.authenticators import Context
-from authz.credentials import passwords
 from authz.engine import DecisionEngine
 from authz.policy.loader import load_policy
 from authz.request import BadRequest
-from authz.store import Store
+from authz.store import Store, open_store
 
 _PLACEHOLDER = re.compile(r"\{\{(key|basic|token|cert):([^}]+)\}\}")
 EXPECTABLE = ("decision", "status", "principal", "reason", "route")
@@ -50,7 +50,7 @@ class CaseResult:
 def run_file(path: Path, policy_dir: Path) -> list[CaseResult]:
     spec = json.loads(path.read_text())
     with tempfile.TemporaryDirectory(prefix="authz-policy-test-") as tmp:
-        store = Store(Path(tmp) / "test.db", last_used_interval=3600)
+        store = open_store(Path(tmp) / "test.db", last_used_interval=3600)
         store.migrate()
         secrets = _seed(store, spec.get("fixtures", {}), policy_dir)
         engine = DecisionEngine(load_policy(policy_dir, Context(store=store)))
@@ -84,13 +84,12 @@ def _seed(store: Store, fixtures: dict, policy_dir: Path) -> dict[tuple[str, str
     for token in fixtures.get("tokens", []):
         secrets[("token", token["name"])] = _mint(token, policy_dir, ders)
     for user in fixtures.get("users", []):
-        store.principals.add_user(user["name"], passwords.hash_password(user["password"]),
-                                  user.get("scopes", ()), user.get("roles", ()))
+        Admin(store).users.add(user["name"], user["password"], user.get("scopes", ()), user.get("roles", ()))
         basic = base64.b64encode(f"{user['name']}:{user['password']}".encode()).decode()
         secrets[("basic", user["name"])] = f"Basic {basic}"
     for key in fixtures.get("keys", []):
-        _, secret = store.keys.create(key["principal"], key.get("scopes", ()), key.get("env", "live"),
-                                      key.get("allow_ips", ()))
+        _, secret = Admin(store).keys.create(key["principal"], key.get("scopes", ()), key.get("env", "live"),
+                                             key.get("allow_ips", ()))
         secrets[("key", key["name"])] = secret
     return secrets
 
