@@ -10,6 +10,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+
+def _without_unknown(fields: dict, *optional: str) -> dict:
+    """``fields`` without those ``optional`` ones not known here (None): one record type
+    serves both the reply to a write and a listing, whose JSON differ by these keys."""
+    return {name: value for name, value in fields.items() if name not in optional or value is not None}
+
+
 # -- API keys ---------------------------------------------------------------------------
 
 
@@ -131,10 +138,8 @@ class Revocation:
     created_at: float | None = None
 
     def to_json(self) -> dict:
-        out = {"kind": self.kind, "issuer": self.issuer, "value": self.value, "expires_at": self.expires_at}
-        if self.created_at is not None:
-            out["created_at"] = self.created_at
-        return out
+        return _without_unknown({"kind": self.kind, "issuer": self.issuer, "value": self.value,
+                                 "expires_at": self.expires_at, "created_at": self.created_at}, "created_at")
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,13 +165,9 @@ class RegisteredCertificate:
     kind: str | None = None
 
     def to_json(self) -> dict:
-        out: dict = {"fingerprint": self.fingerprint, "principal": self.principal}
-        if self.kind is not None:
-            out["kind"] = self.kind
-        out.update(subject=self.subject, not_after=self.not_after)
-        if self.created_at is not None:
-            out["created_at"] = self.created_at
-        return out
+        return _without_unknown({"fingerprint": self.fingerprint, "principal": self.principal, "kind": self.kind,
+                                 "subject": self.subject, "not_after": self.not_after,
+                                 "created_at": self.created_at}, "kind", "created_at")
 
 
 # -- authz's own signing keys ---------------------------------------------------------------
