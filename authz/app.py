@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     @app.get("/readyz", provide_automatic_options=False)
     def readyz():
         body = state.reloader.status()
-        problem = state.store.database.problem()
+        problem = state.store.problem()
         if problem is not None:
             # Store-backed credentials are denied (500) until a valid store is back.
             body.update(status="not_ready", store=problem)

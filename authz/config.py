@@ -125,8 +125,9 @@ def _target_rules(name: str, text: str) -> frozenset[str]:
 
 
 _TABLE: tuple[Setting, ...] = (
-    Setting("AUTHZ_DB", "db_path", _path, Path("authz.db"),
-            "SQLite credential store (`authz db init` creates or migrates it)"),
+    Setting("AUTHZ_DB", "db_path", _text, "authz.db",
+            "credential store: a path, `sqlite:///relative` or `sqlite:////absolute` "
+            "(`authz db init` creates or migrates it)"),
     Setting("AUTHZ_POLICY_DIR", "policy_dir", _path, Path("policies"),
             "every `*.json` directly inside is a policy file"),
     Setting("AUTHZ_TRUSTED_PROXIES", "trusted_proxies", _list, ("127.0.0.1/32", "::1/128"),
@@ -177,7 +178,7 @@ FOREIGN_VARIABLES: tuple[tuple[str, str], ...] = (
 
 @dataclass(frozen=True)
 class Settings:
-    db_path: Path = SETTINGS["AUTHZ_DB"].default
+    db_path: str | Path = SETTINGS["AUTHZ_DB"].default
     policy_dir: Path = SETTINGS["AUTHZ_POLICY_DIR"].default
     trusted_proxies: tuple[str, ...] = SETTINGS["AUTHZ_TRUSTED_PROXIES"].default
     proxy_secret: str | None = SETTINGS["AUTHZ_PROXY_SECRET"].default

@@ -24,7 +24,7 @@ from authz.observability import metrics
 from authz.observability.decision_log import DecisionLog
 from authz.policy import PolicyError
 from authz.policy.reloader import PolicyReloader
-from authz.store import Store, StoreError
+from authz.store import ServingStore, StoreError, open_store
 
 
 @dataclass
@@ -32,13 +32,13 @@ class AuthzState:
     """Everything a front door needs to answer: what ``build_state`` wired together."""
 
     settings: Settings
-    store: Store
+    store: ServingStore
     engine: DecisionEngine
     reloader: PolicyReloader
     decision_log: DecisionLog
 
 
-def build_engine(settings: Settings, store: Store, context: Context | None = None
+def build_engine(settings: Settings, store: ServingStore, context: Context | None = None
                  ) -> tuple[DecisionEngine, PolicyError | None]:
     """The policy (the files, else the last good snapshot, else refuse) and the signer;
     the error is the files' problem when a snapshot is served instead."""
@@ -57,7 +57,7 @@ def build_state(settings: Settings | None = None) -> AuthzState:
     """Store, engine, reloader and decision log for a front door (the WSGI app or the
     gRPC server), from ``settings`` or else the environment."""
     settings = settings or Settings.from_env()
-    store = Store(settings.db_path, last_used_interval=settings.last_used_interval, serving=True)
+    store = open_store(settings.db_path, last_used_interval=settings.last_used_interval, serving=True)
     store.check_ready()
     context = Context(store=store, max_chain_length=settings.max_chain_length, password_guard=PasswordGuard(
         settings.password_user_failures, settings.password_address_failures, settings.kdf_concurrency))

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 import requests
 
+from authz.admin import Admin
 from authz.app import create_app
 from authz.authenticators import Context
 from authz.config import Settings
-from authz.credentials import passwords
 from authz.engine import DecisionEngine
 from authz.policy import load_policy
-from authz.store import Store
+from authz.store import Store, open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -45,7 +45,7 @@ def write_policy(directory: Path, document: dict, name: str = "policy.json") -> 
 
 @pytest.fixture
 def store(tmp_path) -> Store:
-    s = Store(tmp_path / "authz.db", last_used_interval=0.05)
+    s = open_store(tmp_path / "authz.db", last_used_interval=0.05)
     s.migrate()
     return s
 
@@ -62,7 +62,7 @@ def engine_for(store: Store, directory: Path) -> DecisionEngine:
 
 
 def add_user(store: Store, name: str, password: str, scopes=(), roles=()) -> None:
-    store.principals.add_user(name, passwords.hash_password(password), scopes, roles)
+    Admin(store).users.add(name, password, scopes, roles)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from authz.admin import Admin
 from tests.conftest import ROOT, add_user
 
 POLICY = json.loads((ROOT / "policies" / "api.json").read_text())
@@ -22,7 +23,7 @@ def client(store, make_client):
 
 @pytest.fixture
 def key(store):
-    return store.keys.create("partner-a", ["orders:read", "orders:write"])[1]
+    return Admin(store).keys.create("partner-a", ["orders:read", "orders:write"])[1]
 
 
 def nginx(client, uri, method="GET", remote="127.0.0.1", **headers):
@@ -72,7 +73,7 @@ def test_invalid_password_401(client):
 
 
 def test_forbidden_403(client, store):
-    _, narrow = store.keys.create("partner-b", ["orders:read"])
+    _, narrow = Admin(store).keys.create("partner-b", ["orders:read"])
     r = nginx(client, "/v1/orders", "DELETE", X_API_Key=narrow, Authorization=basic("alice", "alice-pw"))
     assert (r.status_code, r.headers["X-Auth-Reason"]) == (403, "insufficient_scope")
     assert "WWW-Authenticate" not in r.headers
@@ -137,7 +138,7 @@ def test_proxy_secret(store, make_client, key):
 
 
 def test_client_ip_from_forwarded_headers_feeds_ip_allowlist(store, client):
-    _, key = store.keys.create("partner-ip", ["orders:read"], allow_ips=["203.0.113.0/24"])
+    _, key = Admin(store).keys.create("partner-ip", ["orders:read"], allow_ips=["203.0.113.0/24"])
     assert nginx(client, "/v1/orders", X_API_Key=key, X_Real_IP="203.0.113.5").status_code == 200
     r = nginx(client, "/v1/orders", X_API_Key=key, X_Real_IP="198.51.100.5")
     assert r.headers["X-Auth-Reason"] == "ip_not_allowed"
@@ -190,12 +191,12 @@ def test_health_and_ready(client):
 
 
 def test_internal_error_is_500_deny(client, key, monkeypatch):
-    from authz.store.api_keys import ApiKeys
+    from authz.store.sqlite.api_keys import SqliteApiKeys
 
     def broken(self, fingerprint):
         raise RuntimeError("database is locked")
 
-    monkeypatch.setattr(ApiKeys, "find", broken)
+    monkeypatch.setattr(SqliteApiKeys, "find", broken)
     r = nginx(client, "/v1/orders", X_API_Key=key)
     assert (r.status_code, r.headers["X-Auth-Reason"]) == (500, "internal_error")
 

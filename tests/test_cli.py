@@ -31,7 +31,7 @@ def snapshot(run):
 
 
 def test_db_init_is_idempotent(run):
-    from authz.store.migrations import LATEST
+    from authz.store.sqlite.migrations import LATEST
 
     out = json.loads(run("db", "init", "--json").output)
     assert out["from_version"] == out["version"] == LATEST

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import requests
 
+from authz.admin.policy_snapshots import save_snapshot
 from authz.authenticators import Context
 from authz.engine import DecisionEngine
 from authz.policy import load_policy
@@ -109,7 +110,7 @@ def test_a_reverted_revision_becomes_the_newest_again(store, policy_dir):
     install(policy_dir, OPEN)
     context = Context(store=store)
     r1 = load_policy(policy_dir, context)
-    store.policy_snapshots.save(r1.revision, str(policy_dir.resolve()), r1.contents)
+    save_snapshot(store.policy_snapshots, r1.revision, str(policy_dir.resolve()), r1.contents)
     watcher = PolicyReloader(DecisionEngine(r1), policy_dir, context)
     sleeper = PolicyReloader(DecisionEngine(r1), policy_dir, context)  # never looks while R2 is up
     install(policy_dir, CLOSED)

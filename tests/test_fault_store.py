@@ -14,6 +14,7 @@ from collections import Counter
 
 import requests
 
+from authz.admin import Admin
 from tests.conftest import write_policy
 from tests.test_gunicorn import POLICY, authz
 
@@ -130,7 +131,8 @@ def test_a_truncated_or_overwritten_store_fails_closed_without_a_traceback_per_r
     write_policy(policy_dir, POLICY)
     key = authz(store, "keys", "create", "--principal", "partner-a", "--scope", "orders:read")
     for i in range(200):  # a store of some pages, so that truncation cuts real data
-        authz(store, "keys", "create", "--principal", f"filler-{i}") if i < 3 else store.keys.create(f"filler-{i}")
+        (authz(store, "keys", "create", "--principal", f"filler-{i}") if i < 3
+         else Admin(store).keys.create(f"filler-{i}"))
     with sqlite3.connect(store.path) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     kept = tmp_path / "kept.db"
@@ -164,10 +166,10 @@ def test_corruption_inside_the_file_is_logged_once_per_episode(store, tmp_path, 
     the request), and the log says so once, not once per request or per check."""
     import logging
 
-    from authz.store import Store, StoreUnavailable
+    from authz.store import StoreUnavailable, open_store
 
     for i in range(50):
-        store.keys.create(f"p{i}")
+        Admin(store).keys.create(f"p{i}")
     with sqlite3.connect(store.path) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     page = 4096
@@ -175,7 +177,7 @@ def test_corruption_inside_the_file_is_logged_once_per_episode(store, tmp_path, 
     with open(store.path, "r+b") as f:
         f.seek(page)
         f.write(os.urandom(size - page))
-    serving = Store(store.path, serving=True)
+    serving = open_store(store.path, serving=True)
     failures = 0
     with caplog.at_level(logging.WARNING, logger="authz.store"):
         for _ in range(8):

@@ -19,8 +19,9 @@ import pytest
 import requests
 from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, external_auth_pb2_grpc
 
+from authz.admin import Admin
 from authz.credentials import passwords
-from authz.store import Store
+from authz.store import open_store
 from tests.conftest import BIN, ROOT, Server, free_port, gunicorn_env, nginx_binary, start_caddy
 
 POLICY = json.loads((ROOT / "policies" / "api.json").read_text())
@@ -34,15 +35,15 @@ def basic(user: str, password: str) -> str:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("doors")
-    store = Store(tmp / "authz.db")
+    store = open_store(tmp / "authz.db")
     store.migrate()
     policy_dir = tmp / "policies"
     policy_dir.mkdir()
     (policy_dir / "api.json").write_text(json.dumps(POLICY))
     store.principals.add_user("alice", passwords.hash_password("alice-pw"), roles=["admin", "approver"])
     creds = {
-        "reader": store.keys.create("partner-a", ["orders:read"])[1],
-        "writer": store.keys.create("partner-w", ["orders:read", "orders:write"])[1],
+        "reader": Admin(store).keys.create("partner-a", ["orders:read"])[1],
+        "writer": Admin(store).keys.create("partner-w", ["orders:read", "orders:write"])[1],
         "alice": basic("alice", "alice-pw"),
     }
     started: list[Server] = []

@@ -9,6 +9,7 @@ import jwt
 import pytest
 import requests
 
+from authz.admin import Admin
 from tests.conftest import BIN, write_policy
 
 POLICY = {
@@ -48,7 +49,7 @@ def verify(server, token):
 
 
 def test_upstream_verifies_the_identity_with_the_jwks(store, server):
-    _, key = store.keys.create("partner-a", ["orders:read"])
+    _, key = Admin(store).keys.create("partner-a", ["orders:read"])
     r = ask(server, "/signed/x", key)
     assert r.status_code == 200
     claims = verify(server, r.headers["X-Auth-Token"])
@@ -64,7 +65,7 @@ def test_upstream_verifies_the_identity_with_the_jwks(store, server):
 def test_tampered_or_foreign_tokens_do_not_verify(store, server):
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
-    _, key = store.keys.create("partner-a")
+    _, key = Admin(store).keys.create("partner-a")
     token = ask(server, "/signed/x", key).headers["X-Auth-Token"]
     head, _body, sig = token.split(".")
     forged_body = jwt.utils.base64url_encode(json.dumps({**jwt.decode(token, options={"verify_signature": False}),
@@ -80,7 +81,7 @@ def test_tampered_or_foreign_tokens_do_not_verify(store, server):
 
 
 def test_rotation(store, server):
-    _, key = store.keys.create("partner-a")
+    _, key = Admin(store).keys.create("partner-a")
     old_token = ask(server, "/signed/x", key).headers["X-Auth-Token"]
     rotated = authz_cli(store, "signing-keys", "rotate")
     assert rotated["retired"] == [jwt.get_unverified_header(old_token)["kid"]]
@@ -101,9 +102,9 @@ def test_rotation(store, server):
 def test_retired_key_leaves_the_jwks_after_its_tokens_expired(store):
     from authz.engine.identity_token import keep_retired_for
 
-    store.signing_keys.rotate(keep_retired_for(60))
+    Admin(store).signing_keys.rotate(keep_retired_for(60))
     first = store.signing_keys.active().kid
-    store.signing_keys.rotate(0.5)  # as if the tokens' lifetime had been half a second
+    Admin(store).signing_keys.rotate(0.5)  # as if the tokens' lifetime had been half a second
     published = {k["kid"] for k in store.signing_keys.published()}
     assert first in published
     time.sleep(0.6)

@@ -9,6 +9,7 @@ import time
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from authz.admin.revocations import revoke
 from authz.decision import Reason
 from authz.policy import PolicyError
 from authz.request import CheckRequest
@@ -399,7 +400,7 @@ def test_repeated_token_skips_cryptography_but_not_checks(decider, store, monkey
     narrow = mint(RSA, jti="tok-2", scope="other")
     assert decide(narrow).reason == Reason.INSUFFICIENT_SCOPE
     assert decide(narrow).reason == Reason.INSUFFICIENT_SCOPE
-    store.revocations.add("jti", "tok-1", ISSUER)
+    revoke(store, "jti", "tok-1", ISSUER)
     assert decide(token).reason == Reason.CREDENTIAL_REVOKED
     assert len(calls) == 2
 
@@ -414,8 +415,8 @@ def test_cached_token_still_expires(decider):
 
 def test_revocation_by_jti_any_issuer_or_one(decider, store):
     decide = decider()
-    store.revocations.add("jti", "j-any")
-    store.revocations.add("jti", "j-other", "https://someone-else.example.com")
+    revoke(store, "jti", "j-any")
+    revoke(store, "jti", "j-other", "https://someone-else.example.com")
     assert decide(mint(RSA, jti="j-any")).reason == Reason.CREDENTIAL_REVOKED
     assert decide(mint(RSA, jti="j-other")).allowed
 

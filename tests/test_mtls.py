@@ -13,6 +13,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from authz.admin import Admin
 from authz.credentials.x509 import from_pem
 from authz.decision import Reason
 from authz.request import CheckRequest
@@ -186,7 +187,7 @@ def test_spoofed_left_xfcc_element_is_ignored(client):
 
 
 def test_xfcc_hash_alone_needs_registration(client, store):
-    store.certificates.register("payments-api", LEAF.sha256)
+    Admin(store).certificates.register("payments-api", LEAF.sha256)
     header = xfcc(hash_=LEAF.sha256)
     assert ask(client(), X_Forwarded_Client_Cert=header).status_code == 401
     c = client(mesh={"principal_from": "registered"}, routes=[{"id": "r", "require": "mesh"}])
@@ -239,11 +240,11 @@ def test_revoked_fingerprint_and_serial(client, store):
     c = client()
     a, b = PKI.leaf(), PKI.leaf()
     assert ask(c, X_SSL_Client_Cert=nginx_escaped(a, PKI.intermediate)).status_code == 200
-    store.certificates.revoke_fingerprint(a.sha256.upper())
+    Admin(store).certificates.revoke_fingerprint(a.sha256.upper())
     r = ask(c, X_SSL_Client_Cert=nginx_escaped(a, PKI.intermediate))
     assert (r.status_code, r.headers["X-Auth-Reason"]) == (401, "credential_revoked")
     assert ask(c, X_SSL_Client_Cert=nginx_escaped(b, PKI.intermediate)).status_code == 200
-    store.certificates.revoke_serial(PKI.intermediate.cert.subject.rfc4514_string(),
+    Admin(store).certificates.revoke_serial(PKI.intermediate.cert.subject.rfc4514_string(),
                                      format(b.cert.serial_number, "X"))
     assert ask(c, X_SSL_Client_Cert=nginx_escaped(b, PKI.intermediate)).headers["X-Auth-Reason"] == "credential_revoked"
 
@@ -507,7 +508,7 @@ def test_verified_chain_is_cached_but_revocation_is_not(client, store, monkeypat
     for _ in range(3):
         assert ask(c, X_SSL_Client_Cert=nginx_escaped(cert, PKI.intermediate)).status_code == 200
     assert len(calls) == 1
-    store.certificates.revoke_fingerprint(cert.sha256)
+    Admin(store).certificates.revoke_fingerprint(cert.sha256)
     assert ask(c, X_SSL_Client_Cert=nginx_escaped(cert, PKI.intermediate)).status_code == 401
 
 

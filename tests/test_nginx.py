@@ -13,6 +13,7 @@ import subprocess
 import pytest
 import requests
 
+from authz.admin import Admin
 from tests.conftest import ROOT, add_user, free_port, nginx_binary, start_nginx, write_policy
 
 POLICY = json.loads((ROOT / "policies" / "api.json").read_text())
@@ -55,7 +56,7 @@ def parse(body: str) -> dict:
 
 
 def test_allow_passes_the_principal_upstream(store, stack):
-    _, key = store.keys.create("partner-a", ["orders:read"])
+    _, key = Admin(store).keys.create("partner-a", ["orders:read"])
     r = get(stack, "/v1/orders/42?expand=1", X_API_Key=key)
     assert r.status_code == 200
     seen = parse(r.text)
@@ -64,7 +65,7 @@ def test_allow_passes_the_principal_upstream(store, stack):
 
 
 def test_client_cannot_forge_identity_headers(store, stack):
-    _, key = store.keys.create("partner-a", ["orders:read"])
+    _, key = Admin(store).keys.create("partner-a", ["orders:read"])
     r = get(stack, "/v1/orders", X_API_Key=key, X_Auth_User="root", X_Auth_Principal="root")
     assert parse(r.text)["principal"] == "partner-a" and parse(r.text)["user"] == ""
     r = get(stack, "/healthz", X_Auth_User="root")
@@ -88,7 +89,7 @@ def test_401_carries_the_challenges_to_the_client(stack):
 
 def test_basic_and_all_combination(store, stack):
     add_user(store, "alice", "alice-pw", roles=["approver"])
-    _, writer = store.keys.create("partner-w", ["orders:write"])
+    _, writer = Admin(store).keys.create("partner-w", ["orders:write"])
     auth = "Basic " + base64.b64encode(b"alice:alice-pw").decode()
     r = get(stack, "/v1/orders", "POST", X_API_Key=writer, Authorization=auth)
     assert r.status_code == 200
@@ -99,7 +100,7 @@ def test_basic_and_all_combination(store, stack):
 
 
 def test_403_insufficient_scope_and_no_route(store, stack):
-    _, reader = store.keys.create("partner-r", ["orders:read"])
+    _, reader = Admin(store).keys.create("partner-r", ["orders:read"])
     add_user(store, "alice", "alice-pw", roles=["approver"])
     auth = "Basic " + base64.b64encode(b"alice:alice-pw").decode()
     assert get(stack, "/v1/orders", "DELETE", X_API_Key=reader, Authorization=auth).status_code == 403
@@ -107,10 +108,10 @@ def test_403_insufficient_scope_and_no_route(store, stack):
 
 
 def test_wrong_credentials_and_revocation(store, stack):
-    record, key = store.keys.create("partner-a", ["orders:read"])
+    record, key = Admin(store).keys.create("partner-a", ["orders:read"])
     assert get(stack, "/v1/orders", X_API_Key=key[:-1] + ("A" if key[-1] != "A" else "B")).status_code == 401
     assert get(stack, "/v1/orders", X_API_Key=key).status_code == 200
-    store.keys.revoke(record["id"])
+    Admin(store).keys.revoke(record.id)
     assert get(stack, "/v1/orders", X_API_Key=key).status_code == 401
 
 

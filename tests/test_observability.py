@@ -6,6 +6,7 @@ import time
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from authz.admin import Admin
 from tests.conftest import ROOT, write_policy
 
 POLICY = json.loads((ROOT / "policies" / "api.json").read_text())
@@ -41,7 +42,7 @@ def ask(server, key=None, uri="/v1/orders/1", request_id=None):
 
 def test_metrics_count_what_was_sent_across_workers(store, policy_dir, gunicorn, tmp_path):
     write_policy(policy_dir, POLICY)
-    _, key = store.keys.create("partner-a", ["orders:read"])
+    _, key = Admin(store).keys.create("partner-a", ["orders:read"])
     prom = tmp_path / "prom"
     prom.mkdir()
     server = gunicorn(workers=3, PROMETHEUS_MULTIPROC_DIR=str(prom))
@@ -80,7 +81,7 @@ def test_metrics_count_what_was_sent_across_workers(store, policy_dir, gunicorn,
 
 def test_decision_log_lines(store, policy_dir, gunicorn, tmp_path):
     write_policy(policy_dir, POLICY)
-    record, key = store.keys.create("partner-a", ["orders:read"])
+    record, key = Admin(store).keys.create("partner-a", ["orders:read"])
     log = tmp_path / "decisions.jsonl"
     server = gunicorn(workers=2, AUTHZ_DECISION_LOG=str(log))
     ask(server, key, request_id="req-allow-1")
@@ -89,7 +90,7 @@ def test_decision_log_lines(store, policy_dir, gunicorn, tmp_path):
     allow = next(entry for entry in lines if entry["request_id"] == "req-allow-1")
     deny = next(entry for entry in lines if entry["request_id"] == "req-deny-1")
     assert (allow["decision"], allow["status"], allow["principal"], allow["credential"]) == (
-        "allow", 200, "partner-a", record["id"])
+        "allow", 200, "partner-a", record.id)
     assert allow["methods"] == ["api_key"] and allow["client_ip"] == "127.0.0.1"
     assert allow["latency_us"] > 0 and len(allow["policy_revision"]) == 12 and allow["ts"].endswith("Z")
     assert (deny["decision"], deny["status"], deny["reason"]) == ("deny", 401, "credentials_invalid")
@@ -99,7 +100,7 @@ def test_decision_log_lines(store, policy_dir, gunicorn, tmp_path):
 
 def test_allow_sampling_keeps_every_deny(store, policy_dir, gunicorn, tmp_path):
     write_policy(policy_dir, POLICY)
-    _, key = store.keys.create("partner-a", ["orders:read"])
+    _, key = Admin(store).keys.create("partner-a", ["orders:read"])
     log = tmp_path / "decisions.jsonl"
     server = gunicorn(workers=2, AUTHZ_DECISION_LOG=str(log), AUTHZ_DECISION_LOG_ALLOW_SAMPLE="0")
     for _ in range(10):

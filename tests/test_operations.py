@@ -6,6 +6,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from authz.admin import Admin
 from authz.cli import main
 from tests.conftest import ROOT, write_policy
 
@@ -87,12 +88,12 @@ def test_explain_names_the_cause(explain_db, policy_dir, args, line):
 
 
 def test_explain_dry_run_key_applies_every_check(explain_db, policy_dir):
-    record, _ = explain_db.keys.create("partner-a", ["orders:read"])
-    ok = cli("policy", "explain", "GET", "https://h/v1/orders", "--as-key", record["id"], "--policy-dir",
+    record, _ = Admin(explain_db).keys.create("partner-a", ["orders:read"])
+    ok = cli("policy", "explain", "GET", "https://h/v1/orders", "--as-key", record.id, "--policy-dir",
              str(policy_dir), db=explain_db.path)
     assert "decision: ALLOW (200) as partner-a" in ok.output
-    explain_db.keys.revoke(record["id"])
-    revoked = cli("policy", "explain", "GET", "https://h/v1/orders", "--as-key", record["id"], "--policy-dir",
+    Admin(explain_db).keys.revoke(record.id)
+    revoked = cli("policy", "explain", "GET", "https://h/v1/orders", "--as-key", record.id, "--policy-dir",
                   str(policy_dir), "--json", db=explain_db.path)
     body = json.loads(revoked.output)
     assert body["reason"] == "credential_revoked"

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from authz.admin import Admin
 from authz.authenticators import Context
 from authz.policy import PolicyError, load_policy
 from authz.request import CheckRequest
@@ -197,7 +198,7 @@ def test_method_overrides_must_be_allowed_too(store, policy_dir, method, overrid
 
 def test_method_override_with_the_credentials_for_both(store, policy_dir):
     write_policy(policy_dir, METHOD_POLICY)
-    _, key = store.keys.create("writer", ["docs:write"])
+    _, key = Admin(store).keys.create("writer", ["docs:write"])
     decision = engine_for(store, policy_dir).decide(
         CheckRequest.build("POST", "/docs/a", "h", headers={"X-API-Key": key, "X-HTTP-Method-Override": "DELETE"}))
     assert decision.allowed and decision.route == "write"

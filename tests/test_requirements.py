@@ -9,6 +9,7 @@ import base64
 
 import pytest
 
+from authz.admin import Admin
 from authz.decision import IdentityKind, Reason
 from authz.request import CheckRequest
 from tests.conftest import add_user, engine_for, write_policy
@@ -27,8 +28,8 @@ def basic(user: str, password: str) -> str:
 @pytest.fixture
 def setup(store, policy_dir):
     add_user(store, "alice", "alice-pw", scopes=["orders:read"], roles=["approver"])
-    _, key = store.keys.create("partner-a", ["orders:read", "orders:write"])
-    _, narrow = store.keys.create("partner-b", ["orders:read"])
+    _, key = Admin(store).keys.create("partner-a", ["orders:read", "orders:write"])
+    _, narrow = Admin(store).keys.create("partner-b", ["orders:read"])
 
     def decide(require, headers=None, method="GET"):
         write_policy(policy_dir, {"authenticators": AUTHENTICATORS,

@@ -14,6 +14,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from authz.admin import Admin
 from tests.conftest import BIN, ROOT, free_port, gunicorn_env, start_nginx, write_policy
 
 POLICY = json.loads((ROOT / "policies" / "api.json").read_text())
@@ -49,7 +50,7 @@ def serve(servers, store, policy_dir, tmp_path):
 
 @pytest.mark.parametrize("args", [[], ["--server", "gunicorn"]], ids=["granian", "gunicorn"])
 def test_metrics_add_up_over_workers(serve, store, args):
-    _, key = store.keys.create("partner-a", ["orders:read"])
+    _, key = Admin(store).keys.create("partner-a", ["orders:read"])
     server = serve("--workers", "3", *args)
     before = decisions_total(server.url)
     for _ in range(60):  # a new connection each time: the requests spread over workers
@@ -103,7 +104,7 @@ def children(pid: int) -> set[int]:
 
 
 def test_sighup_and_sigterm(serve, store, policy_dir):
-    _, key = store.keys.create("partner-a", ["orders:read"])
+    _, key = Admin(store).keys.create("partner-a", ["orders:read"])
     server = serve("--workers", "2")
     assert ask(server.url, key).status_code == 200
     # A policy edit, then SIGHUP: the workers are restarted and serve the new revision.
@@ -194,7 +195,7 @@ class CountingRelay:
 
 
 def test_nginx_keeps_its_connections_to_authz(serve, store, servers, tmp_path):
-    _, key = store.keys.create("partner-a", ["orders:read"])
+    _, key = Admin(store).keys.create("partner-a", ["orders:read"])
     authz = serve("--workers", "2")
     relay = CountingRelay(authz.port)
     port, upstream = free_port(), free_port()

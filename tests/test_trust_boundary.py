@@ -30,8 +30,9 @@ import jwt
 import pytest
 import requests
 
+from authz.admin import Admin
 from authz.credentials import passwords
-from authz.store import Store
+from authz.store import Store, open_store
 from tests.conftest import Server, free_port, gunicorn_env
 from tests.pki import Pki
 from tests.upstreams import (
@@ -94,9 +95,9 @@ def trust_policy() -> dict:
 
 def make_store(tmp: Path, pki: Pki, policy: dict) -> tuple[Store, Path, dict]:
     """Store (keys, a Basic user, a signing key) and policy directory for a stack."""
-    store = Store(tmp / "authz.db")
+    store = open_store(tmp / "authz.db")
     store.migrate()
-    store.signing_keys.rotate(300)
+    Admin(store).signing_keys.rotate(300)
     policy_dir = tmp / "policies"
     (policy_dir / "keys").mkdir(parents=True)
     (policy_dir / "keys" / "mesh-ca.pem").write_bytes(pki.root.pem)
@@ -104,9 +105,9 @@ def make_store(tmp: Path, pki: Pki, policy: dict) -> tuple[Store, Path, dict]:
     (policy_dir / "policy.json").write_text(json.dumps(policy, indent=2, ensure_ascii=False))
     store.principals.add_user("alice", passwords.hash_password(ALICE_PASSWORD))
     creds = {
-        "rw": store.keys.create("partner-rw", ["orders:read", "orders:write"])[1],
-        "admin": store.keys.create("ops", ["admin"])[1],
-        "office": store.keys.create("office", ["orders:read"], allow_ips=["203.0.113.7/32"])[1],
+        "rw": Admin(store).keys.create("partner-rw", ["orders:read", "orders:write"])[1],
+        "admin": Admin(store).keys.create("ops", ["admin"])[1],
+        "office": Admin(store).keys.create("office", ["orders:read"], allow_ips=["203.0.113.7/32"])[1],
         "alice": "Basic " + base64.b64encode(f"alice:{ALICE_PASSWORD}".encode()).decode(),
     }
     return store, policy_dir, creds

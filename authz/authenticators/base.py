@@ -17,7 +17,7 @@ from authz.authenticators.password_guard import PasswordGuard
 from authz.decision import Outcome
 from authz.errors import AuthzError
 from authz.request import CheckRequest
-from authz.store import Store
+from authz.store.interface import CredentialReads
 
 
 class ConfigError(AuthzError, ValueError):
@@ -33,7 +33,7 @@ class ConfigError(AuthzError, ValueError):
 class Context:
     """What authenticators may use besides the request."""
 
-    store: Store
+    store: CredentialReads
     base_dir: Path = Path(".")
     max_chain_length: int = 16  # AUTHZ_MAX_CHAIN_LENGTH: certificates in a client chain, leaf and root included
     caches: dict[str, TTLCache] = field(default_factory=dict)

@@ -41,7 +41,6 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import CRLEntryExtensionOID, ExtensionOID, NameOID
 from cryptography.x509.verification import (
     Criticality,
@@ -53,7 +52,8 @@ from cryptography.x509.verification import (
 
 from authz.authenticators.base import CLIENT_CERT, Authenticator, ConfigError, Context, Lint
 from authz.credentials.key_strength import key_problem
-from authz.credentials.x509 import from_base64_der, thumbprint
+from authz.credentials.x509 import facts as certificate_facts
+from authz.credentials.x509 import from_base64_der
 from authz.decision import Identity, IdentityKind, Outcome, Reason
 from authz.request import CERT_SOURCES, CheckRequest, ForwardedCert
 
@@ -404,10 +404,10 @@ def _describe(leaf: x509.Certificate, expires: float) -> VerifiedChain:
     except x509.ExtensionNotFound:
         uris = dns = emails = ()
     cns = leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    der = leaf.public_bytes(Encoding.DER)
+    facts = certificate_facts(leaf)
     return VerifiedChain(
-        fingerprint=hashlib.sha256(der).hexdigest(), x5t=thumbprint(der), serial=format(leaf.serial_number, "x"),
-        issuer=leaf.issuer.rfc4514_string(), uris=uris, dns=dns, emails=emails,
+        fingerprint=facts.fingerprint, x5t=facts.x5t, serial=facts.serial,
+        issuer=facts.issuer, uris=uris, dns=dns, emails=emails,
         cn=str(cns[0].value) if cns else None, expires=expires,
     )
 

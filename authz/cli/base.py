@@ -8,13 +8,13 @@ import re
 import sqlite3
 import time
 from functools import wraps
-from pathlib import Path
 
 import click
 
+from authz.admin import Admin
 from authz.config import SETTINGS, default_from_env
 from authz.errors import AuthzError
-from authz.store import Store
+from authz.store import Store, open_store
 
 _DURATION = re.compile(r"(\d+)([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -84,20 +84,25 @@ def command(group: click.Group, name: str | None = None, **kwargs):
 
 
 @click.group()
-@click.option("--db", default=default_from_env("AUTHZ_DB"), type=click.Path(dir_okay=False, path_type=Path),
-              help=f"SQLite credential store.  [default: $AUTHZ_DB, else {SETTINGS['AUTHZ_DB'].default_text}]")
+@click.option("--db", default=default_from_env("AUTHZ_DB"), type=click.Path(dir_okay=False),
+              help="Credential store: a path, sqlite:///relative or sqlite:////absolute."
+                   f"  [default: $AUTHZ_DB, else {SETTINGS['AUTHZ_DB'].default_text}]")
 @click.pass_context
-def main(ctx: click.Context, db: Path) -> None:
+def main(ctx: click.Context, db: str) -> None:
     """authz: authentication decisions for reverse proxies."""
     ctx.ensure_object(dict)
     ctx.obj["db"] = db
 
 
 def store(ready: bool = True) -> Store:
-    db = click.get_current_context().obj["db"]
-    s = Store(db)
+    s = open_store(click.get_current_context().obj["db"])
     if ready:
         s.check_ready()
     return s
+
+
+def admin(ready: bool = True) -> Admin:
+    """The admin library over the ``--db`` store (checked ready unless ``ready=False``)."""
+    return Admin(store(ready))
 
 

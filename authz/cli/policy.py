@@ -10,9 +10,9 @@ import click
 from authz.authenticators import Context
 from authz.cli.base import command, emit, main, store
 from authz.config import Settings, default_from_env
-from authz.credentials import passwords
 from authz.policy import PolicyError
-from authz.store import Store, StoreError
+from authz.store import open_store
+from authz.store.overlay import StandInStore
 
 
 @main.group()
@@ -32,7 +32,7 @@ def policy_check(directory, strict) -> None:
     ctx = click.get_current_context()
     try:
         source = read_policy_dir(directory)
-        compiled = compile_policy(source, Context(store=Store(":memory:")))
+        compiled = compile_policy(source, Context(store=open_store(":memory:")))
     except PolicyError as exc:
         if ctx.obj.get("json"):
             click.echo(json.dumps({"ok": False, "problems": [p.to_json() for p in exc.problems]}, indent=2))
@@ -67,7 +67,7 @@ def policy_explain(method, url, headers, cert_file, as_key, as_user, policy_dir)
     from authz.policy import load_policy
     from authz.request import BadRequest, CheckRequest
 
-    s = store()
+    s = StandInStore(store())
     header_pairs = []
     for header in headers:
         name, colon, value = header.partition(":")
@@ -90,32 +90,16 @@ def policy_explain(method, url, headers, cert_file, as_key, as_user, policy_dir)
          render_text(decision, explanation))
 
 
-def _dry_run_key(s: Store, key_id: str) -> str:
+def _dry_run_key(s: StandInStore, key_id: str) -> str:
     """A stand-in secret that this process's store resolves to ``key_id``."""
-    from authz.credentials import apikeys
-
-    match = s.keys.find_by_id(key_id)
-    if match is None:
-        raise StoreError(f"no API key with id {key_id!r}")
-    placeholder = apikeys.generate(match.env)
-    fingerprint = apikeys.fingerprint(placeholder)
-    real_find = s.keys.find
-    s.keys.find = lambda fp: match._replace(hash=fp) if fp == fingerprint else real_find(fp)  # type: ignore[method-assign]
-    s.last_used.record = lambda key_id: None  # type: ignore[method-assign]  # a dry run is no use
-    return placeholder
+    return s.stand_in_key(key_id)
 
 
-def _dry_run_user(s: Store, name: str) -> str:
+def _dry_run_user(s: StandInStore, name: str) -> str:
+    """A Basic credential with a stand-in password this process's store accepts for ``name``."""
     import base64
-    import secrets
 
-    user = s.principals.find_user(name)
-    if user is None:
-        raise StoreError(f"no user named {name!r}")
-    password = secrets.token_urlsafe(16)
-    stand_in = user._replace(password_hash=passwords.hash_password(password))
-    real_find = s.principals.find_user
-    s.principals.find_user = lambda n: stand_in if n == name else real_find(n)  # type: ignore[method-assign]
+    password = s.stand_in_user(name)
     return "Basic " + base64.b64encode(f"{name}:{password}".encode()).decode()
 
 

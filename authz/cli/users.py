@@ -7,9 +7,8 @@ from pathlib import Path
 
 import click
 
-from authz.cli.base import command, emit, main, store
-from authz.credentials import passwords
-from authz.store import StoreError
+from authz.admin.users import describe_refused
+from authz.cli.base import admin, command, emit, main
 
 
 @main.group()
@@ -36,9 +35,8 @@ def read_password(from_stdin: bool) -> str:
 @click.option("--role", "roles", multiple=True)
 def users_add(name, password_stdin, scopes, roles) -> None:
     """Add a user with an Argon2id-hashed password."""
-    s = store()
-    password = read_password(password_stdin)
-    s.principals.add_user(name, passwords.hash_password(password), scopes, roles)
+    a = admin()
+    a.users.add(name, read_password(password_stdin), scopes, roles)
     emit(click.get_current_context(), {"name": name, "scopes": list(scopes), "roles": list(roles)},
          f"Added user {name}")
 
@@ -48,10 +46,9 @@ def users_add(name, password_stdin, scopes, roles) -> None:
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 def users_passwd(name, password_stdin) -> None:
     """Change a user's password (effective on the next request)."""
-    s = store()
-    if s.principals.find_user(name) is None:
-        raise StoreError(f"no user named {name!r}")
-    s.principals.set_password(name, passwords.hash_password(read_password(password_stdin)))
+    a = admin()
+    a.users.require(name)
+    a.users.passwd(name, read_password(password_stdin))
     emit(click.get_current_context(), {"name": name}, f"Changed the password of {name}")
 
 
@@ -59,7 +56,7 @@ def users_passwd(name, password_stdin) -> None:
 @click.argument("name")
 def users_disable(name) -> None:
     """Disable a principal: its password and keys are refused from the next request."""
-    store().principals.set_disabled(name, True)
+    admin().users.set_disabled(name, True)
     emit(click.get_current_context(), {"name": name, "disabled": True}, f"Disabled {name}")
 
 
@@ -67,20 +64,20 @@ def users_disable(name) -> None:
 @click.argument("name")
 def users_enable(name) -> None:
     """Enable a disabled principal again."""
-    store().principals.set_disabled(name, False)
+    admin().users.set_disabled(name, False)
     emit(click.get_current_context(), {"name": name, "disabled": False}, f"Enabled {name}")
 
 
 @command(users, "list")
 def users_list() -> None:
     """Principals with their kind, scopes, roles and state."""
-    records = store().principals.list()
+    records = admin().users.list()
     text = "\n".join(
-        f"{r['name']}  {r['kind']}  scopes={' '.join(r['scopes']) or '-'}  "
-        f"roles={' '.join(r['roles']) or '-'}{'  DISABLED' if r['disabled'] else ''}"
+        f"{r.name}  {r.kind}  scopes={' '.join(r.scopes) or '-'}  "
+        f"roles={' '.join(r.roles) or '-'}{'  DISABLED' if r.disabled else ''}"
         for r in records
     )
-    emit(click.get_current_context(), records, text or "no principals")
+    emit(click.get_current_context(), [r.to_json() for r in records], text or "no principals")
 
 
 @command(users, "import-htpasswd")
@@ -91,32 +88,9 @@ def users_list() -> None:
               help="Import the acceptable lines even if others are refused.")
 def users_import_htpasswd(file, scopes, roles, skip_unsupported) -> None:
     """Import users from an Apache/nginx htpasswd file (bcrypt; see docs for refusals)."""
-    s = store()
-    accepted, refused = [], []
-    for number, line in enumerate(file.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        name, colon, stored = line.partition(":")
-        if not colon:
-            refused.append({"line": number, "user": None, "why": "no ':' separating user and hash"})
-            continue
-        try:
-            passwords.check_importable(stored)
-            if s.principals.find_user(name) is not None:
-                raise StoreError("a user of that name exists already")
-            accepted.append((name, stored))
-        except (passwords.UnsupportedHash, StoreError) as exc:
-            refused.append({"line": number, "user": name, "why": str(exc)})
-    if refused and not skip_unsupported:
-        lines = "; ".join(f"line {r['line']} ({r['user']}): {r['why']}" for r in refused)
-        raise click.ClickException(
-            f"nothing imported: {len(refused)} line(s) refused — {lines} "
-            "(fix them or pass --skip-unsupported)"
-        )
-    for name, stored in accepted:
-        s.principals.add_user(name, stored, scopes, roles)
-    emit(click.get_current_context(),
-         {"imported": [n for n, _ in accepted], "refused": refused},
-         f"Imported {len(accepted)} user(s)" + (f", refused {len(refused)}: " + "; ".join(
-             f"line {r['line']} ({r['user']}): {r['why']}" for r in refused) if refused else ""))
+    a = admin()
+    result = a.users.import_htpasswd(file.read_text(encoding="utf-8", errors="replace"), scopes, roles,
+                                     skip_unsupported)
+    emit(click.get_current_context(), result.to_json(),
+         f"Imported {len(result.imported)} user(s)"
+         + (f", refused {len(result.refused)}: " + describe_refused(result.refused) if result.refused else ""))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 
 import bcrypt
 from cryptography.exceptions import InvalidKey
@@ -95,6 +96,35 @@ def check_importable(stored: str) -> str:
     if re.fullmatch(r"[./A-Za-z0-9]{13}", stored):
         raise UnsupportedHash("DES crypt keeps only 8 characters of a password: refused")
     raise UnsupportedHash("not a recognised password hash (plain text is refused)")
+
+
+@dataclass(frozen=True, slots=True)
+class HtpasswdLine:
+    """One user line of an htpasswd file: the hash, or why it cannot be imported."""
+
+    number: int
+    user: str | None
+    password_hash: str | None
+    refused: str | None
+
+
+def read_htpasswd(text: str) -> list[HtpasswdLine]:
+    """Every user line of an Apache/nginx htpasswd file (blank lines and comments skipped),
+    each with its hash if ``check_importable`` accepts it, else the reason it is refused."""
+    lines = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, colon, stored = line.partition(":")
+        if not colon:
+            lines.append(HtpasswdLine(number, None, None, "no ':' separating user and hash"))
+            continue
+        try:
+            lines.append(HtpasswdLine(number, name, check_importable(stored), None))
+        except UnsupportedHash as exc:
+            lines.append(HtpasswdLine(number, name, None, str(exc)))
+    return lines
 
 
 def _encode(password: str) -> bytes:

@@ -1,5 +1,7 @@
-"""Certificate encodings shared by the front doors and the ``mtls`` authenticator:
-PEM and base64 DER in, bounded, fingerprinted ``ForwardedCert`` values out."""
+"""Certificate encodings shared by the front doors, the ``mtls`` authenticator and the
+admin library: PEM and base64 DER in, bounded, fingerprinted ``ForwardedCert`` values
+out; the facts a store records about a certificate; operators' spellings of fingerprints,
+serial numbers and issuer names, normalised."""
 
 from __future__ import annotations
 
@@ -7,7 +9,11 @@ import base64
 import binascii
 import hashlib
 import re
+from dataclasses import dataclass
 from urllib.parse import unquote
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from authz.errors import AuthzError
 from authz.request import ForwardedCert
@@ -21,6 +27,10 @@ _PEM = re.compile(r"-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]+?)-----END CERT
 
 class Unreadable(AuthzError, ValueError):
     pass
+
+
+class NotACertificateReference(AuthzError, ValueError):
+    """An operator's fingerprint, serial number or issuer name that is not one."""
 
 
 def fingerprint(der: bytes) -> str:
@@ -73,3 +83,60 @@ def from_pem(source: str, text: str) -> ForwardedCert:
 def thumbprint(der: bytes) -> str:
     """RFC 8705 ``x5t#S256``: base64url of the SHA-256 of the DER, unpadded."""
     return base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateFacts:
+    """What the store and the ``mtls`` authenticator know a certificate by."""
+
+    der: bytes
+    fingerprint: str  # SHA-256 of the DER, lower-case hex
+    x5t: str  # RFC 8705 x5t#S256
+    issuer: str  # RFC 4514
+    serial: str  # lower-case hex, no leading zeros
+    subject: str  # RFC 4514
+    not_after: float  # the notAfter instant, epoch seconds
+
+
+def load_certificate(data: bytes) -> x509.Certificate:
+    """One certificate, PEM or DER; ``Unreadable`` otherwise."""
+    try:
+        return x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data else x509.load_der_x509_certificate(data)
+    except ValueError:
+        raise Unreadable("not a PEM or DER certificate") from None
+
+
+def facts(cert: x509.Certificate) -> CertificateFacts:
+    der = cert.public_bytes(Encoding.DER)
+    return CertificateFacts(der=der, fingerprint=fingerprint(der), x5t=thumbprint(der),
+                            issuer=cert.issuer.rfc4514_string(), serial=format(cert.serial_number, "x"),
+                            subject=cert.subject.rfc4514_string(), not_after=cert.not_valid_after_utc.timestamp())
+
+
+_HEX_FINGERPRINT = re.compile(r"[0-9a-f]{64}")
+
+
+def normalise_fingerprint(text: str) -> str:
+    """'AB:CD:…' or 'abcd…' (SHA-256 of the DER) → 64 lower-case hex digits."""
+    value = re.sub(r"[\s:]", "", text).lower()
+    if not _HEX_FINGERPRINT.fullmatch(value):
+        raise NotACertificateReference(
+            f"{text[:80]!r} is not a SHA-256 fingerprint (64 hex digits, colons allowed)")
+    return value
+
+
+def normalise_serial(text: str) -> str:
+    """'0x01:AB', '01ab' → '1ab' (as ``facts`` spells it)."""
+    value = text.strip().lower().removeprefix("0x").replace(":", "")
+    try:
+        return format(int(value, 16), "x")
+    except ValueError:
+        raise NotACertificateReference(f"{text[:80]!r} is not a hexadecimal serial number") from None
+
+
+def normalise_dn(text: str) -> str:
+    """An issuer name as ``facts`` spells it (RFC 4514, as cryptography writes it)."""
+    try:
+        return x509.Name.from_rfc4514_string(text).rfc4514_string()
+    except ValueError as exc:
+        raise NotACertificateReference(f"{text[:80]!r} is not an RFC 4514 distinguished name: {exc}") from None

@@ -15,10 +15,11 @@ import threading
 import time
 
 import jwt
+from cryptography.hazmat.primitives import serialization
 
 from authz.decision import Decision
-from authz.store import Store
-from authz.store.signing_keys import ALGORITHM, SigningKey
+from authz.store.interface import ServingStore
+from authz.store.records import IdentitySigningKey
 
 MAX_TTL = 300.0
 KEY_REFRESH = 10.0  # seconds a worker may keep signing with a key after its rotation
@@ -31,27 +32,31 @@ def keep_retired_for(ttl: float) -> float:
 
 
 class IdentitySigner:
-    def __init__(self, store: Store, issuer: str, ttl: float = 60.0, audience: str | None = None) -> None:
+    def __init__(self, store: ServingStore, issuer: str, ttl: float = 60.0, audience: str | None = None) -> None:
         self.store = store
         self.issuer = issuer
         self.ttl = min(float(ttl), MAX_TTL)
         self.audience = audience
-        self._key: SigningKey | None = None
+        self._current: tuple[IdentitySigningKey, object] | None = None  # the key and its loaded private key
         self._checked = 0.0
         self._lock = threading.Lock()
 
-    def _active(self) -> SigningKey:
+    def _active(self) -> tuple[IdentitySigningKey, object]:
         now = time.monotonic()
-        if self._key is None or now - self._checked >= KEY_REFRESH:
+        current = self._current
+        if current is None or now - self._checked >= KEY_REFRESH:
             with self._lock:
                 key = self.store.signing_keys.active()
                 if key is None:
                     raise RuntimeError("no signing key: run `authz signing-keys rotate`")
-                self._key, self._checked = key, now
-        return self._key  # type: ignore[return-value]
+                if current is None or key.kid != current[0].kid:  # load a PEM once, not every refresh
+                    current = key, serialization.load_pem_private_key(key.private_pem.encode(), password=None)
+                    self._current = current
+                self._checked = now
+        return current
 
     def sign(self, decision: Decision) -> str:
-        key = self._active()
+        key, private_key = self._active()
         now = int(time.time())
         claims: dict = {
             "iss": self.issuer, "iat": now, "nbf": now, "exp": now + int(self.ttl), "jti": secrets.token_urlsafe(12),
@@ -63,7 +68,7 @@ class IdentitySigner:
             claims["sub"] = principal.id
         if self.audience:
             claims["aud"] = self.audience
-        return jwt.encode(claims, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid, "typ": "JWT"})
+        return jwt.encode(claims, private_key, algorithm=key.algorithm, headers={"kid": key.kid, "typ": "JWT"})
 
     def jwks(self) -> dict:
         return {"keys": self.store.signing_keys.published()}

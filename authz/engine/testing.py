@@ -32,13 +32,13 @@ from pathlib import Path
 
 import jwt
 
+from authz.admin import Admin
 from authz.authenticators import Context
-from authz.credentials import passwords
 from authz.engine.decide import DecisionEngine
 from authz.errors import AuthzError
 from authz.policy.loader import load_policy
 from authz.request import BadRequest, CheckRequest, ForwardedCert, Headers, InvalidBody
-from authz.store import Store
+from authz.store import Store, open_store
 
 _PLACEHOLDER = re.compile(r"\{\{(key|basic|token|cert):([^}]+)\}\}")
 EXPECTABLE = ("decision", "status", "principal", "reason", "route")
@@ -64,7 +64,7 @@ def run_file(path: Path, policy_dir: Path,
     (``authz.adapters.client_certs.from_headers``)."""
     spec = _read(path)
     with tempfile.TemporaryDirectory(prefix="authz-policy-test-") as tmp:
-        store = Store(Path(tmp) / "test.db", last_used_interval=3600)
+        store = open_store(Path(tmp) / "test.db", last_used_interval=3600)
         store.migrate()
         try:
             secrets = _seed(store, spec.get("fixtures", {}), policy_dir)
@@ -122,13 +122,12 @@ def _seed(store: Store, fixtures: dict, policy_dir: Path) -> dict[tuple[str, str
     for token in fixtures.get("tokens", []):
         secrets[("token", token["name"])] = _mint(token, policy_dir, ders)
     for user in fixtures.get("users", []):
-        store.principals.add_user(user["name"], passwords.hash_password(user["password"]),
-                                  user.get("scopes", ()), user.get("roles", ()))
+        Admin(store).users.add(user["name"], user["password"], user.get("scopes", ()), user.get("roles", ()))
         basic = base64.b64encode(f"{user['name']}:{user['password']}".encode()).decode()
         secrets[("basic", user["name"])] = f"Basic {basic}"
     for key in fixtures.get("keys", []):
-        _, secret = store.keys.create(key["principal"], key.get("scopes", ()), key.get("env", "live"),
-                                      key.get("allow_ips", ()))
+        _, secret = Admin(store).keys.create(key["principal"], key.get("scopes", ()), key.get("env", "live"),
+                                             key.get("allow_ips", ()))
         secrets[("key", key["name"])] = secret
     return secrets
 

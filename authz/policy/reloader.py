@@ -17,12 +17,14 @@ import tempfile
 import threading
 from pathlib import Path
 
+from authz.admin.policy_snapshots import save_snapshot
 from authz.authenticators import Context
 from authz.background import ProcessThread
 from authz.observability import metrics
 from authz.policy.errors import PolicyError
 from authz.policy.loader import CompiledPolicy, load_policy
-from authz.store import StoreError
+from authz.store.errors import StoreError
+from authz.store.interface import PolicySnapshots
 
 log = logging.getLogger("authz.policy")
 
@@ -55,7 +57,8 @@ class PolicyReloader:
 
     # -- startup -------------------------------------------------------------------
     @classmethod
-    def initial_policy(cls, directory: Path, context: Context, snapshots) -> tuple[CompiledPolicy, PolicyError | None]:
+    def initial_policy(cls, directory: Path, context: Context,
+                       snapshots: PolicySnapshots) -> tuple[CompiledPolicy, PolicyError | None]:
         """The policy to start with: the files, else the last good snapshot, else refuse."""
         try:
             policy = load_policy(directory, context)
@@ -63,10 +66,9 @@ class PolicyReloader:
             snapshot = snapshots.latest(str(Path(directory).resolve()))
             if snapshot is None:
                 raise
-            revision, contents = snapshot
-            log.error("policy files are broken; serving the last good revision %s:\n%s", revision, exc)
-            return load_policy(_materialise(contents), context), exc
-        snapshots.save(policy.revision, str(Path(directory).resolve()), policy.contents)
+            log.error("policy files are broken; serving the last good revision %s:\n%s", snapshot.revision, exc)
+            return load_policy(_materialise(snapshot.files), context), exc
+        save_snapshot(snapshots, policy.revision, str(Path(directory).resolve()), policy.contents)
         return policy, None
 
     # -- watching ------------------------------------------------------------------
@@ -124,8 +126,8 @@ class PolicyReloader:
             log.info("policy revision %s replaces %s", policy.revision, old)
             self.on_result("success")
             try:
-                self.context.store.policy_snapshots.save(policy.revision, str(self.directory.resolve()),
-                                                         policy.contents)
+                save_snapshot(self.context.store.policy_snapshots, policy.revision,  # type: ignore[attr-defined]
+                              str(self.directory.resolve()), policy.contents)
             except Exception as exc:
                 log.warning("could not snapshot policy revision %s: %s", policy.revision, exc,
                             exc_info=_traceback(exc))
@@ -146,7 +148,7 @@ class PolicyReloader:
             snapshots = self.context.store.policy_snapshots
             directory = str(self.directory.resolve())
             if snapshots.latest_revision(directory) != policy.revision:
-                snapshots.save(policy.revision, directory, policy.contents)
+                save_snapshot(snapshots, policy.revision, directory, policy.contents)
         except Exception as exc:
             log.warning("could not snapshot policy revision %s: %s", policy.revision, exc, exc_info=_traceback(exc))
 
@@ -163,8 +165,8 @@ class PolicyReloader:
             snapshot = snapshots.latest(directory)
             if snapshot is None:
                 return False
-            revision, contents = snapshot
-            policy = load_policy(_materialise(contents), self.context)
+            revision = snapshot.revision
+            policy = load_policy(_materialise(snapshot.files), self.context)
         except Exception as exc:
             log.warning("could not read the newest good policy snapshot; still serving revision %s: %s",
                         self.engine.policy.revision, exc, exc_info=_traceback(exc))

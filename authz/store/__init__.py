@@ -1,45 +1,50 @@
-"""The SQLite credential store. Only this package writes SQL.
+"""The credential store behind an interface.
 
->>> from authz.store import Store
->>> store = Store("authz.db")
+``open_store(url)`` is the one way in; everything else types against the Protocols of
+``authz.store.interface`` and catches ``StoreError`` / ``StoreUnavailable``. Importing
+this package imports no backend: ``policy/`` may use the interface and the errors
+without a concrete store.
+
+>>> from authz.store import open_store
+>>> store = open_store("authz.db")                     # doctest: +SKIP
 >>> store.migrate()                                     # doctest: +SKIP
->>> record, secret = store.keys.create("partner-a", ["orders:read"])   # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import os
+from urllib.parse import urlsplit
 
-from authz.store.api_keys import ApiKeys, KeyMatch, LastUsedRecorder
-from authz.store.certificates import Certificates
-from authz.store.database import Database, StoreError, StoreUnavailable
-from authz.store.policy_snapshots import PolicySnapshots
-from authz.store.principals import Principals, User
-from authz.store.revocations import Revocations
-from authz.store.signing_keys import SigningKeys
+from authz.store.errors import StoreError, StoreUnavailable
+from authz.store.interface import CredentialReads, ServingStore, Store
 
-__all__ = ["KeyMatch", "Store", "StoreError", "StoreUnavailable", "User"]
+__all__ = ["CredentialReads", "ServingStore", "Store", "StoreError", "StoreUnavailable", "open_store",
+           "sqlite_path"]
 
 
-class Store:
-    """One credential database: principals and users, API keys, revocations."""
+def sqlite_path(url: str | os.PathLike[str]) -> str | None:
+    """The SQLite file a store URL names (a plain path, ``sqlite:///relative``,
+    ``sqlite:////absolute``, ``:memory:``), or None when it names another scheme."""
+    text = os.fspath(url)
+    if text == ":memory:" or "://" not in text:
+        return text
+    scheme, _, rest = text.partition("://")
+    if scheme.lower() != "sqlite":
+        return None
+    if not rest.startswith("/") or len(rest) == 1:
+        raise StoreError(f"{text}: expected sqlite:///relative/path or sqlite:////absolute/path")
+    return rest[1:]
 
-    def __init__(self, path: str | os.PathLike[str], last_used_interval: float = 30.0, serving: bool = False) -> None:
-        self.database = Database(path, serving=serving)
-        self.principals = Principals(self.database)
-        self.keys = ApiKeys(self.database, self.principals)
-        self.revocations = Revocations(self.database)
-        self.certificates = Certificates(self.database, self.principals, self.revocations)
-        self.signing_keys = SigningKeys(self.database)
-        self.policy_snapshots = PolicySnapshots(self.database)
-        self.last_used = LastUsedRecorder(self.database, last_used_interval)
 
-    @property
-    def path(self):
-        return self.database.path
+def open_store(url: str | os.PathLike[str], *, last_used_interval: float = 30.0, serving: bool = False) -> Store:
+    """The store a URL names. ``serving`` is for long-running servers (they log store
+    faults once per episode and never delete a WAL on close); the CLI leaves it off."""
+    path = sqlite_path(url)
+    if path is None:
+        scheme = urlsplit(os.fspath(url)).scheme or os.fspath(url).partition("://")[0]
+        if scheme.lower() in ("postgresql", "postgres"):
+            raise StoreError("the PostgreSQL store is not part of this version")
+        raise StoreError(f"unsupported store URL scheme {scheme!r}: use a path or sqlite:///path")
+    from authz.store.sqlite import SqliteStore
 
-    def migrate(self) -> tuple[int, int]:
-        return self.database.migrate()
-
-    def check_ready(self) -> None:
-        self.database.check_ready()
+    return SqliteStore(path, last_used_interval=last_used_interval, serving=serving)

@@ -1,4 +1,4 @@
-"""Snapshots of good policy revisions: every file the revision was built from."""
+"""Snapshots of good policy revisions in SQLite: every file, base64 in one JSON column."""
 
 from __future__ import annotations
 
@@ -6,36 +6,34 @@ import base64
 import json
 import time
 
-from authz.store.database import Database
+from authz.store.records import PolicySnapshot
+from authz.store.sqlite.database import Database
 
-KEEP = 20
 
-
-class PolicySnapshots:
+class SqlitePolicySnapshots:
     def __init__(self, database: Database) -> None:
         self.database = database
 
-    def save(self, revision: str, directory: str, contents: dict[str, bytes]) -> None:
-        files = json.dumps({name: base64.b64encode(data).decode() for name, data in contents.items()})
+    def save(self, revision: str, directory: str, files: dict[str, bytes], keep: int) -> None:
+        encoded = json.dumps({name: base64.b64encode(data).decode() for name, data in files.items()})
         with self.database.write() as db:
             # A revision served again (a revert) becomes the newest: "latest" means the
             # revision most recently proven good, which a respawned worker must serve.
             db.execute("INSERT INTO policy_snapshots (revision, directory, files, created_at) "
                        "VALUES (?, ?, ?, ?) ON CONFLICT (revision) DO UPDATE SET "
                        "directory = excluded.directory, created_at = excluded.created_at",
-                       (revision, directory, files, time.time()))
+                       (revision, directory, encoded, time.time()))
             db.execute("DELETE FROM policy_snapshots WHERE revision NOT IN (SELECT revision FROM policy_snapshots "
-                       "ORDER BY created_at DESC LIMIT ?)", (KEEP,))
+                       "ORDER BY created_at DESC LIMIT ?)", (keep,))
 
     def latest_revision(self, directory: str) -> str | None:
-        """The newest good revision's id alone (cheap: no file contents)."""
         row = self.database.execute("SELECT revision FROM policy_snapshots WHERE directory = ? "
                                     "ORDER BY created_at DESC LIMIT 1", (directory,)).fetchone()
         return None if row is None else row[0]
 
-    def latest(self, directory: str) -> tuple[str, dict[str, bytes]] | None:
+    def latest(self, directory: str) -> PolicySnapshot | None:
         row = self.database.execute("SELECT revision, files FROM policy_snapshots WHERE directory = ? "
                                     "ORDER BY created_at DESC LIMIT 1", (directory,)).fetchone()
         if row is None:
             return None
-        return row[0], {name: base64.b64decode(data) for name, data in json.loads(row[1]).items()}
+        return PolicySnapshot(row[0], {name: base64.b64decode(data) for name, data in json.loads(row[1]).items()})

@@ -35,17 +35,13 @@ from pathlib import Path
 
 import sqlite_utils
 
-from authz.errors import AuthzError
-from authz.store.migrations import LATEST, MIGRATIONS
+from authz.store.errors import StoreError, StoreUnavailable
+from authz.store.sqlite.migrations import LATEST, MIGRATIONS
 
 log = logging.getLogger("authz.store")
 CHECK_SECONDS = 0.25
 BUSY_SECONDS = 5.0  # how long a writer waits for another process's write lock
 _MAGIC = b"SQLite format 3\0"
-
-
-class StoreError(AuthzError, RuntimeError):
-    """The store cannot serve (missing file, wrong schema version, bad input)."""
 
 
 def _identity_of(path_or_fd: str | int) -> tuple[int, int] | None:
@@ -105,12 +101,9 @@ def _no_checkpoint_on_close_ctypes(conn: sqlite3.Connection) -> None:
 _LIB = None
 
 
-class StoreUnavailable(StoreError):
-    """The store cannot answer right now (file gone, replaced by something invalid,
-    truncated, corrupted). Already logged once for the episode: callers deny, quietly."""
-
-
 class Database:
+    """One SQLite file: per-thread connections, identity checks, write transactions."""
+
     def __init__(self, path: str | os.PathLike[str], serving: bool = False) -> None:
         self.path = Path(path)
         # Long-running servers never checkpoint-and-delete the WAL on close (see

@@ -1,0 +1,220 @@
+"""What the rest of authz may ask of a credential store: small Protocols per consumer.
+
+The hot path (authenticators, the identity-token signer, the policy reloader, the app)
+reads through ``CredentialReads`` and ``ServingStore``; the admin library (and so the
+CLI) writes through ``Store``, which adds the tables' primitive writes. A backend is a
+class with the tables below as attributes (``authz.store.sqlite.SqliteStore`` today);
+nothing outside ``authz.store`` names it: stores come from ``authz.store.open_store``.
+
+Table methods are primitive reads and writes, each write one transaction. The rules
+(what a valid scope is, how a key is generated or rotated, how long a revocation or a
+snapshot is kept) live in ``authz.admin`` and are the same for every backend.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from authz.store.records import (
+    ApiKeyMatch,
+    ApiKeyRecord,
+    CertificateStatus,
+    IdentitySigningKey,
+    NewApiKey,
+    NewIdentitySigningKey,
+    PolicySnapshot,
+    Principal,
+    RegisteredCertificate,
+    Revocation,
+    SigningKeyRecord,
+    UserCredentials,
+)
+
+ANY_ISSUER = ""  # a revocation that holds for every issuer
+REVOCATION_KINDS = ("jti", "cert_fingerprint", "cert_serial")
+
+# -- hot-path reads ---------------------------------------------------------------------
+
+
+class ApiKeyLookup(Protocol):
+    def find(self, fingerprint: str) -> ApiKeyMatch | None:
+        """The key whose secret has this fingerprint, with its principal: one indexed read."""
+
+
+class LastUseRecorder(Protocol):
+    def record(self, key_id: str) -> None:
+        """Note a key's use now (in memory: written in batches, never a write per request)."""
+
+    def flush(self) -> None:
+        """Write what is noted so far."""
+
+
+class UserLookup(Protocol):
+    def find_user(self, name: str) -> UserCredentials | None: ...
+
+    def set_password(self, name: str, password_hash: str, *, expected_old: str | None = None) -> bool:
+        """Replace a user's hash (with ``expected_old``: only if still the stored one, as
+        a login's rehash must not undo a concurrent ``users passwd``)."""
+
+
+class TokenRevocations(Protocol):
+    def is_revoked(self, kind: str, value: str, issuer: str = ANY_ISSUER) -> bool:
+        """Revoked for this issuer or for every issuer: one indexed read."""
+
+
+class CertificateLookup(Protocol):
+    def check(self, fingerprint: str, issuer_dn: str, serial_hex: str) -> CertificateStatus:
+        """Revocation and registration of one certificate, in one indexed read."""
+
+    def is_revoked(self, fingerprint: str, issuer_dn: str, serial_hex: str) -> bool:
+        """Revoked by fingerprint, or by issuer and serial number."""
+
+
+class SigningKeySource(Protocol):
+    def active(self) -> IdentitySigningKey | None:
+        """The newest unretired key: the one to sign with."""
+
+    def published(self) -> list[dict]:
+        """The public JWKs still to publish, newest first."""
+
+
+class PolicySnapshots(Protocol):
+    def save(self, revision: str, directory: str, files: dict[str, bytes], keep: int) -> None:
+        """Record a good revision as the newest for its directory, keeping the ``keep``
+        newest snapshots in all."""
+
+    def latest_revision(self, directory: str) -> str | None:
+        """The newest good revision's id alone (no file contents)."""
+
+    def latest(self, directory: str) -> PolicySnapshot | None: ...
+
+
+class CredentialReads(Protocol):
+    """What authenticators may ask (``authenticators.Context.store``)."""
+
+    @property
+    def keys(self) -> ApiKeyLookup: ...
+
+    @property
+    def last_used(self) -> LastUseRecorder: ...
+
+    @property
+    def principals(self) -> UserLookup: ...
+
+    @property
+    def revocations(self) -> TokenRevocations: ...
+
+    @property
+    def certificates(self) -> CertificateLookup: ...
+
+
+class ServingStore(CredentialReads, Protocol):
+    """What a serving process needs besides: its own signing keys, policy snapshots, health."""
+
+    @property
+    def signing_keys(self) -> SigningKeySource: ...
+
+    @property
+    def policy_snapshots(self) -> PolicySnapshots: ...
+
+    @property
+    def location(self) -> str:
+        """Where the store is, as operators name it (for messages)."""
+
+    def check_ready(self) -> None:
+        """Raise ``StoreError`` unless the store exists at the current schema version."""
+
+    def problem(self) -> str | None:
+        """Why the store cannot serve now (checked afresh), or None: for ``/readyz``."""
+
+
+# -- admin: the tables' primitive writes ----------------------------------------------------
+
+
+class ApiKeyTable(ApiKeyLookup, Protocol):
+    def find_by_id(self, key_id: str) -> ApiKeyMatch | None:
+        """The key without its secret (dry runs: ``authz policy explain --as-key``)."""
+
+    def get(self, key_id: str) -> ApiKeyRecord | None: ...
+
+    def list(self, principal: str | None = None) -> list[ApiKeyRecord]:
+        """Ordered by principal then creation (one principal's: by creation)."""
+
+    def insert(self, key: NewApiKey) -> None:
+        """Insert a key, creating its principal as a client if new."""
+
+    def replace(self, old_id: str, new: NewApiKey, old_expires_at: float) -> bool:
+        """Rotation in one transaction: insert ``new`` and deprecate ``old_id`` until
+        ``old_expires_at``, pointing to it. False (nothing written) when ``old_id`` is gone,
+        revoked or already replaced."""
+
+    def revoke(self, key_id: str, at: float) -> bool:
+        """Mark revoked (if not already); False when there is no such key."""
+
+    def touch(self, last_used: dict[str, float]) -> None:
+        """Record last uses (key id → time), never moving one back."""
+
+
+class PrincipalTable(UserLookup, Protocol):
+    def add_user(self, name: str, password_hash: str | None, scopes: tuple[str, ...],
+                 roles: tuple[str, ...]) -> None:
+        """Insert a user; ``StoreError`` if the name is taken."""
+
+    def set_disabled(self, name: str, disabled: bool) -> bool:
+        """False when there is no principal of that name."""
+
+    def list(self) -> list[Principal]: ...
+
+
+class RevocationTable(TokenRevocations, Protocol):
+    def add(self, revocation: Revocation, now: float) -> None:
+        """Insert or widen (the later expiry wins; none beats any), purging what expired before ``now``."""
+
+    def list(self, kind: str | None = None) -> list[Revocation]:
+        """Oldest first."""
+
+    def purge(self, now: float) -> int:
+        """Drop revocations of credentials expired before ``now``; how many."""
+
+
+class CertificateTable(CertificateLookup, Protocol):
+    def register(self, certificate: RegisteredCertificate) -> str:
+        """Register to its principal (created as a service if new); returns the principal's
+        kind. ``StoreError`` if the fingerprint is registered already."""
+
+    def list(self) -> list[RegisteredCertificate]:
+        """Ordered by principal."""
+
+
+class SigningKeyTable(SigningKeySource, Protocol):
+    def install(self, key: NewIdentitySigningKey, publish_old_until: float) -> list[str]:
+        """In one transaction: retire the active key(s), published until
+        ``publish_old_until``; make ``key`` the active one; drop keys no longer published.
+        Returns the retired kids."""
+
+    def list(self) -> list[SigningKeyRecord]:
+        """Newest first."""
+
+
+class Store(ServingStore, Protocol):
+    """Everything: reads, the tables' writes, and the schema."""
+
+    @property
+    def keys(self) -> ApiKeyTable: ...
+
+    @property
+    def principals(self) -> PrincipalTable: ...
+
+    @property
+    def revocations(self) -> RevocationTable: ...
+
+    @property
+    def certificates(self) -> CertificateTable: ...
+
+    @property
+    def signing_keys(self) -> SigningKeyTable: ...
+
+    def migrate(self) -> tuple[int, int]:
+        """Create or upgrade the schema; returns (old version, new version)."""
+
+    def version(self) -> int: ...

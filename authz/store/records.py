@@ -1,0 +1,240 @@
+"""What the store hands out: one frozen record per kind of row, whatever the backend.
+
+Hot-path records (``ApiKeyMatch``, ``UserCredentials``, ``CertificateStatus``,
+``IdentitySigningKey``) carry just what a decision needs; listing records carry what
+an operator sees, and their ``to_json()`` is the CLI's ``--json`` form.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+
+def _without_unknown(fields: dict, *optional: str) -> dict:
+    """``fields`` without those ``optional`` ones not known here (None): one record type
+    serves both the reply to a write and a listing, whose JSON differ by these keys."""
+    return {name: value for name, value in fields.items() if name not in optional or value is not None}
+
+
+# -- API keys ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyMatch:
+    """What the hot path needs to judge a presented key, read in one indexed query."""
+
+    id: str
+    env: str
+    scopes: frozenset[str]
+    allow_ips: str
+    status: str
+    expires_at: float | None
+    principal: str
+    kind: str
+    principal_disabled: bool
+    roles: frozenset[str]
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewApiKey:
+    """A key to insert: its secret is already reduced to the fingerprint and display form."""
+
+    id: str
+    principal: str
+    fingerprint: str
+    display: str
+    env: str
+    scopes: tuple[str, ...]
+    allow_ips: tuple[str, ...]
+    created_at: float
+    expires_at: float | None
+    rotated_from: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    """An API key as operators see it (never the secret). ``status`` is the stored one;
+    ``current_status`` also says ``expired``."""
+
+    id: str
+    principal: str
+    principal_kind: str
+    display: str
+    env: str
+    status: str
+    scopes: tuple[str, ...]
+    allow_ips: tuple[str, ...]
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+    last_used_at: float | None
+    rotated_from: str | None
+    replaced_by: str | None
+    principal_disabled: bool
+
+    @property
+    def current_status(self) -> str:
+        if self.status != "revoked" and self.expires_at is not None and self.expires_at <= time.time():
+            return "expired"
+        return self.status
+
+    def to_json(self) -> dict:
+        return {
+            "id": self.id, "principal": self.principal, "principal_kind": self.principal_kind,
+            "display": self.display, "env": self.env, "status": self.current_status, "scopes": list(self.scopes),
+            "allow_ips": list(self.allow_ips), "created_at": self.created_at, "expires_at": self.expires_at,
+            "revoked_at": self.revoked_at, "last_used_at": self.last_used_at, "rotated_from": self.rotated_from,
+            "replaced_by": self.replaced_by, "principal_disabled": self.principal_disabled,
+        }
+
+
+# -- principals and users -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UserCredentials:
+    """A user as Basic auth needs it: the stored hash and what a login grants."""
+
+    name: str
+    password_hash: str | None
+    scopes: frozenset[str]
+    roles: frozenset[str]
+    disabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """A user, client or service as operators see it (never the hash)."""
+
+    name: str
+    kind: str
+    scopes: tuple[str, ...]
+    roles: tuple[str, ...]
+    disabled: bool
+    has_password: bool
+    created_at: float
+    updated_at: float
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "scopes": list(self.scopes), "roles": list(self.roles),
+                "disabled": self.disabled, "has_password": self.has_password, "created_at": self.created_at,
+                "updated_at": self.updated_at}
+
+
+# -- revocations and certificates ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """A revoked token id or certificate. ``created_at`` is None for one just requested
+    (the reply to ``revoke`` says what was asked, the listing what is on record)."""
+
+    kind: str
+    issuer: str | None
+    value: str
+    expires_at: float | None
+    created_at: float | None = None
+
+    def to_json(self) -> dict:
+        return _without_unknown({"kind": self.kind, "issuer": self.issuer, "value": self.value,
+                                 "expires_at": self.expires_at, "created_at": self.created_at}, "created_at")
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateStatus:
+    """Revocation and registration of one presented certificate, read in one query."""
+
+    revoked: bool
+    principal: str | None
+    kind: str | None
+    principal_disabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredCertificate:
+    """A certificate registered to a principal. ``kind`` (the principal's) is known right
+    after registering; ``created_at`` when listed."""
+
+    fingerprint: str
+    principal: str
+    subject: str | None
+    not_after: float | None
+    created_at: float | None = None
+    kind: str | None = None
+
+    def to_json(self) -> dict:
+        return _without_unknown({"fingerprint": self.fingerprint, "principal": self.principal, "kind": self.kind,
+                                 "subject": self.subject, "not_after": self.not_after,
+                                 "created_at": self.created_at}, "kind", "created_at")
+
+
+# -- authz's own signing keys ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IdentitySigningKey:
+    """The key authz signs X-Auth-Token with (not a key it verifies others' tokens with:
+    those are ``authenticators.keysets``)."""
+
+    kid: str
+    algorithm: str
+    private_pem: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class NewIdentitySigningKey:
+    """A generated signing key to install: the private key as PKCS#8 PEM, the public JWK."""
+
+    kid: str
+    algorithm: str
+    private_pem: str
+    public_jwk: dict
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKeyRecord:
+    """A signing key as operators see it (never the private key)."""
+
+    kid: str
+    algorithm: str
+    created_at: float
+    retired_at: float | None
+    publish_until: float | None
+
+    @property
+    def status(self) -> str:
+        return "active" if self.retired_at is None else "retired"
+
+    def to_json(self) -> dict:
+        return {"kid": self.kid, "algorithm": self.algorithm, "created_at": self.created_at,
+                "retired_at": self.retired_at, "publish_until": self.publish_until, "status": self.status}
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKeyRotation:
+    """What a rotation did: the new key, the keys it retired and until when they stay published."""
+
+    kid: str
+    algorithm: str
+    created_at: float
+    retired: tuple[str, ...]
+    old_published_until: float | None
+
+    def to_json(self) -> dict:
+        return {"kid": self.kid, "algorithm": self.algorithm, "created_at": self.created_at,
+                "retired": list(self.retired), "old_published_until": self.old_published_until}
+
+
+# -- policy snapshots --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySnapshot:
+    """A good policy revision: every file it was built from, by relative name."""
+
+    revision: str
+    files: dict[str, bytes]

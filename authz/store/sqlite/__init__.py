@@ -1,0 +1,56 @@
+"""The SQLite credential store: the only place authz writes SQL.
+
+Open it through ``authz.store.open_store`` (a path, ``sqlite:///relative``,
+``sqlite:////absolute`` or ``:memory:``); everything else types against
+``authz.store.interface``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from authz.store.last_used import LastUsedRecorder
+from authz.store.sqlite.api_keys import SqliteApiKeys
+from authz.store.sqlite.certificates import SqliteCertificates
+from authz.store.sqlite.database import Database
+from authz.store.sqlite.policy_snapshots import SqlitePolicySnapshots
+from authz.store.sqlite.principals import SqlitePrincipals
+from authz.store.sqlite.revocations import SqliteRevocations
+from authz.store.sqlite.signing_keys import SqliteSigningKeys
+
+__all__ = ["SqliteStore"]
+
+
+class SqliteStore:
+    """One SQLite file: principals and users, API keys, revocations, certificates, signing
+    keys and policy snapshots (implements ``authz.store.interface.Store``)."""
+
+    def __init__(self, path: str | os.PathLike[str], last_used_interval: float = 30.0, serving: bool = False) -> None:
+        self.database = Database(path, serving=serving)
+        self.principals = SqlitePrincipals(self.database)
+        self.keys = SqliteApiKeys(self.database)
+        self.revocations = SqliteRevocations(self.database)
+        self.certificates = SqliteCertificates(self.database)
+        self.signing_keys = SqliteSigningKeys(self.database)
+        self.policy_snapshots = SqlitePolicySnapshots(self.database)
+        self.last_used = LastUsedRecorder(self.keys.touch, last_used_interval)
+
+    @property
+    def path(self):
+        return self.database.path
+
+    @property
+    def location(self) -> str:
+        return str(self.database.path)
+
+    def migrate(self) -> tuple[int, int]:
+        return self.database.migrate()
+
+    def version(self) -> int:
+        return self.database.version()
+
+    def check_ready(self) -> None:
+        self.database.check_ready()
+
+    def problem(self) -> str | None:
+        return self.database.problem()

@@ -1,0 +1,339 @@
+"""The store contract: what every backend must do, written against ``authz.store.interface``
+and the admin library only (no SQL, no backend class). Each test runs on every backend
+``open_store`` knows; the PostgreSQL store joins ``BACKENDS`` when it exists."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from authz.admin import Admin
+from authz.admin.policy_snapshots import KEEP, save_snapshot
+from authz.admin.revocations import revoke
+from authz.credentials import apikeys, passwords
+from authz.store import Store, StoreError, open_store
+from authz.store.interface import ANY_ISSUER
+
+FP = "ab" * 32
+ISSUER_DN = "CN=Mesh CA,O=Corp"
+
+
+def _file(tmp_path) -> str:
+    return str(tmp_path / "contract.db")
+
+
+def _file_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'contract.db'}"  # sqlite:////absolute
+
+
+BACKENDS = {"sqlite-file": _file, "sqlite-url": _file_url, "sqlite-memory": lambda tmp_path: ":memory:"}
+# What needs the data to outlive one connection (a second handle, a new thread): files only.
+FILE_BACKENDS = [name for name in BACKENDS if name != "sqlite-memory"]
+
+
+def _migrated(url: str) -> Store:
+    s = open_store(url, last_used_interval=3600)  # flushed by hand here
+    s.migrate()
+    return s
+
+
+@pytest.fixture(params=list(BACKENDS))
+def store(request, tmp_path) -> Store:
+    return _migrated(BACKENDS[request.param](tmp_path))
+
+
+@pytest.fixture(params=FILE_BACKENDS)
+def file_store(request, tmp_path) -> Store:
+    return _migrated(BACKENDS[request.param](tmp_path))
+
+
+@pytest.fixture
+def admin(store) -> Admin:
+    return Admin(store)
+
+
+# -- opening, schema ------------------------------------------------------------------------
+
+def test_open_store_urls(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert open_store("sqlite:///rel.db").location == "rel.db"
+    assert open_store(f"sqlite:///{tmp_path}/abs.db").location == f"{tmp_path}/abs.db"
+    assert open_store(tmp_path / "plain.db").location == str(tmp_path / "plain.db")
+    assert open_store(":memory:").location == ":memory:"
+    with pytest.raises(StoreError, match=r"^the PostgreSQL store is not part of this version$"):
+        open_store("postgresql://authz@db/authz")
+    with pytest.raises(StoreError, match="'mysql'"):
+        open_store("mysql://db/authz")
+
+
+def test_migrate_is_idempotent_and_versioned(file_store):
+    version = file_store.version()
+    assert version >= 1
+    assert file_store.migrate() == (version, version)
+    file_store.check_ready()
+    assert file_store.problem() is None
+
+
+def test_a_missing_store_is_not_ready_and_not_created(tmp_path):
+    missing = open_store(tmp_path / "missing.db")
+    with pytest.raises(StoreError, match="authz db init"):
+        missing.check_ready()
+    assert not (tmp_path / "missing.db").exists()
+
+
+def test_the_backend_is_chosen_only_by_open_store():
+    import subprocess
+    import sys
+
+    code = "import authz.store, authz.policy, sys; print('authz.store.sqlite' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+# -- API keys ------------------------------------------------------------------------------
+
+def test_key_create_find_and_list(store, admin):
+    record, secret = admin.keys.create("partner-a", ["orders:read", "orders:read"], "test",
+                                       ["203.0.113.7/24"], time.time() + 60)
+    assert apikeys.parse(secret) == "test" and record.display == apikeys.display(secret)
+    match = store.keys.find(apikeys.fingerprint(secret))
+    assert (match.id, match.principal, match.kind, match.env, match.status) == (
+        record.id, "partner-a", "client", "test", "active")
+    assert match.scopes == {"orders:read"} and match.allow_ips == "203.0.113.0/24"
+    assert match.hash == apikeys.fingerprint(secret) and not match.principal_disabled
+    assert store.keys.find(apikeys.fingerprint(apikeys.generate("test"))) is None
+    assert store.keys.find_by_id(record.id) == match
+    json = record.to_json()
+    assert json["scopes"] == ["orders:read"] and json["allow_ips"] == ["203.0.113.0/24"]
+    assert json["status"] == "active" and json["principal_kind"] == "client" and json["last_used_at"] is None
+    assert [r.id for r in admin.keys.list()] == [record.id] == [r.id for r in admin.keys.list("partner-a")]
+    assert admin.keys.list("nobody") == []
+
+
+@pytest.mark.parametrize("bad", [dict(allow_ips=["10.0.0.0/33"]), dict(scopes=["has space"]), dict(env="prod"),
+                                 dict(expires_at=1.0), dict(principal="-bad name")])
+def test_key_bad_input_writes_nothing(store, admin, bad):
+    with pytest.raises(StoreError):
+        admin.keys.create(**{"principal": "partner-z", **bad})
+    assert admin.keys.list() == [] and admin.users.list() == []
+
+
+def test_key_revoke(store, admin):
+    record, secret = admin.keys.create("partner-a")
+    revoked = admin.keys.revoke(record.id)
+    assert revoked.status == "revoked" and revoked.revoked_at == pytest.approx(time.time(), abs=5)
+    assert admin.keys.revoke(record.id).revoked_at == revoked.revoked_at  # once
+    assert store.keys.find(apikeys.fingerprint(secret)).status == "revoked"
+    with pytest.raises(StoreError, match="no API key"):
+        admin.keys.revoke("key_nope")
+
+
+def test_key_rotate(store, admin):
+    old, _ = admin.keys.create("partner-a", ["orders:read"], allow_ips=["198.51.100.0/24"],
+                               expires_at=time.time() + 86400)
+    old_after, new, secret = admin.keys.rotate(old.id, 60)
+    assert (old_after.status, old_after.replaced_by, new.rotated_from) == ("deprecated", new.id, old.id)
+    assert old_after.expires_at == pytest.approx(time.time() + 60, abs=5)
+    assert (new.scopes, new.allow_ips, new.principal) == (old.scopes, old.allow_ips, "partner-a")
+    assert new.expires_at - new.created_at == pytest.approx(86400, abs=2)
+    assert store.keys.find(apikeys.fingerprint(secret)).id == new.id
+    with pytest.raises(StoreError, match="already rotated"):
+        admin.keys.rotate(old.id, 60)
+    admin.keys.revoke(new.id)
+    with pytest.raises(StoreError, match="is revoked"):
+        admin.keys.rotate(new.id, 60)
+    with pytest.raises(StoreError, match="negative"):
+        admin.keys.rotate(new.id, -1)
+
+
+def test_expired_key_shows_expired_and_cannot_rotate(store, admin):
+    record, _ = admin.keys.create("partner-a", expires_at=time.time() + 0.2)
+    time.sleep(0.25)
+    assert admin.keys.get(record.id).to_json()["status"] == "expired"
+    with pytest.raises(StoreError, match="has expired"):
+        admin.keys.rotate(record.id, 60)
+
+
+def test_last_used_is_flushed_through_the_interface(store, admin):
+    record, _ = admin.keys.create("partner-a")
+    store.last_used.record(record.id)
+    assert admin.keys.get(record.id).last_used_at is None  # nothing written per request
+    store.last_used.flush()
+    assert admin.keys.get(record.id).last_used_at == pytest.approx(time.time(), abs=5)
+    store.keys.touch({record.id: 1.0})  # never moves back
+    assert admin.keys.get(record.id).last_used_at == pytest.approx(time.time(), abs=5)
+
+
+# -- principals and users ---------------------------------------------------------------------
+
+def test_users_add_passwd_disable(store, admin):
+    admin.users.add("alice", "pw-1", ["orders:read"], ["clerk"])
+    user = store.principals.find_user("alice")
+    assert passwords.verify_password("pw-1", user.password_hash)
+    assert (user.scopes, user.roles, user.disabled) == ({"orders:read"}, {"clerk"}, False)
+    with pytest.raises(StoreError, match="already exists"):
+        admin.users.add("alice", "pw-2")
+    admin.users.passwd("alice", "pw-2")
+    assert passwords.verify_password("pw-2", store.principals.find_user("alice").password_hash)
+    with pytest.raises(StoreError, match="no user named"):
+        admin.users.passwd("bob", "pw")
+    admin.users.set_disabled("alice", True)
+    assert store.principals.find_user("alice").disabled
+    admin.users.set_disabled("alice", False)
+    assert not store.principals.find_user("alice").disabled
+    with pytest.raises(StoreError, match="no principal named"):
+        admin.users.set_disabled("bob", True)
+    [listed] = admin.users.list()
+    assert listed.to_json() | {"created_at": 0, "updated_at": 0} == {
+        "name": "alice", "kind": "user", "scopes": ["orders:read"], "roles": ["clerk"], "disabled": False,
+        "has_password": True, "created_at": 0, "updated_at": 0}
+
+
+def test_set_password_with_expected_old_is_compare_and_swap(store, admin):
+    admin.users.add("alice", "pw")
+    stored = store.principals.find_user("alice").password_hash
+    assert store.principals.set_password("alice", "$argon2id$new", expected_old=stored)
+    assert not store.principals.set_password("alice", "$argon2id$newer", expected_old=stored)
+    assert store.principals.find_user("alice").password_hash == "$argon2id$new"
+
+
+def test_a_client_is_not_a_user_and_disabling_reaches_its_keys(store, admin):
+    _, secret = admin.keys.create("partner-a")
+    assert store.principals.find_user("partner-a") is None
+    admin.users.set_disabled("partner-a", True)
+    assert store.keys.find(apikeys.fingerprint(secret)).principal_disabled
+
+
+def test_import_htpasswd(store, admin):
+    import bcrypt
+
+    good = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode()
+    text = f"# users\nalice:{good}\nbob:{{SHA}}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\nnocolon\n"
+    with pytest.raises(StoreError, match="nothing imported: 2 line"):
+        admin.users.import_htpasswd(text)
+    assert admin.users.list() == []
+    result = admin.users.import_htpasswd(text, ["s"], skip_unsupported=True)
+    assert result.to_json()["imported"] == ["alice"] and [r["line"] for r in result.refused] == [3, 4]
+    assert store.principals.find_user("alice").password_hash == good
+
+
+# -- revocations ---------------------------------------------------------------------------------
+
+def test_token_revocations_by_issuer_and_any(store, admin):
+    record = admin.tokens.revoke("j-1", "https://idp", keep_for=60)
+    assert record.to_json() == {"kind": "jti", "issuer": "https://idp", "value": "j-1",
+                                "expires_at": pytest.approx(time.time() + 60, abs=5)}
+    revoke(store, "jti", "j-any")
+    assert store.revocations.is_revoked("jti", "j-1", "https://idp")
+    assert not store.revocations.is_revoked("jti", "j-1", "https://other")
+    assert store.revocations.is_revoked("jti", "j-any", "https://whoever")
+    assert not store.revocations.is_revoked("jti", "j-2", "https://idp")
+    listed = admin.tokens.list()
+    assert [(r.value, r.issuer) for r in listed] == [("j-1", "https://idp"), ("j-any", None)]
+    assert listed[1].to_json()["expires_at"] is None and "created_at" in listed[0].to_json()
+
+
+def test_revocations_expire_and_widen(store, admin):
+    with pytest.raises(StoreError, match="already expired"):
+        revoke(store, "jti", "old", ANY_ISSUER, time.time() - 1)
+    with pytest.raises(StoreError, match="unknown revocation kind"):
+        revoke(store, "password", "x")
+    with pytest.raises(StoreError, match="1 to 1024"):
+        revoke(store, "jti", "x" * 1025)
+    revoke(store, "jti", "short", ANY_ISSUER, time.time() + 0.2)
+    revoke(store, "jti", "short", ANY_ISSUER, time.time() + 0.1)  # the later expiry wins
+    revoke(store, "jti", "gone", ANY_ISSUER, time.time() + 0.1)
+    time.sleep(0.15)
+    assert store.revocations.purge(time.time()) == 1
+    assert [r.value for r in store.revocations.list("jti")] == ["short"]
+
+
+def test_revoke_from_a_token_reads_it_unverified(store, admin):
+    import jwt
+
+    token = jwt.encode({"jti": "from-token", "iss": "https://idp", "exp": int(time.time()) + 600}, "k" * 32)
+    record = admin.tokens.revoke(None, token=token, keep_for=60)
+    assert (record.value, record.issuer) == ("from-token", "https://idp")
+    assert record.expires_at == pytest.approx(time.time() + 900, abs=5)
+    from authz.admin import InvalidToken
+
+    with pytest.raises(InvalidToken, match="not a JWT"):
+        admin.tokens.revoke(None, token="not-a-token", keep_for=60)
+    with pytest.raises(InvalidToken, match="no jti"):
+        admin.tokens.revoke(None, token=jwt.encode({"iss": "x"}, "k" * 32), keep_for=60)
+
+
+# -- certificates ----------------------------------------------------------------------------------
+
+def test_certificates_register_check_revoke(store, admin):
+    registered = admin.certificates.register("payments-api", FP.upper())
+    assert registered.to_json() == {"fingerprint": FP, "principal": "payments-api", "kind": "service",
+                                    "subject": None, "not_after": None}
+    with pytest.raises(StoreError, match="already registered to payments-api"):
+        admin.certificates.register("other", FP)
+    status = store.certificates.check(FP, ISSUER_DN, "1a")
+    assert (status.revoked, status.principal, status.kind, status.principal_disabled) == (
+        False, "payments-api", "service", False)
+    assert store.certificates.check("cd" * 32, "", "").principal is None
+    assert not store.certificates.is_revoked(FP, ISSUER_DN, "1a")
+    admin.certificates.revoke_serial(ISSUER_DN, "0x00:1A")
+    assert store.certificates.is_revoked("cd" * 32, ISSUER_DN, "1a") and store.certificates.check(FP, ISSUER_DN,
+                                                                                                  "1a").revoked
+    admin.certificates.revoke_fingerprint(":".join(FP[i:i + 2] for i in range(0, 64, 2)))
+    assert store.certificates.is_revoked(FP, "", "")
+    registered_list, revoked = admin.certificates.list()
+    assert [c.fingerprint for c in registered_list] == [FP]
+    assert sorted(r.kind for r in revoked) == ["cert_fingerprint", "cert_serial"]
+    with pytest.raises(ValueError, match="not a SHA-256 fingerprint"):
+        admin.certificates.register("p", "abc")
+
+
+# -- signing keys ----------------------------------------------------------------------------------
+
+def test_signing_keys_rotate_and_publish(store, admin):
+    assert store.signing_keys.active() is None and store.signing_keys.published() == []
+    admin.signing_keys.ensure(60)
+    first = store.signing_keys.active()
+    assert first.algorithm == "EdDSA" and "PRIVATE KEY" in first.private_pem
+    admin.signing_keys.ensure(60)
+    assert store.signing_keys.active().kid == first.kid
+    rotation = admin.signing_keys.rotate(0.2)
+    assert rotation.retired == (first.kid,) and store.signing_keys.active().kid == rotation.kid
+    published = store.signing_keys.published()
+    assert [k["kid"] for k in published] == [rotation.kid, first.kid]
+    assert all("d" not in k and k["alg"] == "EdDSA" for k in published)  # public halves only
+    assert [k.status for k in admin.signing_keys.list()] == ["active", "retired"]
+    time.sleep(0.25)
+    assert [k["kid"] for k in store.signing_keys.published()] == [rotation.kid]
+
+
+# -- policy snapshots ------------------------------------------------------------------------------
+
+def test_policy_snapshots_newest_and_retention(store):
+    assert store.policy_snapshots.latest("/p") is None and store.policy_snapshots.latest_revision("/p") is None
+    for i in range(KEEP + 2):
+        save_snapshot(store.policy_snapshots, f"r{i}", "/p", {"policy.json": f"{i}".encode(), "k.pem": b"\0\1"})
+        time.sleep(0.002)
+    latest = store.policy_snapshots.latest("/p")
+    assert (latest.revision, latest.files) == (f"r{KEEP + 1}", {"policy.json": f"{KEEP + 1}".encode(),
+                                                                 "k.pem": b"\0\1"})
+    save_snapshot(store.policy_snapshots, "r5", "/p", {"policy.json": b"5"})  # served again: newest
+    assert store.policy_snapshots.latest_revision("/p") == "r5"
+    assert store.policy_snapshots.latest_revision("/other") is None
+    for i in range(KEEP):
+        save_snapshot(store.policy_snapshots, f"x{i}", "/q", {})
+        time.sleep(0.002)
+    assert store.policy_snapshots.latest("/p") is None  # only the KEEP newest are kept, in all
+    assert store.policy_snapshots.latest_revision("/q") == f"x{KEEP - 1}"
+
+
+# -- a second handle on the same store ---------------------------------------------------------------
+
+def test_writes_are_seen_by_another_handle_at_once(file_store, tmp_path):
+    other = open_store(file_store.location)
+    admin = Admin(file_store)
+    record, secret = admin.keys.create("partner-a")
+    assert other.keys.find(apikeys.fingerprint(secret)).status == "active"
+    admin.keys.revoke(record.id)
+    assert other.keys.find(apikeys.fingerprint(secret)).status == "revoked"
