@@ -55,8 +55,8 @@ def test_a_new_types_file_is_snapshotted_and_watched(monkeypatch, store, policy_
     assert reloader.check()  # the file was watched
     assert engine.policy.authenticators["names"].names == ["ada", "bo"]
     assert engine.policy.revision != policy.revision
-    revision, contents = store.policy_snapshots.latest(str(policy_dir.resolve()))
-    assert revision == engine.policy.revision and contents["lists/names.txt"] == b"ada\nbo\n"
+    snapshot = store.policy_snapshots.latest(str(policy_dir.resolve()))
+    assert snapshot.revision == engine.policy.revision and snapshot.files["lists/names.txt"] == b"ada\nbo\n"
 
 
 def test_a_new_types_lints_are_reported(monkeypatch, store, policy_dir):

@@ -89,3 +89,23 @@ def test_the_repository_cites_only_its_own_documents():
     text = (ROOT / "README.md").read_text()
     citing += [f"README.md: {name}" for name in outside if name in text]
     assert citing == []
+
+
+
+def test_readme_layout_names_every_part_of_the_package():
+    """The Layout section's tree lists each top-level module and package of ``authz/``,
+    and nothing that is not there, so a newcomer's map cannot go stale."""
+    section = (ROOT / "README.md").read_text().split("## Layout", 1)[1].split("\n## ", 1)[0]
+    tree = section.split("```", 2)[1]
+    listed = set()
+    for line in tree.splitlines():
+        if not line.startswith("  ") or line.startswith("   "):
+            continue  # only the entries directly under authz/
+        first = line.split()[0]
+        listed.add(first)
+        if first.endswith(".py"):  # "app.py ...; wsgi.py ...; serve.py ..." names several
+            listed.update(re.findall(r"\b\w+\.py\b", line))
+    present = {p.name + ("/" if p.is_dir() else "") for p in (ROOT / "authz").iterdir()
+               if (p.suffix == ".py" and p.name != "__init__.py") or (p / "__init__.py").exists()}
+    assert listed == present, (f"in the package, not in the README's layout: {sorted(present - listed)}; "
+                               f"in the layout, not in the package: {sorted(listed - present)}")

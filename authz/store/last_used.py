@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import threading
 import time
-import weakref
 from collections.abc import Callable
 
+from authz.background import ProcessThread
 from authz.store.errors import StoreUnavailable
 
 log = logging.getLogger("authz.store")
@@ -25,33 +24,18 @@ class LastUsedRecorder:
         self.interval = interval
         self._pending: dict[str, float] = {}
         self._lock = threading.Lock()
-        self._started = False
         # The flushing thread does not survive a fork: each worker starts its own.
-        ref = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: (r := ref()) and r._forget_thread())
+        self._thread = ProcessThread("authz-last-used", self.flush, interval,
+                                     prepare=lambda: atexit.register(self.flush), after_fork=self._new_lock,
+                                     logger=log)
 
-    def _forget_thread(self) -> None:
-        self._started = False
-        self._lock = threading.Lock()
+    def _new_lock(self) -> None:
+        self._lock = threading.Lock()  # a lock the parent's flusher held stays held in the child
 
     def record(self, key_id: str) -> None:
         self._pending[key_id] = time.time()
-        if not self._started:
-            self._start()
-
-    def _start(self) -> None:
-        with self._lock:
-            if self._started:
-                return
-            self._started = True
-            thread = threading.Thread(target=self._run, name="authz-last-used", daemon=True)
-            thread.start()
-            atexit.register(self.flush)
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(self.interval)
-            self.flush()
+        if not self._thread.started:
+            self._thread.ensure_started()
 
     def flush(self) -> None:
         with self._lock:
