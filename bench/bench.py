@@ -50,15 +50,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from authz.adapters import client_certs  # noqa: E402
+from authz.admin import Admin  # noqa: E402
 from authz.app import create_app  # noqa: E402
 from authz.authenticators import Context  # noqa: E402
 from authz.config import Settings  # noqa: E402
-from authz.credentials import passwords  # noqa: E402
 from authz.credentials.x509 import thumbprint  # noqa: E402
 from authz.engine import DecisionEngine  # noqa: E402
 from authz.policy import load_policy  # noqa: E402
 from authz.request import BadRequest, CheckRequest, Headers  # noqa: E402
-from authz.store import Store  # noqa: E402
+from authz.store import Store, open_store  # noqa: E402
 from tests.pki import Pki  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -111,7 +111,7 @@ def percentile(samples: list[int], q: float) -> float:
 
 
 def setup(workdir: Path) -> tuple[Store, Path, str, str]:
-    store = Store(workdir / "bench.db", last_used_interval=30)
+    store = open_store(workdir / "bench.db", last_used_interval=30)
     store.migrate()
     policy_dir = workdir / "policies"
     policy_dir.mkdir()
@@ -124,8 +124,8 @@ def setup(workdir: Path) -> tuple[Store, Path, str, str]:
     (policy_dir / "keys" / "es.jwks.json").write_text(json.dumps({"keys": [es]}))
     (policy_dir / "keys" / "mesh-ca.pem").write_bytes(PKI.root.pem)
     (policy_dir / "keys" / "mesh-intermediates.pem").write_bytes(PKI.intermediate.pem)
-    _, key = store.keys.create("partner-a", ["orders:read"])
-    store.principals.add_user("alice", passwords.hash_password("alice-pw"), roles=["admin"])
+    _, key = Admin(store).keys.create("partner-a", ["orders:read"])
+    Admin(store).users.add("alice", "alice-pw", roles=["admin"])
     basic = "Basic " + base64.b64encode(b"alice:alice-pw").decode()
     return store, policy_dir, key, basic
 

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from authz.credentials import passwords  # noqa: E402
+from authz.admin import Admin  # noqa: E402
 from bench import POLICY, machine, serve, setup  # noqa: E402
 
 CONNECTIONS = 64
@@ -111,7 +111,7 @@ def main() -> None:
         work = Path(tmp)
         store, policy_dir, key, _ = setup(work)
         assert "staff" in POLICY["authenticators"]
-        store.principals.add_user("bob", passwords.hash_password("bob-pw"), roles=["admin"])
+        Admin(store).users.add("bob", "bob-pw", roles=["admin"])
         bob = basic("bob", "bob-pw")
         unknown_keys = lua_script(work / "keys.lua", "/v1/orders/42", "X-API-Key",
                                   [f"sk_live_{'U' * 35}{n:08d}" for n in range(2000)])

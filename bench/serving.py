@@ -496,14 +496,15 @@ _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
 def key_store(path: Path, total: int, principals: int = 1000):
-    """A store with ``total`` API keys: one created by ``store.keys.create`` (returned), the
-    rest inserted in bulk with the columns ``ApiKeys.create`` writes (random SHA-256-sized
+    """A store with ``total`` API keys: one created by ``Admin.keys.create`` (returned), the
+    rest inserted in bulk with the columns the SQLite key table writes (random SHA-256-sized
     fingerprints, ``key_`` ids, display forms), spread over ``principals`` clients."""
-    from authz.store import Store
+    from authz.admin import Admin
+    from authz.store import open_store
 
-    store = Store(path, last_used_interval=30)
+    store = open_store(path, last_used_interval=30)
     store.migrate()
-    _, key = store.keys.create("bench-real", ["orders:read"])
+    _, key = Admin(store).keys.create("bench-real", ["orders:read"])
     start = time.perf_counter()
     rng = random.Random(13)
     sample: list[str] = []
@@ -572,7 +573,7 @@ def keys_report(out: dict, n: int, count: int) -> list[str]:
     best = lat[f"{big}: decide(), API key"][0] / lat["1,000 keys: decide(), API key"][0]
     return [
         "## 1,000,000 API keys (issue 13)", "",
-        "Two stores: one key created with `store.keys.create` (the one presented), the others inserted in "
+        "Two stores: one key created with `Admin.keys.create` (the one presented), the others inserted in "
         "bulk (`sqlite3` `executemany`, the columns `ApiKeys.create` writes: random 256-bit fingerprints, "
         "`key_` ids, display forms) over 1,000 principals. Bulk creation took "
         + ", ".join(f"{t:.2f} s for {label} ({out['sizes'][label] / 2**20:.0f} MiB)"

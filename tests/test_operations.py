@@ -165,7 +165,7 @@ def test_explain_runs_each_authenticator_once(store, policy_dir, make_client, mo
         "routes": [{"id": "both", "match": {"paths": ["/x/**"]},
                     "require": {"any": [{"use": "staff", "roles": ["admin"]}, {"use": "key"}]}}]})
     add_user(store, "bob", "pw", roles=["clerk"])
-    _, secret = store.keys.create("partner-a", ["orders:read"])
+    _, secret = Admin(store).keys.create("partner-a", ["orders:read"])
     calls: list[str] = []
     for cls in (ApiKeyAuthenticator, BasicAuthenticator):
         real = cls.authenticate
