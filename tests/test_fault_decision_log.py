@@ -3,11 +3,13 @@ is whole or absent even when the disk fills up mid-write, dropped lines are coun
 (``authz_decision_log_dropped_total``) and reported once per episode on stderr."""
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
 import time
 
+import pytest
 import requests
 
 from authz.decision import Decision, Reason
@@ -87,3 +89,51 @@ def test_a_long_request_id_through_a_server(store, policy_dir, server, tmp_path)
     entries = lines_of(log)
     assert len(entries) == 20 and all(e["request_id_replaced"] for e in entries)
     assert log.stat().st_size < 20 * 1000
+
+
+def _by_json_dumps(decision, request, request_id, latency_us):
+    """The line as json.dumps wrote it before it was written by hand (the reference)."""
+    principal = decision.principal
+    entry = {
+        "request_id": request_id, "route": decision.route,
+        "decision": "allow" if decision.allowed else "deny", "status": decision.status,
+        "reason": str(decision.reason) if decision.reason else None, "detail": decision.detail or None,
+        "principal": principal.id if principal else None, "methods": decision.methods,
+        "credential": next((i.credential for i in decision.identities if i.credential), None),
+        "client_ip": str(request.client_ip) if request is not None and request.client_ip else None,
+        "method": request.method if request is not None else None,
+        "path": request.path if request is not None else None,
+        "latency_us": latency_us, "policy_revision": decision.policy_revision,
+    }
+    return entry
+
+
+HOSTILE = ['"', "\\", "\n", "\r\x00\x1f", "\u2028\u2029", "é", "😀", "</script>", '","decision":"allow', "\x7f\x85"]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_a_hand_written_line_is_what_json_dumps_would_write(value):
+    """Each line is one JSON object whose values are exactly the decision's, whatever
+    the strings hold; output is ASCII (json's own escaper), one line."""
+    import ipaddress
+
+    from authz.decision import Decision, Identity, IdentityKind, Reason
+    from authz.observability.decision_log import _line
+    from authz.request import CheckRequest
+
+    request = CheckRequest.build("GET", "/caf%C3%A9/x", "h", client_ip=ipaddress.ip_address("::1"))
+    identity = Identity(id="user" + value, kind=IdentityKind.USER, method="basic", authenticator="b",
+                        credential="cred" + value)
+    for decision in (Decision(True, 200, route="r" + value, identities=[identity], methods=["basic", value],
+                              policy_revision="abc"),
+                     Decision(False, 403, Reason.BAD_REQUEST, detail="d" + value)):
+        for request_id in ("req-1", "bad id" + value, None):
+            line = _line(decision, request, request_id, time.perf_counter())
+            assert line.endswith("}\n") and line.count("\n") == 1 and line.isascii()
+            parsed = json.loads(line)
+            expected = _by_json_dumps(decision, request, parsed["request_id"], parsed["latency_us"])
+            if request_id is not None and request_id != "req-1":
+                expected["request_id_replaced"] = True
+                assert parsed["request_id"] != request_id
+            assert {k: v for k, v in parsed.items() if k != "ts"} == expected
+            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", parsed["ts"])
