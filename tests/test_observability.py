@@ -3,10 +3,12 @@
 import json
 import time
 
+import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from authz.admin import Admin
+from authz.observability.metrics import FLUSH_SECONDS
 from tests.conftest import ROOT, write_policy
 
 POLICY = json.loads((ROOT / "policies" / "api.json").read_text())
@@ -59,6 +61,7 @@ def test_metrics_count_what_was_sent_across_workers(store, policy_dir, gunicorn,
         time.sleep(0.2)
         pids = {line.split()[0] for line in server.access_log.read_text().splitlines()}
     assert len(pids) >= 2  # the counts below are summed over several workers
+    time.sleep(2 * FLUSH_SECONDS + 0.1)  # each worker writes its counts at most this much later
     text = requests.get(server.url + "/metrics", timeout=5).text
     got = samples(text)
     allowed = ("authz_decisions_total", (("decision", "allow"), ("reason", ""), ("route", "orders-read")))
@@ -121,3 +124,38 @@ def test_readyz_details_and_metrics_only_for_trusted_peers(make_client):
     metrics = client.get("/metrics", environ_base=outside)
     assert metrics.status_code == 403 and b"authz_" not in metrics.data
     assert b"authz_decisions_total" in client.get("/metrics").data
+
+
+def test_batched_counts_are_what_direct_observations_would_give():
+    """The per-process tally (one mmap write per label set and bucket per flush) ends
+    in exactly the samples prometheus_client's own observe() and inc() would write."""
+    import random
+
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from authz.observability import metrics
+
+    registry = CollectorRegistry()
+    bounds = metrics.DURATION._upper_bounds[:-1]  # without +Inf
+    direct = Histogram("d", "d", buckets=bounds, registry=registry)
+    counter = Counter("c", "c", ["route"], registry=registry)
+    metrics.flush()
+    before = {s.name + str(s.labels): s.value for f in metrics.DURATION.collect() for s in f.samples}
+    rng = random.Random(7)
+    values = [rng.choice(bounds) for _ in range(50)] + [rng.uniform(0, 1) for _ in range(500)] + [0.0, 5.0]
+    for value in values:
+        direct.observe(value)
+        metrics.decision("tally-test", True, None, value)
+        counter.labels("tally-test").inc()
+    assert metrics._TALLY.counts  # pending, not yet written
+    metrics.flush()
+    after = {s.name + str(s.labels): s.value for f in metrics.DURATION.collect() for s in f.samples}
+    expected = {s.name.replace("d_", "") + str(s.labels): s.value for f in direct.collect() for s in f.samples}
+    for name, value in after.items():
+        suffix = name.removeprefix("authz_decision_duration_seconds_")
+        if suffix.startswith("created"):
+            continue
+        assert value - before[name] == pytest.approx(expected[suffix]), name
+    decided = metrics._child(metrics.DECISIONS, "tally-test", "allow", "")._value.get()
+    assert decided == len(values) == counter.labels("tally-test")._value.get()
+    assert b"d_bucket" in generate_latest(registry)

@@ -15,12 +15,15 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from authz.admin import Admin
+from authz.observability.metrics import FLUSH_SECONDS
 from tests.conftest import BIN, ROOT, free_port, gunicorn_env, start_nginx, write_policy
 
 POLICY = json.loads((ROOT / "policies" / "api.json").read_text())
 
 
 def decisions_total(url: str) -> float:
+    """Summed over the workers, once each has written its batch (metrics.FLUSH_SECONDS)."""
+    time.sleep(2 * FLUSH_SECONDS + 0.1)
     text = requests.get(url + "/metrics", timeout=5).text
     return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
                if s.name == "authz_decisions_total")

@@ -4,11 +4,21 @@ With ``PROMETHEUS_MULTIPROC_DIR`` set (``make run`` and the deploy configs set i
 must exist and be emptied before the server starts), every worker writes its samples
 there and ``/metrics`` adds them up (prometheus-client's multiprocess mode); without
 it, each process reports its own.
+
+What every decision counts (decisions, the duration histogram, authenticator outcomes,
+cache lookups) is summed in this process and written to the shared files in batches,
+at most ``FLUSH_SECONDS`` apart, before this process answers ``/metrics``, and at exit:
+the multi-process files cost a lock, a ``getpid`` and an mmap write per increment —
+four or five per decision, a fifth of the cost of a whole request. A scrape may
+therefore miss another worker's last quarter second; nothing is lost.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import threading
+from bisect import bisect_left
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -20,6 +30,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+
+from authz.background import ProcessThread
 
 DECISIONS = Counter("authz_decisions_total", "Decisions by route, outcome and reason.",
                     ["route", "decision", "reason"])
@@ -42,6 +54,60 @@ DECISION_LOG_DROPPED = Counter("authz_decision_log_dropped_total",
                                "Decision log lines that could not be written (full disk, unwritable file).")
 
 _children: dict[tuple, object] = {}
+FLUSH_SECONDS = 0.25
+
+
+class _Tally:
+    """This process's counts since the last flush (see the module's docstring)."""
+
+    def __init__(self) -> None:
+        # prometheus_client keeps a histogram's per-bucket (not cumulative) values and its
+        # sum as ``_buckets`` / ``_sum``; observe() adds 1 to the first bucket whose bound
+        # is >= the value. Without them (another version), durations are observed directly.
+        self.bounds = list(getattr(DURATION, "_upper_bounds", ()))
+        self.batched_durations = len(getattr(DURATION, "_buckets", ())) == len(self.bounds) > 0 and hasattr(
+            DURATION, "_sum")
+        self._reset()
+        self.thread = ProcessThread("authz-metrics", self.flush, FLUSH_SECONDS,
+                                    prepare=lambda: atexit.register(self.flush), after_fork=self._reset)
+
+    def _reset(self) -> None:
+        """Also in a forked child: the parent's counts are the parent's to write."""
+        self.lock = threading.Lock()
+        self.counts: dict = {}
+        self.buckets = [0] * len(self.bounds)
+        self.total = 0.0
+
+    def count(self, child) -> None:
+        with self.lock:
+            self.counts[child] = self.counts.get(child, 0) + 1
+        if not self.thread.started:
+            self.thread.ensure_started()
+
+    def duration(self, seconds: float) -> None:
+        if not self.batched_durations:
+            DURATION.observe(seconds)
+            return
+        index = bisect_left(self.bounds, seconds)
+        with self.lock:
+            self.buckets[index] += 1
+            self.total += seconds
+
+    def flush(self) -> None:
+        with self.lock:
+            counts, self.counts = self.counts, {}
+            buckets, self.buckets = self.buckets, [0] * len(self.bounds)
+            total, self.total = self.total, 0.0
+        for child, amount in counts.items():
+            child.inc(amount)
+        if any(buckets):
+            for value, amount in zip(DURATION._buckets, buckets, strict=True):
+                if amount:
+                    value.inc(amount)
+            DURATION._sum.inc(total)
+
+
+_TALLY = _Tally()
 
 
 def _child(metric, *labels):
@@ -54,16 +120,16 @@ def _child(metric, *labels):
 
 
 def decision(route: str | None, allowed: bool, reason: str | None, seconds: float) -> None:
-    _child(DECISIONS, route or "", "allow" if allowed else "deny", reason or "").inc()
-    DURATION.observe(seconds)
+    _TALLY.count(_child(DECISIONS, route or "", "allow" if allowed else "deny", reason or ""))
+    _TALLY.duration(seconds)
 
 
 def outcome(authenticator: str, kind: str, result: str) -> None:
-    _child(OUTCOMES, authenticator, kind, result).inc()
+    _TALLY.count(_child(OUTCOMES, authenticator, kind, result))
 
 
 def cache(name: str, hit: bool) -> None:
-    _child(CACHE, name, "hit" if hit else "miss").inc()
+    _TALLY.count(_child(CACHE, name, "hit" if hit else "miss"))
 
 
 def policy_revision(new: str, old: str | None = None) -> None:
@@ -84,7 +150,13 @@ def reload_result(result: str) -> None:
     _child(RELOADS, result).inc()
 
 
+def flush() -> None:
+    """Write this process's pending counts now (``/metrics`` does, and tests)."""
+    _TALLY.flush()
+
+
 def exposition() -> tuple[bytes, str]:
+    flush()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # prometheus_client's own variable, not a Settings field
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
