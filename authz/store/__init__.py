@@ -43,8 +43,10 @@ def open_store(url: str | os.PathLike[str], *, last_used_interval: float = 30.0,
     if path is None:
         scheme = urlsplit(os.fspath(url)).scheme or os.fspath(url).partition("://")[0]
         if scheme.lower() in ("postgresql", "postgres"):
-            raise StoreError("the PostgreSQL store is not part of this version")
-        raise StoreError(f"unsupported store URL scheme {scheme!r}: use a path or sqlite:///path")
+            from authz.store.postgres import PostgresStore
+
+            return PostgresStore(os.fspath(url), last_used_interval=last_used_interval, serving=serving)
+        raise StoreError(f"unsupported store URL scheme {scheme!r}: use a path, sqlite:///path or postgresql://…")
     from authz.store.sqlite import SqliteStore
 
     return SqliteStore(path, last_used_interval=last_used_interval, serving=serving)
