@@ -15,11 +15,11 @@ from __future__ import annotations
 import os
 from urllib.parse import urlsplit
 
-from authz.store.errors import StoreError, StoreUnavailable
+from authz.store.errors import StoreError, StoreUnavailable, StoreUnreachable
 from authz.store.interface import CredentialReads, ServingStore, Store
 
-__all__ = ["CredentialReads", "ServingStore", "Store", "StoreError", "StoreUnavailable", "open_store",
-           "sqlite_path"]
+__all__ = ["CredentialReads", "ServingStore", "Store", "StoreError", "StoreUnavailable", "StoreUnreachable",
+           "open_store", "serving_store", "sqlite_path"]
 
 
 def sqlite_path(url: str | os.PathLike[str]) -> str | None:
@@ -50,3 +50,15 @@ def open_store(url: str | os.PathLike[str], *, last_used_interval: float = 30.0,
     from authz.store.sqlite import SqliteStore
 
     return SqliteStore(path, last_used_interval=last_used_interval, serving=serving)
+
+
+def serving_store(store: Store, max_staleness: float) -> ServingStore:
+    """What a serving process reads: ``store`` itself when it is a local file, else a
+    ``Replica`` of it (credential state in memory, following the change log, denying
+    past ``max_staleness`` seconds without confirming it is current)."""
+    listener = getattr(store, "listener", None)
+    if listener is None:
+        return store
+    from authz.store.replica import Replica
+
+    return Replica(store, max_staleness, listener)

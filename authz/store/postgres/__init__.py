@@ -11,7 +11,7 @@ from authz.store.last_used import LastUsedRecorder
 from authz.store.postgres.api_keys import PostgresApiKeys
 from authz.store.postgres.certificates import PostgresCertificates
 from authz.store.postgres.changes import PostgresChanges
-from authz.store.postgres.database import CHANNEL, Database
+from authz.store.postgres.database import CHANNEL, Database, Listener
 from authz.store.postgres.policy_snapshots import PostgresPolicySnapshots
 from authz.store.postgres.principals import PostgresPrincipals
 from authz.store.postgres.revocations import PostgresRevocations
@@ -63,3 +63,7 @@ class PostgresStore:
 
     def close(self) -> None:
         self.database.close()
+
+    def listener(self) -> Listener:
+        """A connection listening for change-log announcements (a replica's wake-up)."""
+        return Listener(self.database.connect())

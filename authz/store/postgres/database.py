@@ -29,7 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import psycopg_pool
 
-from authz.store.errors import StoreError, StoreUnavailable
+from authz.store.errors import StoreError, StoreUnreachable
 from authz.store.interface import CHANGE_LOG_RETENTION
 from authz.store.postgres.migrations import LATEST, MIGRATIONS
 
@@ -74,6 +74,21 @@ class Transaction:
         if entry % PRUNE_EVERY == 0:
             self.conn.execute("DELETE FROM change_log WHERE at < %s", (now - CHANGE_LOG_RETENTION,))
         self.changed = True
+
+
+class Listener:
+    """``LISTEN authz_changes`` on a connection of its own (what ``Replica`` waits on)."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn = conn
+        conn.execute(f"LISTEN {CHANNEL}")
+
+    def wait(self, timeout: float) -> None:
+        for _ in self.conn.notifies(timeout=timeout, stop_after=1):
+            pass
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 class Database:
@@ -130,7 +145,7 @@ class Database:
         if self._fault is None and self.serving:
             log.error("%s; what needs the store is denied until it answers again", problem)
         self._fault = problem
-        return StoreUnavailable(problem)
+        return StoreUnreachable(problem)
 
     def _answered(self) -> None:
         if self._fault is not None:
