@@ -410,8 +410,10 @@ def test_a_reader_following_the_change_log_misses_no_concurrent_write(file_store
     seen: list[int] = []
     done = threading.Event()
 
+    start = file_store.changes.latest()
+
     def follow() -> None:
-        last = reader.changes.latest()
+        last = start
         while True:
             finished = done.is_set()
             for change in reader.changes.since(last):
@@ -420,7 +422,6 @@ def test_a_reader_following_the_change_log_misses_no_concurrent_write(file_store
             if finished:
                 return
 
-    start = file_store.changes.latest()
     follower = threading.Thread(target=follow)
     follower.start()
     writers = [threading.Thread(target=lambda n=n: [revoke(Admin(open_store(file_store.location)).store, "jti",

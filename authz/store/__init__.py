@@ -13,13 +13,26 @@ without a concrete store.
 from __future__ import annotations
 
 import os
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from authz.store.errors import StoreError, StoreUnavailable, StoreUnreachable
 from authz.store.interface import CredentialReads, ServingStore, Store
 
 __all__ = ["CredentialReads", "ServingStore", "Store", "StoreError", "StoreUnavailable", "StoreUnreachable",
-           "open_store", "serving_store", "sqlite_path"]
+           "open_store", "redact", "serving_store", "sqlite_path"]
+
+
+def redact(url: str | os.PathLike[str]) -> str:
+    """The URL as messages show it: without its password."""
+    url = os.fspath(url)
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def sqlite_path(url: str | os.PathLike[str]) -> str | None:

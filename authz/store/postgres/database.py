@@ -1,5 +1,9 @@
 """PostgreSQL connections shared by the store's tables: a psycopg-pool pool per process.
 
+**Connections.** A serving process uses a pool; the CLI and other one-off users (not
+``serving``) one connection per thread, opened on first use, so that a command opens
+one connection and leaves no pool threads behind.
+
 **Pools after fork.** A server forks its workers after the app was loaded once (the
 start-up check, gunicorn's ``preload_app``): a connection must never cross a fork (two
 processes on one socket). The pool is made on first use in each process; a forked child
@@ -24,11 +28,11 @@ import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import psycopg_pool
 
+from authz.store import redact
 from authz.store.errors import StoreError, StoreUnreachable
 from authz.store.interface import CHANGE_LOG_RETENTION
 from authz.store.postgres.migrations import LATEST, MIGRATIONS
@@ -42,18 +46,6 @@ POOL_TIMEOUT = 3.0
 POOL_SIZE = 8  # per process: the blocking threads of a worker and its background threads
 PRUNE_EVERY = 1000
 _INHERITED: list = []  # pools of a parent process: kept, never closed, in a forked child
-
-
-def redact(url: str) -> str:
-    """The URL as messages show it: without its password."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class Transaction:
@@ -99,15 +91,16 @@ class Database:
         self.location = redact(url)
         self.serving = serving
         self._pool: psycopg_pool.ConnectionPool | None = None
+        self._local = threading.local()  # not serving: this thread's connection
         self._lock = threading.Lock()
         self._fault: str | None = None
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: (db := ref()) and db._forget_pool())
 
     def _forget_pool(self) -> None:
-        if self._pool is not None:
-            _INHERITED.append(self._pool)
+        _INHERITED.extend(held for held in (self._pool, getattr(self._local, "conn", None)) if held is not None)
         self._pool = None
+        self._local = threading.local()
         self._lock = threading.Lock()
 
     def pool(self) -> psycopg_pool.ConnectionPool:
@@ -122,6 +115,18 @@ class Database:
                 pool = self._pool
         return pool
 
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        """A connection for one statement or transaction: the pool's (serving), else this thread's."""
+        if self.serving:
+            with self.pool().connection() as conn:
+                yield conn
+            return
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed or conn.broken:
+            conn = self._local.conn = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+        yield conn
+
     def connect(self) -> psycopg.Connection:
         """A connection of its own (not pooled): the start-up check, the change listener."""
         try:
@@ -133,6 +138,10 @@ class Database:
         if self._pool is not None:
             self._pool.close()
             self._pool = None
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
 
     # -- faults ----------------------------------------------------------------------
     def failed(self, exc: Exception) -> StoreError:
@@ -156,7 +165,7 @@ class Database:
     # -- statements ------------------------------------------------------------------
     def query(self, sql: str, params: tuple | dict = ()) -> list[tuple]:
         try:
-            with self.pool().connection() as conn:
+            with self.connection() as conn:
                 rows = conn.execute(sql, params).fetchall()
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
             raise self.failed(exc) from None
@@ -173,7 +182,7 @@ class Database:
         """One transaction, all or nothing; with ``changes``, under the change-log lock
         and announced to listeners at commit."""
         try:
-            with self.pool().connection() as conn, conn.transaction():
+            with self.connection() as conn, conn.transaction():
                 if changes:
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (CHANGE_LOG_LOCK,))
                 tx = Transaction(conn)
