@@ -49,10 +49,11 @@ test: $(BIN)/authz servers
 lint: $(BIN)/authz
 	$(BIN)/ruff check .
 
-bench: $(BIN)/authz
+bench: $(BIN)/authz servers
 	@command -v wrk >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null)
 	$(BIN)/python bench/bench.py
 	$(BIN)/python bench/flood.py
+	$(BIN)/python bench/replicas.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
