@@ -18,11 +18,13 @@ $(BIN)/authz: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-# nginx and caddy are real servers the end-to-end tests drive; wrk drives the benchmark.
+# nginx and caddy are real servers the end-to-end tests drive, PostgreSQL the store the
+# replica tests share (they start a throwaway cluster with its initdb/pg_ctl); wrk drives the benchmark.
 servers:
 	@missing=""; \
 	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
 	command -v caddy >/dev/null 2>&1 || missing="$$missing caddy"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
@@ -47,10 +49,11 @@ test: $(BIN)/authz servers
 lint: $(BIN)/authz
 	$(BIN)/ruff check .
 
-bench: $(BIN)/authz
+bench: $(BIN)/authz servers
 	@command -v wrk >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null)
 	$(BIN)/python bench/bench.py
 	$(BIN)/python bench/flood.py
+	$(BIN)/python bench/replicas.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

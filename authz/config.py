@@ -126,8 +126,11 @@ def _target_rules(name: str, text: str) -> frozenset[str]:
 
 _TABLE: tuple[Setting, ...] = (
     Setting("AUTHZ_DB", "db_path", _text, "authz.db",
-            "credential store: a path, `sqlite:///relative` or `sqlite:////absolute` "
-            "(`authz db init` creates or migrates it)"),
+            "credential store: a path, `sqlite:///relative` or `sqlite:////absolute`, or "
+            "`postgresql://user:password@host/db` for many replicas (`authz db init` creates or migrates it)"),
+    Setting("AUTHZ_MAX_STALENESS", "max_staleness", _bounded(1, 86_400, "seconds"), 30.0,
+            "PostgreSQL: seconds a replica serves credentials from memory without confirming it is current; "
+            "past it, what needs the store is denied (500 `upstream_unavailable`)"),
     Setting("AUTHZ_POLICY_DIR", "policy_dir", _path, Path("policies"),
             "every `*.json` directly inside is a policy file"),
     Setting("AUTHZ_TRUSTED_PROXIES", "trusted_proxies", _list, ("127.0.0.1/32", "::1/128"),
@@ -183,6 +186,7 @@ class Settings:
     trusted_proxies: tuple[str, ...] = SETTINGS["AUTHZ_TRUSTED_PROXIES"].default
     proxy_secret: str | None = SETTINGS["AUTHZ_PROXY_SECRET"].default
     last_used_interval: float = SETTINGS["AUTHZ_LAST_USED_INTERVAL"].default
+    max_staleness: float = SETTINGS["AUTHZ_MAX_STALENESS"].default
     issuer: str = SETTINGS["AUTHZ_ISSUER"].default
     identity_token_ttl: float = SETTINGS["AUTHZ_IDENTITY_TOKEN_TTL"].default
     identity_token_audience: str | None = SETTINGS["AUTHZ_IDENTITY_TOKEN_AUDIENCE"].default

@@ -24,7 +24,7 @@ from authz.observability import metrics
 from authz.observability.decision_log import DecisionLog
 from authz.policy import PolicyError
 from authz.policy.reloader import PolicyReloader
-from authz.store import ServingStore, StoreError, open_store
+from authz.store import ServingStore, StoreError, open_store, serving_store
 
 
 @dataclass
@@ -57,8 +57,9 @@ def build_state(settings: Settings | None = None) -> AuthzState:
     """Store, engine, reloader and decision log for a front door (the WSGI app or the
     gRPC server), from ``settings`` or else the environment."""
     settings = settings or Settings.from_env()
-    store = open_store(settings.db_path, last_used_interval=settings.last_used_interval, serving=True)
-    store.check_ready()
+    shared = open_store(settings.db_path, last_used_interval=settings.last_used_interval, serving=True)
+    shared.check_ready()
+    store = serving_store(shared, settings.max_staleness)
     context = Context(store=store, max_chain_length=settings.max_chain_length, password_guard=PasswordGuard(
         settings.password_user_failures, settings.password_address_failures, settings.kdf_concurrency))
     stamp = PolicyReloader.policy_files_stamp(settings.policy_dir)

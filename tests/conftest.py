@@ -43,6 +43,26 @@ def write_policy(directory: Path, document: dict, name: str = "policy.json") -> 
     return path
 
 
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """One throwaway PostgreSQL server for the session (see tests/pg.py); skipped, with
+    the reason, only when the PostgreSQL binaries are not installed."""
+    from tests import pg
+
+    bindir = pg.binaries()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed (no initdb/pg_ctl): `make test` installs it")
+    cluster = pg.Cluster(bindir, free_port()).init()
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture
+def pg_url(pg_cluster) -> str:
+    """The URL of a fresh, empty database on the session's PostgreSQL server."""
+    return pg_cluster.database()
+
+
 @pytest.fixture
 def store(tmp_path) -> Store:
     s = open_store(tmp_path / "authz.db", last_used_interval=0.05)

@@ -34,12 +34,13 @@ LAYERS = {
 }
 LAYER_NAMES = {0: "foundation", 1: "authenticators", 2: "policy", 3: "engine", 4: "applications"}
 CONCRETE_STORE = "authz.store.sqlite"
+CONCRETE_STORES = (CONCRETE_STORE, "authz.store.postgres")
 
 # The commands that only call the library: none of these may be imported there.
 # Every command module (base.py holds the group, option parsing and the error wrapper).
 THIN_CLI = tuple(sorted(str(p.relative_to(PACKAGE)) for p in (PACKAGE / "cli").glob("*.py")
                         if p.name not in ("__init__.py", "base.py")))
-NOT_IN_THIN_CLI = ("sqlite3", "cryptography", "jwt", "hashlib", "hmac", "re", CONCRETE_STORE)
+NOT_IN_THIN_CLI = ("sqlite3", "psycopg", "cryptography", "jwt", "hashlib", "hmac", "re", *CONCRETE_STORES)
 
 
 def module_name(path: Path) -> str:
@@ -101,9 +102,9 @@ def test_imports_run_one_way():
             if layer is not None and own is not None and layer > own:
                 offenders.append(f"{path.relative_to(PACKAGE.parent)}:{line}: {source} ({LAYER_NAMES[own]}) "
                                  f"imports {target} ({LAYER_NAMES[layer]})")
-            if (target == CONCRETE_STORE or target.startswith(CONCRETE_STORE + ".")) and not (
+            if any(target == c or target.startswith(c + ".") for c in CONCRETE_STORES) and not (
                     source == "authz.store" or source.startswith("authz.store.")):
-                offenders.append(f"{path.relative_to(PACKAGE.parent)}:{line}: {source} imports the SQLite backend "
+                offenders.append(f"{path.relative_to(PACKAGE.parent)}:{line}: {source} imports a store backend "
                                  f"{target}: use the interface and authz.store.open_store")
     assert not offenders, "imports against the direction:\n" + "\n".join(offenders)
 

@@ -1,6 +1,7 @@
 """The store contract: what every backend must do, written against ``authz.store.interface``
 and the admin library only (no SQL, no backend class). Each test runs on every backend
-``open_store`` knows; the PostgreSQL store joins ``BACKENDS`` when it exists."""
+``open_store`` knows: SQLite (a file, a URL, memory) and PostgreSQL (a fresh database on
+the session's throwaway server, tests/pg.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from authz.admin import Admin
 from authz.admin.policy_snapshots import KEEP, save_snapshot
 from authz.admin.revocations import revoke
 from authz.credentials import apikeys, passwords
-from authz.store import Store, StoreError, open_store
+from authz.store import Store, StoreError, StoreUnavailable, open_store
 from authz.store.interface import ANY_ISSUER
 
 FP = "ab" * 32
@@ -27,7 +28,9 @@ def _file_url(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'contract.db'}"  # sqlite:////absolute
 
 
-BACKENDS = {"sqlite-file": _file, "sqlite-url": _file_url, "sqlite-memory": lambda tmp_path: ":memory:"}
+POSTGRESQL = "postgresql"  # its URL comes from the pg_url fixture
+BACKENDS = {"sqlite-file": _file, "sqlite-url": _file_url, "sqlite-memory": lambda tmp_path: ":memory:",
+            POSTGRESQL: None}
 # What needs the data to outlive one connection (a second handle, a new thread): files only.
 FILE_BACKENDS = [name for name in BACKENDS if name != "sqlite-memory"]
 
@@ -38,14 +41,20 @@ def _migrated(url: str) -> Store:
     return s
 
 
+def _url(request, tmp_path) -> str:
+    if request.param == POSTGRESQL:
+        return request.getfixturevalue("pg_url")
+    return BACKENDS[request.param](tmp_path)
+
+
 @pytest.fixture(params=list(BACKENDS))
 def store(request, tmp_path) -> Store:
-    return _migrated(BACKENDS[request.param](tmp_path))
+    return _migrated(_url(request, tmp_path))
 
 
 @pytest.fixture(params=FILE_BACKENDS)
 def file_store(request, tmp_path) -> Store:
-    return _migrated(BACKENDS[request.param](tmp_path))
+    return _migrated(_url(request, tmp_path))
 
 
 @pytest.fixture
@@ -61,8 +70,8 @@ def test_open_store_urls(tmp_path, monkeypatch):
     assert open_store(f"sqlite:///{tmp_path}/abs.db").location == f"{tmp_path}/abs.db"
     assert open_store(tmp_path / "plain.db").location == str(tmp_path / "plain.db")
     assert open_store(":memory:").location == ":memory:"
-    with pytest.raises(StoreError, match=r"^the PostgreSQL store is not part of this version$"):
-        open_store("postgresql://authz@db/authz")
+    assert open_store("postgresql://authz:s3cret@db:5433/authz").location == "postgresql://authz:***@db:5433/authz"
+    assert open_store("postgres://authz@db/authz").location == "postgres://authz@db/authz"
     with pytest.raises(StoreError, match="'mysql'"):
         open_store("mysql://db/authz")
 
@@ -86,9 +95,32 @@ def test_the_backend_is_chosen_only_by_open_store():
     import subprocess
     import sys
 
-    code = "import authz.store, authz.policy, sys; print('authz.store.sqlite' in sys.modules)"
+    code = ("import authz.store, authz.policy, sys; "
+            "print('authz.store.sqlite' in sys.modules, 'authz.store.postgres' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "False"
+    assert out.strip() == "False False"
+
+
+def test_a_missing_postgresql_schema_says_run_db_init(pg_url):
+    fresh = open_store(pg_url)
+    with pytest.raises(StoreError, match="authz db init"):
+        fresh.check_ready()
+    assert fresh.version() == 0 and "authz db init" in fresh.problem()
+    assert fresh.migrate() == (0, fresh.version())
+    fresh.check_ready()
+
+
+def test_an_unreachable_postgresql_fails_closed_without_its_password():
+    from tests.conftest import free_port
+
+    down = open_store(f"postgresql://authz:hunter2@127.0.0.1:{free_port()}/authz")
+    with pytest.raises(StoreError) as caught:
+        down.check_ready()
+    assert "hunter2" not in str(caught.value) and "***" in str(caught.value)
+    with pytest.raises(StoreUnavailable) as caught:
+        down.keys.find(FP)
+    assert "hunter2" not in str(caught.value)
+    assert "hunter2" not in down.problem()
 
 
 # -- API keys ------------------------------------------------------------------------------
@@ -337,3 +369,88 @@ def test_writes_are_seen_by_another_handle_at_once(file_store, tmp_path):
     assert other.keys.find(apikeys.fingerprint(secret)).status == "active"
     admin.keys.revoke(record.id)
     assert other.keys.find(apikeys.fingerprint(secret)).status == "revoked"
+
+
+# -- the change log --------------------------------------------------------------------------------
+
+def test_every_write_appends_to_the_change_log(store, admin):
+    from authz.store.interface import revocation_ref
+
+    start = store.changes.latest()
+    record, secret = admin.keys.create("partner-a")
+    admin.keys.revoke(record.id)
+    admin.users.add("alice", "pw")
+    admin.users.passwd("alice", "pw-2")
+    admin.users.set_disabled("alice", True)
+    revoke(store, "jti", "j-1", "https://idp")
+    admin.certificates.register("payments-api", FP)
+    admin.signing_keys.ensure(60)
+    save_snapshot(store.policy_snapshots, "r1", "/p", {})
+    store.last_used.record(record.id)
+    store.last_used.flush()  # last use is not serving state: no entry
+    changes = store.changes.since(start)
+    fingerprint = apikeys.fingerprint(secret)
+    assert [(c.kind, c.ref) for c in changes] == [
+        ("principal", "partner-a"), ("api_key", fingerprint), ("api_key", fingerprint),
+        ("principal", "alice"), ("principal", "alice"), ("principal", "alice"),
+        ("revocation", revocation_ref("jti", "https://idp", "j-1")),
+        ("principal", "payments-api"), ("certificate", FP),
+        ("signing_key", store.signing_keys.active().kid), ("policy_snapshot", "/p")]
+    ids = [c.id for c in changes]
+    assert ids == sorted(set(ids)) and store.changes.latest() == ids[-1]
+    assert store.changes.since(ids[2], limit=2) == changes[3:5]
+    assert not store.principals.set_password("nobody", "x") and store.changes.latest() == ids[-1]
+
+
+def test_a_reader_following_the_change_log_misses_no_concurrent_write(file_store):
+    import threading
+
+    admin = Admin(file_store)
+    reader = open_store(file_store.location)
+    seen: list[int] = []
+    done = threading.Event()
+
+    start = file_store.changes.latest()
+
+    def follow() -> None:
+        last = start
+        while True:
+            finished = done.is_set()
+            for change in reader.changes.since(last):
+                seen.append(change.id)
+                last = change.id
+            if finished:
+                return
+
+    follower = threading.Thread(target=follow)
+    follower.start()
+    writers = [threading.Thread(target=lambda n=n: [revoke(Admin(open_store(file_store.location)).store, "jti",
+                                                           f"w{n}-{i}") for i in range(25)]) for n in range(4)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    done.set()
+    follower.join()
+    written = [c.id for c in file_store.changes.since(start, limit=10_000)]
+    assert len(written) == 100 and seen == written  # every entry, once, in order
+    assert admin.tokens.list() and len(admin.tokens.list()) == 100
+
+
+def test_dump_and_load_move_every_row(store, admin, tmp_path):
+    from authz.store.tables import TABLES
+
+    admin.keys.create("partner-a")
+    _, old_secret = admin.keys.create("partner-b", ["s"])
+    admin.keys.rotate(admin.keys.list("partner-b")[0].id, 60)
+    admin.users.add("alice", "pw")
+    revoke(store, "jti", "j-1")
+    admin.certificates.register("payments-api", FP)
+    admin.signing_keys.ensure(60)
+    save_snapshot(store.policy_snapshots, "r1", "/p", {"a": b"1"})
+    target = _migrated(str(tmp_path / "target.db"))
+    for table in TABLES:
+        target.load(table, store.dump(table))
+    assert {table: target.dump(table) for table in TABLES} == {table: store.dump(table) for table in TABLES}
+    assert target.keys.find(apikeys.fingerprint(old_secret)).status == "deprecated"
+    Admin(target).users.add("bob", "pw")  # ids continue after the copied ones

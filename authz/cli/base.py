@@ -14,7 +14,7 @@ import click
 from authz.admin import Admin
 from authz.config import SETTINGS, default_from_env
 from authz.errors import AuthzError
-from authz.store import Store, open_store
+from authz.store import Store, open_store, redact
 
 _DURATION = re.compile(r"(\d+)([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -74,9 +74,9 @@ def command(group: click.Group, name: str | None = None, **kwargs):
             except (AuthzError, ValueError) as exc:
                 raise click.ClickException(str(exc)) from None
             except sqlite3.Error as exc:  # one line, never a traceback
-                raise click.ClickException(f"credential store {ctx.obj['db']}: {exc}") from None
+                raise click.ClickException(f"credential store {redact(ctx.obj['db'])}: {exc}") from None
             except OSError as exc:
-                raise click.ClickException(f"{exc.filename or ctx.obj['db']}: {exc.strerror or exc}") from None
+                raise click.ClickException(f"{exc.filename or redact(ctx.obj['db'])}: {exc.strerror or exc}") from None
 
         return wrapper
 
@@ -85,7 +85,7 @@ def command(group: click.Group, name: str | None = None, **kwargs):
 
 @click.group()
 @click.option("--db", default=default_from_env("AUTHZ_DB"), type=click.Path(dir_okay=False),
-              help="Credential store: a path, sqlite:///relative or sqlite:////absolute."
+              help="Credential store: a path, sqlite:///relative, sqlite:////absolute or postgresql://…"
                    f"  [default: $AUTHZ_DB, else {SETTINGS['AUTHZ_DB'].default_text}]")
 @click.pass_context
 def main(ctx: click.Context, db: str) -> None:

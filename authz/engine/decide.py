@@ -19,7 +19,7 @@ from authz.policy import CompiledPolicy
 from authz.policy.requirements import Evaluation, Result, State, TraceEntry
 from authz.policy.routes import Route
 from authz.request import CheckRequest
-from authz.store import StoreUnavailable
+from authz.store import StoreUnavailable, StoreUnreachable
 
 log = logging.getLogger("authz.engine")
 
@@ -78,6 +78,11 @@ class DecisionEngine:
             decision = _verdict(route, result, evaluation, policy.revision)
             if decision.allowed:
                 self._finish(route, decision, evaluation)
+        except StoreUnreachable:
+            # A database on another machine, or a replica past its staleness bound: an
+            # upstream's failure (logged once per episode by the store).
+            return Decision.deny(500, Reason.UPSTREAM_UNAVAILABLE, "credential store unavailable", route.id,
+                                 policy.revision)
         except StoreUnavailable:
             # Logged once per episode by the store, not as a traceback per request.
             return Decision.deny(500, Reason.INTERNAL_ERROR, "credential store unavailable", route.id,

@@ -13,13 +13,26 @@ without a concrete store.
 from __future__ import annotations
 
 import os
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
-from authz.store.errors import StoreError, StoreUnavailable
+from authz.store.errors import StoreError, StoreUnavailable, StoreUnreachable
 from authz.store.interface import CredentialReads, ServingStore, Store
 
-__all__ = ["CredentialReads", "ServingStore", "Store", "StoreError", "StoreUnavailable", "open_store",
-           "sqlite_path"]
+__all__ = ["CredentialReads", "ServingStore", "Store", "StoreError", "StoreUnavailable", "StoreUnreachable",
+           "open_store", "redact", "serving_store", "sqlite_path"]
+
+
+def redact(url: str | os.PathLike[str]) -> str:
+    """The URL as messages show it: without its password."""
+    url = os.fspath(url)
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def sqlite_path(url: str | os.PathLike[str]) -> str | None:
@@ -43,8 +56,22 @@ def open_store(url: str | os.PathLike[str], *, last_used_interval: float = 30.0,
     if path is None:
         scheme = urlsplit(os.fspath(url)).scheme or os.fspath(url).partition("://")[0]
         if scheme.lower() in ("postgresql", "postgres"):
-            raise StoreError("the PostgreSQL store is not part of this version")
-        raise StoreError(f"unsupported store URL scheme {scheme!r}: use a path or sqlite:///path")
+            from authz.store.postgres import PostgresStore
+
+            return PostgresStore(os.fspath(url), last_used_interval=last_used_interval, serving=serving)
+        raise StoreError(f"unsupported store URL scheme {scheme!r}: use a path, sqlite:///path or postgresql://…")
     from authz.store.sqlite import SqliteStore
 
     return SqliteStore(path, last_used_interval=last_used_interval, serving=serving)
+
+
+def serving_store(store: Store, max_staleness: float) -> ServingStore:
+    """What a serving process reads: ``store`` itself when it is a local file, else a
+    ``Replica`` of it (credential state in memory, following the change log, denying
+    past ``max_staleness`` seconds without confirming it is current)."""
+    listener = getattr(store, "listener", None)
+    if listener is None:
+        return store
+    from authz.store.replica import Replica
+
+    return Replica(store, max_staleness, listener)

@@ -12,3 +12,9 @@ class StoreError(AuthzError, RuntimeError):
 class StoreUnavailable(StoreError):
     """The store cannot answer right now (file gone, replaced by something invalid,
     truncated, corrupted). Already logged once for the episode: callers deny, quietly."""
+
+
+class StoreUnreachable(StoreUnavailable):
+    """A store on another machine does not answer (a PostgreSQL server down), or a
+    replica has not confirmed it is current for longer than AUTHZ_MAX_STALENESS: an
+    upstream's failure, denied 500 ``upstream_unavailable``."""

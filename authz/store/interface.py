@@ -13,12 +13,14 @@ snapshot is kept) live in ``authz.admin`` and are the same for every backend.
 
 from __future__ import annotations
 
+import json
 from typing import Protocol
 
 from authz.store.records import (
     ApiKeyMatch,
     ApiKeyRecord,
     CertificateStatus,
+    Change,
     IdentitySigningKey,
     NewApiKey,
     NewIdentitySigningKey,
@@ -32,6 +34,25 @@ from authz.store.records import (
 
 ANY_ISSUER = ""  # a revocation that holds for every issuer
 REVOCATION_KINDS = ("jti", "cert_fingerprint", "cert_serial")
+
+# What a change-log entry says changed; its ``ref`` names which one.
+CHANGE_API_KEY = "api_key"  # ref: the key's fingerprint
+CHANGE_PRINCIPAL = "principal"  # ref: the principal's name (users, disabling reaches keys and certificates)
+CHANGE_REVOCATION = "revocation"  # ref: JSON [kind, issuer, value]
+CHANGE_REVOCATIONS = "revocations"  # ref: "": many rows went (a purge): re-read them all
+CHANGE_CERTIFICATE = "certificate"  # ref: the certificate's fingerprint
+CHANGE_SIGNING_KEY = "signing_key"  # ref: the new kid
+CHANGE_POLICY_SNAPSHOT = "policy_snapshot"  # ref: the directory
+CHANGE_LOG_RETENTION = 86400.0  # seconds an entry is kept: a replica further behind reloads everything
+
+
+def revocation_ref(kind: str, issuer: str, value: str) -> str:
+    """A revocation's change-log ``ref``: JSON, as a value may hold any character."""
+    return json.dumps([kind, issuer, value])
+
+
+CHANGE_KINDS = (CHANGE_API_KEY, CHANGE_PRINCIPAL, CHANGE_REVOCATION, CHANGE_REVOCATIONS, CHANGE_CERTIFICATE,
+                CHANGE_SIGNING_KEY, CHANGE_POLICY_SNAPSHOT)
 
 # -- hot-path reads ---------------------------------------------------------------------
 
@@ -89,6 +110,18 @@ class PolicySnapshots(Protocol):
     def latest(self, directory: str) -> PolicySnapshot | None: ...
 
 
+class ChangeFeed(Protocol):
+    """The change log: every write that changes what a replica serves appends an entry
+    in its own transaction. Ids only grow and are handed out in commit order (writers
+    that append are serialized), so following ``since(last)`` misses no entry."""
+
+    def latest(self) -> int:
+        """The newest entry's id (0 when there is none)."""
+
+    def since(self, after: int, limit: int = 1000) -> list[Change]:
+        """Entries with an id above ``after``, oldest first, at most ``limit``."""
+
+
 class CredentialReads(Protocol):
     """What authenticators may ask (``authenticators.Context.store``)."""
 
@@ -118,6 +151,9 @@ class ServingStore(CredentialReads, Protocol):
     def policy_snapshots(self) -> PolicySnapshots: ...
 
     @property
+    def changes(self) -> ChangeFeed: ...
+
+    @property
     def location(self) -> str:
         """Where the store is, as operators name it (for messages)."""
 
@@ -136,6 +172,9 @@ class ApiKeyTable(ApiKeyLookup, Protocol):
         """The key without its secret (dry runs: ``authz policy explain --as-key``)."""
 
     def get(self, key_id: str) -> ApiKeyRecord | None: ...
+
+    def fingerprints(self) -> list[str]:
+        """Every key's fingerprint (what a replica's filter of possible keys is built from)."""
 
     def list(self, principal: str | None = None) -> list[ApiKeyRecord]:
         """Ordered by principal then creation (one principal's: by creation)."""
@@ -218,3 +257,10 @@ class Store(ServingStore, Protocol):
         """Create or upgrade the schema; returns (old version, new version)."""
 
     def version(self) -> int: ...
+
+    def dump(self, table: str) -> list[tuple]:
+        """Every row of ``table`` (one of ``authz.store.copy.TABLES``), its columns in that
+        order, by primary key: what ``authz db copy`` moves."""
+
+    def load(self, table: str, rows: list[tuple]) -> None:
+        """Insert rows as ``dump`` gives them, in one transaction (``authz db copy``)."""

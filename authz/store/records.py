@@ -238,3 +238,17 @@ class PolicySnapshot:
 
     revision: str
     files: dict[str, bytes]
+
+
+# -- the change log --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One committed write, as replicas follow it: ``kind`` names what changed (see
+    ``authz.store.interface.CHANGE_KINDS``) and ``ref`` which one (a key's fingerprint, a
+    principal's name, a revocation as JSON, a certificate's fingerprint, a kid, a directory)."""
+
+    id: int
+    kind: str
+    ref: str

@@ -12,11 +12,13 @@ import os
 from authz.store.last_used import LastUsedRecorder
 from authz.store.sqlite.api_keys import SqliteApiKeys
 from authz.store.sqlite.certificates import SqliteCertificates
+from authz.store.sqlite.changes import SqliteChanges
 from authz.store.sqlite.database import Database
 from authz.store.sqlite.policy_snapshots import SqlitePolicySnapshots
 from authz.store.sqlite.principals import SqlitePrincipals
 from authz.store.sqlite.revocations import SqliteRevocations
 from authz.store.sqlite.signing_keys import SqliteSigningKeys
+from authz.store.tables import insert_into, select_all
 
 __all__ = ["SqliteStore"]
 
@@ -33,6 +35,7 @@ class SqliteStore:
         self.certificates = SqliteCertificates(self.database)
         self.signing_keys = SqliteSigningKeys(self.database)
         self.policy_snapshots = SqlitePolicySnapshots(self.database)
+        self.changes = SqliteChanges(self.database)
         self.last_used = LastUsedRecorder(self.keys.touch, last_used_interval)
 
     @property
@@ -54,3 +57,11 @@ class SqliteStore:
 
     def problem(self) -> str | None:
         return self.database.problem()
+
+    def dump(self, table: str) -> list[tuple]:
+        return [tuple(row) for row in self.database.execute(select_all(table)).fetchall()]
+
+    def load(self, table: str, rows: list[tuple]) -> None:
+        with self.database.write() as db:
+            db.execute("PRAGMA defer_foreign_keys = ON")  # keys point at keys (rotated_from, replaced_by)
+            db.conn.executemany(insert_into(table, "?"), rows)

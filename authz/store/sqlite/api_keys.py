@@ -5,20 +5,14 @@ The secret never reaches this table: rows hold its fingerprint and display form.
 
 from __future__ import annotations
 
+from authz.store.interface import CHANGE_API_KEY
 from authz.store.records import ApiKeyMatch, ApiKeyRecord, NewApiKey
-from authz.store.sqlite.database import Database
+from authz.store.rows import FIND_API_KEY as _FIND
+from authz.store.rows import LIST_API_KEYS as _LIST
+from authz.store.rows import api_key_match as _match
+from authz.store.rows import api_key_record as _record
+from authz.store.sqlite.database import Database, append_change
 from authz.store.sqlite.principals import ensure_principal
-
-_FIND = (
-    "SELECT k.id, k.env, k.scopes, k.allow_ips, k.status, k.expires_at, "
-    "p.name, p.kind, p.disabled, p.roles, k.hash "
-    "FROM api_keys k JOIN principals p ON p.id = k.principal_id WHERE "
-)
-_LIST = (
-    "SELECT k.id, p.name, p.kind, k.display, k.env, k.status, k.scopes, k.allow_ips, "
-    "k.created_at, k.expires_at, k.revoked_at, k.last_used_at, k.rotated_from, "
-    "k.replaced_by, p.disabled FROM api_keys k JOIN principals p ON p.id = k.principal_id "
-)
 
 
 class SqliteApiKeys:
@@ -42,26 +36,32 @@ class SqliteApiKeys:
             rows = self.database.execute(_LIST + "WHERE p.name = ? ORDER BY k.created_at", (principal,)).fetchall()
         return [_record(row) for row in rows]
 
+    def fingerprints(self) -> list[str]:
+        return [row[0] for row in self.database.execute("SELECT hash FROM api_keys").fetchall()]
+
     def insert(self, key: NewApiKey) -> None:
         with self.database.write() as db:
             _insert(db, key)
 
     def replace(self, old_id: str, new: NewApiKey, old_expires_at: float) -> bool:
         with self.database.write() as db:
-            row = db.execute("SELECT status, replaced_by FROM api_keys WHERE id = ?", (old_id,)).fetchone()
+            row = db.execute("SELECT status, replaced_by, hash FROM api_keys WHERE id = ?", (old_id,)).fetchone()
             if row is None or row[0] == "revoked" or row[1] is not None:
                 return False
             _insert(db, new)
             db.execute("UPDATE api_keys SET status = 'deprecated', expires_at = ?, replaced_by = ? WHERE id = ?",
                        (old_expires_at, new.id, old_id))
+            append_change(db, CHANGE_API_KEY, row[2])
         return True
 
     def revoke(self, key_id: str, at: float) -> bool:
         with self.database.write() as db:
-            if db.execute("SELECT 1 FROM api_keys WHERE id = ?", (key_id,)).fetchone() is None:
+            row = db.execute("SELECT hash FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+            if row is None:
                 return False
             db.execute("UPDATE api_keys SET status = 'revoked', revoked_at = ? WHERE id = ? AND status != 'revoked'",
                        (at, key_id))
+            append_change(db, CHANGE_API_KEY, row[0])
         return True
 
     def touch(self, last_used: dict[str, float]) -> None:
@@ -80,19 +80,4 @@ def _insert(db, key: NewApiKey) -> None:
         (key.id, principal_id, key.fingerprint, key.display, key.env, " ".join(key.scopes),
          " ".join(key.allow_ips), key.created_at, key.expires_at, key.rotated_from),
     )
-
-
-def _match(row) -> ApiKeyMatch | None:
-    if row is None:
-        return None
-    return ApiKeyMatch(row[0], row[1], frozenset(row[2].split()), row[3], row[4], row[5],
-                       row[6], row[7], bool(row[8]), frozenset(row[9].split()), row[10])
-
-
-def _record(row) -> ApiKeyRecord:
-    return ApiKeyRecord(
-        id=row[0], principal=row[1], principal_kind=row[2], display=row[3], env=row[4], status=row[5],
-        scopes=tuple(row[6].split()), allow_ips=tuple(row[7].split()), created_at=row[8], expires_at=row[9],
-        revoked_at=row[10], last_used_at=row[11], rotated_from=row[12], replaced_by=row[13],
-        principal_disabled=bool(row[14]),
-    )
+    append_change(db, CHANGE_API_KEY, key.fingerprint)

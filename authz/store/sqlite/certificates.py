@@ -6,8 +6,9 @@ from __future__ import annotations
 import time
 
 from authz.store.errors import StoreError
+from authz.store.interface import CHANGE_CERTIFICATE
 from authz.store.records import CertificateStatus, RegisteredCertificate
-from authz.store.sqlite.database import Database
+from authz.store.sqlite.database import Database, append_change
 from authz.store.sqlite.principals import ensure_principal, principal_kind
 
 _CHECK = """SELECT
@@ -42,6 +43,7 @@ class SqliteCertificates:
             db.execute("INSERT INTO certificates (fingerprint, principal_id, subject, not_after, created_at) "
                        "VALUES (?, ?, ?, ?, ?)", (certificate.fingerprint, principal_id, certificate.subject,
                                                   certificate.not_after, time.time()))
+            append_change(db, CHANGE_CERTIFICATE, certificate.fingerprint)
         return kind  # type: ignore[return-value]
 
     def list(self) -> list[RegisteredCertificate]:

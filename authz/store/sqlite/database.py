@@ -36,6 +36,7 @@ from pathlib import Path
 import sqlite_utils
 
 from authz.store.errors import StoreError, StoreUnavailable
+from authz.store.interface import CHANGE_LOG_RETENTION
 from authz.store.sqlite.migrations import LATEST, MIGRATIONS
 
 log = logging.getLogger("authz.store")
@@ -99,6 +100,15 @@ def _no_checkpoint_on_close_ctypes(conn: sqlite3.Connection) -> None:
 
 
 _LIB = None
+PRUNE_EVERY = 1000  # change-log entries between prunes of those past CHANGE_LOG_RETENTION
+
+
+def append_change(db, kind: str, ref: str) -> None:
+    """Append to the change log inside the caller's write transaction (see ``interface.ChangeFeed``)."""
+    now = time.time()
+    entry = db.execute("INSERT INTO change_log (kind, ref, at) VALUES (?, ?, ?)", (kind, ref, now)).lastrowid
+    if entry % PRUNE_EVERY == 0:
+        db.execute("DELETE FROM change_log WHERE at < ?", (now - CHANGE_LOG_RETENTION,))
 
 
 class Database:

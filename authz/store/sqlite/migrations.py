@@ -79,6 +79,16 @@ MIGRATIONS: list[list[str]] = [
             created_at REAL NOT NULL
         )""",
     ],
+    [
+        # Every write that changes what a replica serves appends here in its own
+        # transaction (BEGIN IMMEDIATE serializes writers, so ids are in commit order).
+        """CREATE TABLE change_log (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind TEXT NOT NULL,
+            ref TEXT NOT NULL,
+            at REAL NOT NULL
+        )""",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)

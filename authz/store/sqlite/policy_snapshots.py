@@ -6,8 +6,9 @@ import base64
 import json
 import time
 
+from authz.store.interface import CHANGE_POLICY_SNAPSHOT
 from authz.store.records import PolicySnapshot
-from authz.store.sqlite.database import Database
+from authz.store.sqlite.database import Database, append_change
 
 
 class SqlitePolicySnapshots:
@@ -25,6 +26,7 @@ class SqlitePolicySnapshots:
                        (revision, directory, encoded, time.time()))
             db.execute("DELETE FROM policy_snapshots WHERE revision NOT IN (SELECT revision FROM policy_snapshots "
                        "ORDER BY created_at DESC LIMIT ?)", (keep,))
+            append_change(db, CHANGE_POLICY_SNAPSHOT, directory)
 
     def latest_revision(self, directory: str) -> str | None:
         row = self.database.execute("SELECT revision FROM policy_snapshots WHERE directory = ? "

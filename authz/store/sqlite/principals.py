@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 
 from authz.store.errors import StoreError
+from authz.store.interface import CHANGE_PRINCIPAL
 from authz.store.records import Principal, UserCredentials
-from authz.store.sqlite.database import Database
+from authz.store.sqlite.database import Database, append_change
 
 
 def ensure_principal(db, name: str, kind: str) -> int:
@@ -16,6 +17,7 @@ def ensure_principal(db, name: str, kind: str) -> int:
     if row:
         return row[0]
     now = time.time()
+    append_change(db, CHANGE_PRINCIPAL, name)
     return db.execute("INSERT INTO principals (name, kind, created_at, updated_at) VALUES (?, ?, ?, ?)",
                       (name, kind, now, now)).lastrowid
 
@@ -39,6 +41,7 @@ class SqlitePrincipals:
             db.execute("INSERT INTO principals (name, kind, scopes, roles, password_hash, created_at, updated_at) "
                        "VALUES (?, 'user', ?, ?, ?, ?, ?)",
                        (name, " ".join(scopes), " ".join(roles), password_hash, now, now))
+            append_change(db, CHANGE_PRINCIPAL, name)
 
     def find_user(self, name: str) -> UserCredentials | None:
         row = self.database.execute(
@@ -62,12 +65,16 @@ class SqlitePrincipals:
                     "WHERE name = ? AND kind = 'user' AND password_hash = ?",
                     (password_hash, time.time(), name, expected_old),
                 )
+            if cursor.rowcount == 1:
+                append_change(db, CHANGE_PRINCIPAL, name)
         return cursor.rowcount == 1
 
     def set_disabled(self, name: str, disabled: bool = True) -> bool:
         with self.database.write() as db:
             cursor = db.execute("UPDATE principals SET disabled = ?, updated_at = ? WHERE name = ?",
                                 (int(disabled), time.time(), name))
+            if cursor.rowcount == 1:
+                append_change(db, CHANGE_PRINCIPAL, name)
         return cursor.rowcount == 1
 
     def list(self) -> list[Principal]:

@@ -3,9 +3,9 @@ certificates. A row lives until the credential it names would have expired anywa
 
 from __future__ import annotations
 
-from authz.store.interface import ANY_ISSUER
+from authz.store.interface import ANY_ISSUER, CHANGE_REVOCATION, CHANGE_REVOCATIONS, revocation_ref
 from authz.store.records import Revocation
-from authz.store.sqlite.database import Database
+from authz.store.sqlite.database import Database, append_change
 
 
 class SqliteRevocations:
@@ -14,7 +14,9 @@ class SqliteRevocations:
 
     def add(self, revocation: Revocation, now: float) -> None:
         with self.database.write() as db:
-            db.execute("DELETE FROM revocations WHERE expires_at IS NOT NULL AND expires_at < ?", (now,))
+            if db.execute("DELETE FROM revocations WHERE expires_at IS NOT NULL AND expires_at < ?",
+                          (now,)).rowcount:
+                append_change(db, CHANGE_REVOCATIONS, "")
             db.execute(
                 "INSERT INTO revocations (kind, issuer, value, expires_at, created_at) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (kind, issuer, value) DO UPDATE SET expires_at = "
@@ -22,6 +24,8 @@ class SqliteRevocations:
                 "ELSE MAX(expires_at, excluded.expires_at) END",
                 (revocation.kind, revocation.issuer or ANY_ISSUER, revocation.value, revocation.expires_at, now),
             )
+            append_change(db, CHANGE_REVOCATION, revocation_ref(revocation.kind, revocation.issuer or ANY_ISSUER,
+                                                                revocation.value))
 
     def is_revoked(self, kind: str, value: str, issuer: str = ANY_ISSUER) -> bool:
         row = self.database.execute(
@@ -33,6 +37,8 @@ class SqliteRevocations:
     def purge(self, now: float) -> int:
         with self.database.write() as db:
             cursor = db.execute("DELETE FROM revocations WHERE expires_at IS NOT NULL AND expires_at < ?", (now,))
+            if cursor.rowcount:
+                append_change(db, CHANGE_REVOCATIONS, "")
         return cursor.rowcount
 
     def list(self, kind: str | None = None) -> list[Revocation]:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import time
 
+from authz.store.interface import CHANGE_SIGNING_KEY
 from authz.store.records import IdentitySigningKey, NewIdentitySigningKey, SigningKeyRecord
-from authz.store.sqlite.database import Database
+from authz.store.sqlite.database import Database, append_change
 
 
 class SqliteSigningKeys:
@@ -36,6 +37,7 @@ class SqliteSigningKeys:
                        (key.kid, key.algorithm, key.private_pem, json.dumps(key.public_jwk), key.created_at))
             db.execute("DELETE FROM signing_keys WHERE publish_until IS NOT NULL AND publish_until < ?",
                        (key.created_at,))
+            append_change(db, CHANGE_SIGNING_KEY, key.kid)
         return retired
 
     def list(self) -> list[SigningKeyRecord]:

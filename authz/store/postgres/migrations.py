@@ -1,0 +1,82 @@
+"""The PostgreSQL schema, applied in order; the ``schema_version`` table records how far.
+
+The same rules as SQLite's (``authz.store.sqlite.migrations``): never edit a released
+migration, append a new one; a store newer than this authz is refused. The columns are
+SQLite's, typed for PostgreSQL (times are seconds since the epoch, double precision),
+so ``authz db copy`` moves rows unchanged.
+"""
+
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE principals (
+            id BIGSERIAL PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            kind TEXT NOT NULL CHECK (kind IN ('user', 'client', 'service')),
+            scopes TEXT NOT NULL DEFAULT '',
+            roles TEXT NOT NULL DEFAULT '',
+            password_hash TEXT,
+            disabled INTEGER NOT NULL DEFAULT 0,
+            created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL
+        )""",
+        # Keys point at keys (rotation): checked at commit, so a copy may load them in any order.
+        """CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,
+            principal_id BIGINT NOT NULL REFERENCES principals(id),
+            hash TEXT NOT NULL UNIQUE,
+            display TEXT NOT NULL,
+            env TEXT NOT NULL CHECK (env IN ('live', 'test')),
+            scopes TEXT NOT NULL DEFAULT '',
+            allow_ips TEXT NOT NULL DEFAULT '',
+            status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'deprecated', 'revoked')),
+            created_at DOUBLE PRECISION NOT NULL,
+            expires_at DOUBLE PRECISION,
+            revoked_at DOUBLE PRECISION,
+            last_used_at DOUBLE PRECISION,
+            rotated_from TEXT REFERENCES api_keys(id) DEFERRABLE INITIALLY DEFERRED,
+            replaced_by TEXT REFERENCES api_keys(id) DEFERRABLE INITIALLY DEFERRED
+        )""",
+        "CREATE INDEX api_keys_principal ON api_keys(principal_id)",
+        """CREATE TABLE revocations (
+            kind TEXT NOT NULL,
+            issuer TEXT NOT NULL DEFAULT '',
+            value TEXT NOT NULL,
+            expires_at DOUBLE PRECISION,
+            created_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (kind, issuer, value)
+        )""",
+        """CREATE TABLE certificates (
+            fingerprint TEXT PRIMARY KEY,
+            principal_id BIGINT NOT NULL REFERENCES principals(id),
+            subject TEXT,
+            not_after DOUBLE PRECISION,
+            created_at DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX certificates_principal ON certificates(principal_id)",
+        """CREATE TABLE signing_keys (
+            kid TEXT PRIMARY KEY,
+            algorithm TEXT NOT NULL,
+            private_pem TEXT NOT NULL,
+            public_jwk TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            retired_at DOUBLE PRECISION,
+            publish_until DOUBLE PRECISION
+        )""",
+        """CREATE TABLE policy_snapshots (
+            revision TEXT PRIMARY KEY,
+            directory TEXT NOT NULL,
+            files TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL
+        )""",
+        # Replicas follow this (authz.store.interface.ChangeFeed). Writers that append take
+        # a transaction-level advisory lock first, so ids are handed out in commit order.
+        """CREATE TABLE change_log (
+            id BIGSERIAL PRIMARY KEY,
+            kind TEXT NOT NULL,
+            ref TEXT NOT NULL,
+            at DOUBLE PRECISION NOT NULL
+        )""",
+    ],
+]
+
+LATEST = len(MIGRATIONS)

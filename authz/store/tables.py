@@ -1,0 +1,30 @@
+"""The tables every backend holds, their columns in one order: what ``authz db copy``
+moves between backends (``Store.dump`` / ``Store.load``) and checksums. The change log
+and the schema version are not data: a copy starts its own."""
+
+from __future__ import annotations
+
+# name -> (columns, ORDER BY that makes a dump deterministic). Parents before children.
+TABLES: dict[str, tuple[tuple[str, ...], str]] = {
+    "principals": (("id", "name", "kind", "scopes", "roles", "password_hash", "disabled", "created_at",
+                    "updated_at"), "id"),
+    "api_keys": (("id", "principal_id", "hash", "display", "env", "scopes", "allow_ips", "status", "created_at",
+                  "expires_at", "revoked_at", "last_used_at", "rotated_from", "replaced_by"), "id"),
+    "revocations": (("kind", "issuer", "value", "expires_at", "created_at"), "kind, issuer, value"),
+    "certificates": (("fingerprint", "principal_id", "subject", "not_after", "created_at"), "fingerprint"),
+    "signing_keys": (("kid", "algorithm", "private_pem", "public_jwk", "created_at", "retired_at", "publish_until"),
+                     "kid"),
+    "policy_snapshots": (("revision", "directory", "files", "created_at"), "revision"),
+}
+
+
+def select_all(table: str) -> str:
+    """The dump query of ``table`` (names from ``TABLES`` only, never from input)."""
+    columns, order = TABLES[table]
+    return f"SELECT {', '.join(columns)} FROM {table} ORDER BY {order}"  # noqa: S608 — names from TABLES
+
+
+def insert_into(table: str, placeholder: str) -> str:
+    columns, _ = TABLES[table]
+    return (f"INSERT INTO {table} ({', '.join(columns)}) "  # noqa: S608 — names from TABLES
+            f"VALUES ({', '.join([placeholder] * len(columns))})")

@@ -1,0 +1,126 @@
+"""Replicas of a PostgreSQL store (issue 14) in one process: credential reads from memory,
+kept current by the change log, a flood of invalid keys kept away from the database, and
+the staleness bound — denied past it, recovered by itself. The end-to-end behaviour with
+three servers is tests/test_replicas_e2e.py; the timings are bench/replicas.py's."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from authz.admin import Admin
+from authz.credentials import apikeys
+from authz.store import StoreUnreachable, open_store, serving_store
+from authz.store.replica import MISS_POLL_SECONDS, Replica
+
+
+def eventually(check, timeout: float = 5.0) -> None:
+    """``check()`` true within ``timeout`` (a behaviour, not a timing: bench/ measures)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "did not happen"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def shared(pg_url):
+    store = open_store(pg_url, last_used_interval=3600)
+    store.migrate()
+    Admin(store).signing_keys.ensure(60)
+    return store
+
+
+@pytest.fixture
+def replica(pg_url, shared) -> Replica:
+    served = serving_store(open_store(pg_url, serving=True), max_staleness=30)
+    assert isinstance(served, Replica)
+    return served
+
+
+def test_sqlite_is_served_as_it_is(tmp_path):
+    store = open_store(tmp_path / "a.db")
+    assert serving_store(store, 30) is store
+
+
+def test_reads_come_from_memory_and_changes_arrive_by_the_log(shared, replica):
+    admin = Admin(shared)
+    record, secret = admin.keys.create("partner-a")
+    admin.users.add("alice", "pw")
+    fp = apikeys.fingerprint(secret)
+    assert replica.keys.find(fp).status == "active" and replica.principals.find_user("alice")
+    queries = replica.queries
+    for _ in range(100):
+        assert replica.keys.find(fp).status == "active"
+        assert not replica.principals.find_user("alice").disabled
+        assert not replica.revocations.is_revoked("jti", "j-1", "https://idp")
+    assert replica.queries == queries  # cached: no store read per request
+    admin.keys.revoke(record.id)
+    admin.users.set_disabled("alice", True)
+    admin.tokens.revoke("j-1", "https://idp", keep_for=60)
+    eventually(lambda: replica.keys.find(fp).status == "revoked")
+    eventually(lambda: replica.principals.find_user("alice").disabled)
+    eventually(lambda: replica.revocations.is_revoked("jti", "j-1", "https://idp"))
+    eventually(lambda: replica.keys.find(fp).principal_disabled is False)
+
+
+def test_disabling_a_principal_reaches_its_cached_keys_and_certificates(shared, replica):
+    admin = Admin(shared)
+    _, secret = admin.keys.create("svc")
+    fp = "ab" * 32
+    admin.certificates.register("svc", fp)
+    assert not replica.keys.find(apikeys.fingerprint(secret)).principal_disabled
+    assert replica.certificates.check(fp, "", "").principal == "svc"
+    admin.users.set_disabled("svc", True)
+    eventually(lambda: replica.keys.find(apikeys.fingerprint(secret)).principal_disabled)
+    eventually(lambda: replica.certificates.check(fp, "", "").principal_disabled)
+    admin.certificates.revoke_fingerprint(fp)
+    eventually(lambda: replica.certificates.check(fp, "", "").revoked)
+
+
+def test_a_new_key_works_at_once_and_invalid_keys_do_not_reach_the_store(shared, replica):
+    admin = Admin(shared)
+    assert replica.keys.find(apikeys.fingerprint(apikeys.generate("live"))) is None  # warm, following
+    _, secret = admin.keys.create("partner-a")
+    time.sleep(MISS_POLL_SECONDS)  # a miss may catch up again: the key is known after one lookup
+    assert replica.keys.find(apikeys.fingerprint(secret)).principal == "partner-a"
+    queries, polls = replica.queries, _polls(replica)
+    started = time.monotonic()
+    for _ in range(2000):
+        assert replica.keys.find(apikeys.fingerprint(apikeys.generate("live"))) is None
+    elapsed = time.monotonic() - started
+    assert replica.queries == queries  # no key lookup for any of them
+    assert _polls(replica) - polls <= elapsed / 0.05 + 2  # the change log at most every 50 ms
+
+
+def _polls(replica: Replica) -> int:
+    return replica.polls
+
+
+def test_signing_keys_and_jwks_are_the_stores(shared, replica):
+    admin = Admin(shared)
+    first = replica.signing_keys.active()
+    assert first.kid == shared.signing_keys.active().kid
+    rotation = admin.signing_keys.rotate(60)
+    eventually(lambda: replica.signing_keys.active().kid == rotation.kid)
+    assert [k["kid"] for k in replica.signing_keys.published()] == [rotation.kid, first.kid]
+
+
+def test_past_the_staleness_bound_the_store_is_denied_and_it_recovers(pg_cluster, shared, pg_url):
+    admin = Admin(shared)
+    _, secret = admin.keys.create("partner-a")
+    fp = apikeys.fingerprint(secret)
+    replica = Replica(open_store(pg_url, serving=True), max_staleness=1.5, listener=None, poll_seconds=0.2)
+    assert replica.keys.find(fp).status == "active" and replica.problem() is None
+    pg_cluster.stop()
+    try:
+        assert replica.keys.find(fp).status == "active"  # from memory, within the bound
+        eventually(lambda: replica.problem() is not None, timeout=10)
+        with pytest.raises(StoreUnreachable, match="not confirmed current"):
+            replica.keys.find(fp)
+        with pytest.raises(StoreUnreachable):
+            replica.revocations.is_revoked("jti", "x")
+    finally:
+        pg_cluster.start()
+    eventually(lambda: replica.problem() is None, timeout=15)
+    assert replica.keys.find(fp).status == "active"

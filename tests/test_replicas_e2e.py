@@ -1,0 +1,144 @@
+"""Three authz instances (two workers each, ``authz serve``) on one PostgreSQL (issue 14):
+a revocation of each kind made with the CLI is refused by every worker of every instance
+soon after the CLI returns; with PostgreSQL stopped, decisions are served from memory
+until the staleness bound, then fail closed with 500 ``upstream_unavailable`` (never an
+allow of a revoked credential), and every instance recovers by itself when it returns.
+Behaviour only: bench/replicas.py measures the times (bench/RESULTS.md)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BIN, ROOT, ask_on_a_worker, free_port, write_policy
+
+POLICY = {
+    "authenticators": {"partner_key": {"type": "api_key", "realm": "partners"},
+                       "staff": {"type": "basic", "realm": "staff"},
+                       "user_jwt": {"type": "jwt", "issuer": "https://idp.example", "audience": "api",
+                                    "algorithms": ["RS256"], "public_key_file": "keys/idp.pem"}},
+    "routes": [{"id": "keys", "match": {"paths": ["/key"]}, "require": "partner_key"},
+               {"id": "staff", "match": {"paths": ["/staff"]}, "require": "staff"},
+               {"id": "jwt", "match": {"paths": ["/jwt"]}, "require": "user_jwt"}],
+}
+
+
+def cli(url: str, *args: str, input: str | None = None) -> dict:
+    done = subprocess.run([str(BIN / "authz"), "--db", url, *args, "--json"], input=input, capture_output=True,
+                          text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout) if done.stdout.strip() else {}
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+class Fleet:
+    """``count`` instances of ``authz serve --workers 2`` on one store URL."""
+
+    def __init__(self, servers, url: str, policy_dir: Path, logs: Path, count: int = 3, **env: str) -> None:
+        import os
+
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("AUTHZ_")}
+        environment.update(AUTHZ_DB=url, AUTHZ_POLICY_DIR=str(policy_dir), AUTHZ_DECISION_LOG="off",
+                           AUTHZ_LAST_USED_INTERVAL="1", **env)
+        environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        self.instances = []
+        for _ in range(count):
+            port = free_port()
+            self.instances.append(servers([str(BIN / "authz"), "serve", "--bind", f"127.0.0.1:{port}",
+                                           "--workers", "2"], port, env=environment, cwd=ROOT,
+                                          log=logs / f"serve-{port}.log"))
+        for instance in self.instances:
+            instance.wait()
+
+    def every_worker(self, path: str, headers: dict[str, str], expect: int, timeout: float = 10.0) -> float:
+        """Ask until every worker of every instance answered ``expect``; seconds it took."""
+        started = time.monotonic()
+        for instance in self.instances:
+            pending = set(instance.workers())
+            while pending:
+                assert time.monotonic() - started < timeout, f"workers {pending} still answer otherwise"
+                pid, status = ask_on_a_worker(instance, {"X-Original-Method": "GET", "X-Original-URI": path,
+                                                         **headers})
+                if status == expect:
+                    pending.discard(pid)
+        return time.monotonic() - started
+
+
+@pytest.fixture
+def fleet_setup(pg_url, policy_dir, tmp_path):
+    from tests.idp import mint, public_pem, rsa_key
+
+    (policy_dir / "keys").mkdir()
+    idp_key = rsa_key()
+    (policy_dir / "keys" / "idp.pem").write_bytes(public_pem(idp_key))
+    write_policy(policy_dir, POLICY)
+    cli(pg_url, "db", "init")
+    return lambda **claims: mint(idp_key, kid=None, iss="https://idp.example", aud="api", **claims)
+
+
+def test_revocations_of_every_kind_reach_every_worker_of_every_instance(pg_url, policy_dir, tmp_path, servers,
+                                                                         fleet_setup):
+    key = cli(pg_url, "keys", "create", "--principal", "partner-a")
+    cli(pg_url, "users", "add", "alice", "--password-stdin", input="pw-1\n")
+    cli(pg_url, "users", "add", "bob", "--password-stdin", input="pw-1\n")
+    token = fleet_setup(jti="session-1")
+    fleet = Fleet(servers, pg_url, policy_dir, tmp_path)
+    cases = [("/key", {"X-API-Key": key["key"]}, ["keys", "revoke", key["id"]], None),
+             ("/staff", {"Authorization": basic("alice", "pw-1")}, ["users", "disable", "alice"], None),
+             ("/staff", {"Authorization": basic("bob", "pw-1")}, ["users", "passwd", "bob", "--password-stdin"],
+              "pw-2\n"),
+             ("/jwt", {"Authorization": f"Bearer {token}"}, ["tokens", "revoke", "--jti", "session-1"], None)]
+    for path, headers, _, _ in cases:
+        fleet.every_worker(path, headers, 200)  # warm: every worker holds the credential
+    for path, headers, command, stdin in cases:
+        cli(pg_url, *command, input=stdin)
+        fleet.every_worker(path, headers, 401)
+    fleet.every_worker("/staff", {"Authorization": basic("bob", "pw-2")}, 200)
+    fresh = cli(pg_url, "keys", "create", "--principal", "partner-b")  # a key made after start: known at once
+    fleet.every_worker("/key", {"X-API-Key": fresh["key"]}, 200)
+
+
+def test_postgresql_stopped_serves_from_memory_then_fails_closed_then_recovers(pg_cluster, pg_url, policy_dir,
+                                                                                 tmp_path, servers, fleet_setup):
+    good = cli(pg_url, "keys", "create", "--principal", "partner-a")
+    revoked = cli(pg_url, "keys", "create", "--principal", "partner-b")
+    fleet = Fleet(servers, pg_url, policy_dir, tmp_path, AUTHZ_MAX_STALENESS="3")
+    fleet.every_worker("/key", {"X-API-Key": good["key"]}, 200)
+    fleet.every_worker("/key", {"X-API-Key": revoked["key"]}, 200)
+    cli(pg_url, "keys", "revoke", revoked["id"])
+    fleet.every_worker("/key", {"X-API-Key": revoked["key"]}, 401)
+    outcomes: Counter = Counter()
+    pg_cluster.stop()
+    try:
+        stopped = time.monotonic()
+        fleet.every_worker("/key", {"X-API-Key": good["key"]}, 200)  # from memory
+        assert time.monotonic() - stopped < 3, "the bound passed before the check: slow machine"
+        fleet.every_worker("/key", {"X-API-Key": good["key"]}, 500, timeout=20)  # past the bound
+        for instance in fleet.instances:
+            for key in (good, revoked):
+                _, status = ask_on_a_worker(instance, {"X-Original-Method": "GET", "X-Original-URI": "/key",
+                                                       "X-API-Key": key["key"]})
+                outcomes[status] += 1
+            import requests
+
+            answer = requests.get(instance.url + "/auth-request", timeout=5, headers={
+                "X-Original-Method": "GET", "X-Original-URI": "/key", "X-API-Key": good["key"]})
+            assert answer.headers["X-Auth-Reason"] == "upstream_unavailable"
+            ready = requests.get(instance.url + "/readyz", timeout=5)
+            assert ready.status_code == 503 and "not confirmed current" in ready.json()["store"]
+        assert set(outcomes) == {500}  # the revoked key too: never an allow
+    finally:
+        pg_cluster.start()
+    fleet.every_worker("/key", {"X-API-Key": good["key"]}, 200, timeout=30)
+    fleet.every_worker("/key", {"X-API-Key": revoked["key"]}, 401)
+    for instance in fleet.instances:
+        assert "not confirmed current" in instance.output() and "again" in instance.output()
