@@ -174,6 +174,11 @@ def test_a_reload_compiles_without_the_collector_and_freezes_what_it_built(store
         assert gc.get_freeze_count() > frozen
     finally:
         gc.unfreeze()
-    assert seen == {"collecting": False, "interval": pytest.approx(COMPILE_SWITCH_INTERVAL)}
+    # CPython keeps the interval in whole microseconds and truncates, so 100 µs may
+    # read back as 99 µs.
+    assert seen == {
+        "collecting": False,
+        "interval": pytest.approx(COMPILE_SWITCH_INTERVAL, abs=2e-6),
+    }
     assert gc.isenabled() and sys.getswitchinterval() == interval
     assert engine.policy.routes.routes[0].id == "route-two"
