@@ -1,6 +1,7 @@
 """Three authz instances (two workers each, ``authz serve``) on one PostgreSQL (issue 14):
-a revocation of each kind made with the CLI is refused by every worker of every instance
-soon after the CLI returns; with PostgreSQL stopped, decisions are served from memory
+a revocation of each kind made with the CLI (API key, user disabled, password changed,
+jti, client certificate) is refused by every worker of every instance soon after the
+CLI returns; with PostgreSQL stopped, decisions are served from memory
 until the staleness bound, then fail closed with 500 ``upstream_unavailable`` (never an
 allow of a revoked credential), and every instance recovers by itself when it returns.
 Behaviour only: bench/replicas.py measures the times (bench/RESULTS.md)."""
@@ -10,23 +11,53 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
+import threading
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
+from authz.credentials.devpki import Issued
 from tests.conftest import BIN, ROOT, ask_on_a_worker, free_port, write_policy
+from tests.pki import Pki
+
+PKI = Pki()  # the mesh CA of the /cert route: root → issuing CA → client leaves
 
 POLICY = {
     "authenticators": {"partner_key": {"type": "api_key", "realm": "partners"},
                        "staff": {"type": "basic", "realm": "staff"},
                        "user_jwt": {"type": "jwt", "issuer": "https://idp.example", "audience": "api",
-                                    "algorithms": ["RS256"], "public_key_file": "keys/idp.pem"}},
+                                    "algorithms": ["RS256"], "public_key_file": "keys/idp.pem"},
+                       "mesh": {"type": "mtls", "ca_file": "keys/mesh-ca.pem", "cert_sources": ["nginx"],
+                                "intermediates_file": "keys/mesh-issuing.pem"}},
     "routes": [{"id": "keys", "match": {"paths": ["/key"]}, "require": "partner_key"},
                {"id": "staff", "match": {"paths": ["/staff"]}, "require": "staff"},
-               {"id": "jwt", "match": {"paths": ["/jwt"]}, "require": "user_jwt"}],
+               {"id": "jwt", "match": {"paths": ["/jwt"]}, "require": "user_jwt"},
+               {"id": "cert", "match": {"paths": ["/cert"]}, "require": "mesh"}],
 }
+
+
+def write_fleet_policy(policy_dir: Path):
+    """POLICY with its key files (the IdP's public key, the mesh CA and its issuing CA);
+    returns a function minting the IdP's tokens."""
+    from tests.idp import mint, public_pem, rsa_key
+
+    (policy_dir / "keys").mkdir(parents=True)
+    idp_key = rsa_key()
+    (policy_dir / "keys" / "idp.pem").write_bytes(public_pem(idp_key))
+    (policy_dir / "keys" / "mesh-ca.pem").write_bytes(PKI.root.pem)
+    (policy_dir / "keys" / "mesh-issuing.pem").write_bytes(PKI.intermediate.pem)
+    write_policy(policy_dir, POLICY)
+    return lambda **claims: mint(idp_key, kid=None, iss="https://idp.example", aud="api", **claims)
+
+
+def nginx_cert(leaf: Issued) -> dict[str, str]:
+    """The headers nginx's mTLS door sends (deploy/nginx/authz-mtls.conf): the leaf alone,
+    ``$ssl_client_escaped_cert``, with ``$ssl_client_verify`` beside it."""
+    return {"X-SSL-Client-Cert": quote(leaf.pem.decode(), safe=""), "X-SSL-Client-Verify": "SUCCESS"}
 
 
 def cli(url: str, *args: str, input: str | None = None) -> dict:
@@ -38,6 +69,25 @@ def cli(url: str, *args: str, input: str | None = None) -> dict:
 
 def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@dataclass
+class Answers:
+    """When each worker (by pid) first answered the expected status, in seconds from the
+    first question, and how long that answering request took (its own work: a KDF run)."""
+
+    at: dict[int, float] = field(default_factory=dict)
+    took: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float:
+        """Until every worker of every instance had answered so (the slowest worker)."""
+        return max(self.at.values())
+
+    @property
+    def slowest_took(self) -> float:
+        """How long the slowest worker's answering request itself took."""
+        return self.took[max(self.at, key=self.at.__getitem__)]
 
 
 class Fleet:
@@ -61,28 +111,52 @@ class Fleet:
 
     def every_worker(self, path: str, headers: dict[str, str], expect: int, timeout: float = 10.0) -> float:
         """Ask until every worker of every instance answered ``expect``; seconds it took."""
+        return self.answers(path, headers, expect, timeout).seconds
+
+    def answers(self, path: str, headers: dict[str, str], expect: int, timeout: float = 10.0) -> Answers:
+        """Ask every instance at once (a thread each, one request after another on fresh
+        connections) until each of its workers answered ``expect``; when each first did.
+
+        Instances are asked side by side so that one instance's answers (a password check
+        costs each worker a KDF run) do not delay the asking of the next: the time is
+        then the slowest worker's, not the sum of them."""
         started = time.monotonic()
-        for instance in self.instances:
+        answers = Answers()
+        request = {"X-Original-Method": "GET", "X-Original-URI": path, **headers}
+        failures: list[str] = []
+
+        def ask(instance) -> None:
             pending = set(instance.workers())
             while pending:
-                assert time.monotonic() - started < timeout, f"workers {pending} still answer otherwise"
-                pid, status = ask_on_a_worker(instance, {"X-Original-Method": "GET", "X-Original-URI": path,
-                                                         **headers})
-                if status == expect:
+                if time.monotonic() - started >= timeout:
+                    failures.append(f"workers {sorted(pending)} of {instance.url} still answer otherwise")
+                    return
+                asked = time.monotonic()
+                try:
+                    pid, status = ask_on_a_worker(instance, request)
+                except (OSError, AssertionError) as exc:
+                    failures.append(f"{instance.url}: {exc}")
+                    return
+                if status == expect and pid in pending:
+                    answered = time.monotonic()
                     pending.discard(pid)
-        return time.monotonic() - started
+                    answers.at[pid] = answered - started
+                    answers.took[pid] = answered - asked
+
+        threads = [threading.Thread(target=ask, args=(instance,)) for instance in self.instances]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not failures, "; ".join(failures)
+        return answers
 
 
 @pytest.fixture
 def fleet_setup(pg_url, policy_dir, tmp_path):
-    from tests.idp import mint, public_pem, rsa_key
-
-    (policy_dir / "keys").mkdir()
-    idp_key = rsa_key()
-    (policy_dir / "keys" / "idp.pem").write_bytes(public_pem(idp_key))
-    write_policy(policy_dir, POLICY)
+    mint = write_fleet_policy(policy_dir)
     cli(pg_url, "db", "init")
-    return lambda **claims: mint(idp_key, kid=None, iss="https://idp.example", aud="api", **claims)
+    return mint
 
 
 def test_revocations_of_every_kind_reach_every_worker_of_every_instance(pg_url, policy_dir, tmp_path, servers,
@@ -91,18 +165,22 @@ def test_revocations_of_every_kind_reach_every_worker_of_every_instance(pg_url, 
     cli(pg_url, "users", "add", "alice", "--password-stdin", input="pw-1\n")
     cli(pg_url, "users", "add", "bob", "--password-stdin", input="pw-1\n")
     token = fleet_setup(jti="session-1")
+    leaf, other = PKI.leaf(), PKI.leaf()
+    (tmp_path / "leaf.pem").write_bytes(leaf.pem)
     fleet = Fleet(servers, pg_url, policy_dir, tmp_path)
     cases = [("/key", {"X-API-Key": key["key"]}, ["keys", "revoke", key["id"]], None),
              ("/staff", {"Authorization": basic("alice", "pw-1")}, ["users", "disable", "alice"], None),
              ("/staff", {"Authorization": basic("bob", "pw-1")}, ["users", "passwd", "bob", "--password-stdin"],
               "pw-2\n"),
-             ("/jwt", {"Authorization": f"Bearer {token}"}, ["tokens", "revoke", "--jti", "session-1"], None)]
+             ("/jwt", {"Authorization": f"Bearer {token}"}, ["tokens", "revoke", "--jti", "session-1"], None),
+             ("/cert", nginx_cert(leaf), ["certs", "revoke", "--file", str(tmp_path / "leaf.pem")], None)]
     for path, headers, _, _ in cases:
         fleet.every_worker(path, headers, 200)  # warm: every worker holds the credential
     for path, headers, command, stdin in cases:
         cli(pg_url, *command, input=stdin)
         fleet.every_worker(path, headers, 401)
     fleet.every_worker("/staff", {"Authorization": basic("bob", "pw-2")}, 200)
+    fleet.every_worker("/cert", nginx_cert(other), 200)  # the same CA's other certificate still serves
     fresh = cli(pg_url, "keys", "create", "--principal", "partner-b")  # a key made after start: known at once
     fleet.every_worker("/key", {"X-API-Key": fresh["key"]}, 200)
 
