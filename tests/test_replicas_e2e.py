@@ -9,6 +9,7 @@ Behaviour only: bench/replicas.py measures the times (bench/RESULTS.md)."""
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import subprocess
 import threading
@@ -21,7 +22,7 @@ from urllib.parse import quote
 import pytest
 
 from authz.credentials.devpki import Issued
-from tests.conftest import BIN, ROOT, ask_on_a_worker, free_port, write_policy
+from tests.conftest import BIN, ROOT, Server, ask_on_a_worker, free_port, worker_holding, write_policy
 from tests.pki import Pki
 
 PKI = Pki()  # the mesh CA of the /cert route: root → issuing CA → client leaves
@@ -90,6 +91,61 @@ class Answers:
         return self.took[max(self.at, key=self.at.__getitem__)]
 
 
+class Connections:
+    """Kept-alive connections to each worker process of one instance, as a proxy keeps its
+    connections to authz: a question then reaches the worker it is meant for, on a
+    connection that is already open. The kernel hands each new connection to a worker of
+    its choosing, so connections are opened until the wanted worker holds one."""
+
+    def __init__(self, instance: Server) -> None:
+        self.instance = instance
+        self.held: dict[int, http.client.HTTPConnection] = {}
+        self.lock = threading.Lock()  # one connecting at a time (a connection may land on another's worker)
+
+    def to(self, pid: int, timeout: float) -> http.client.HTTPConnection:
+        with self.lock:
+            deadline = time.monotonic() + timeout
+            while pid not in self.held:
+                assert time.monotonic() < deadline, f"no connection reached worker {pid} of {self.instance.url}"
+                conn = http.client.HTTPConnection("127.0.0.1", self.instance.port, timeout=timeout)
+                conn.connect()
+                conn.auto_open = 0  # never reconnect by itself: that could reach another worker
+                holder = worker_holding(self.instance, conn.sock.getsockname()[1], timeout)
+                if holder in self.held:
+                    conn.close()
+                else:
+                    self.held[holder] = conn
+            return self.held[pid]
+
+    def ask(self, pid: int, headers: dict[str, str], timeout: float = 10.0) -> int:
+        """``GET /auth-request`` on worker ``pid``; its status."""
+        for attempt in (1, 2):
+            conn = self.to(pid, timeout)
+            try:
+                conn.request("GET", "/auth-request", headers=headers)
+                response = conn.getresponse()
+                response.read()
+            except (OSError, http.client.HTTPException):
+                self.drop(pid)  # closed while idle (the server's header-read deadline): connect again
+                if attempt == 2:
+                    raise
+                continue
+            if conn.sock is None:  # the server closed it after answering
+                self.drop(pid)
+            return response.status
+        raise AssertionError("unreachable")
+
+    def drop(self, pid: int) -> None:
+        with self.lock:
+            conn = self.held.pop(pid, None)
+        if conn is not None:
+            conn.close()
+
+    def close(self) -> None:
+        for pid in list(self.held):
+            self.drop(pid)
+
+
 class Fleet:
     """``count`` instances of ``authz serve --workers 2`` on one store URL."""
 
@@ -108,48 +164,51 @@ class Fleet:
                                           log=logs / f"serve-{port}.log"))
         for instance in self.instances:
             instance.wait()
+        self.connections = [Connections(instance) for instance in self.instances]
 
     def every_worker(self, path: str, headers: dict[str, str], expect: int, timeout: float = 10.0) -> float:
         """Ask until every worker of every instance answered ``expect``; seconds it took."""
         return self.answers(path, headers, expect, timeout).seconds
 
     def answers(self, path: str, headers: dict[str, str], expect: int, timeout: float = 10.0) -> Answers:
-        """Ask every instance at once (a thread each, one request after another on fresh
-        connections) until each of its workers answered ``expect``; when each first did.
+        """Ask every worker of every instance at once (a thread each, on its kept-alive
+        connection, one question after another) until it answered ``expect``; when each
+        first did.
 
-        Instances are asked side by side so that one instance's answers (a password check
-        costs each worker a KDF run) do not delay the asking of the next: the time is
-        then the slowest worker's, not the sum of them."""
+        Side by side, so that one worker's answer (a password check costs a KDF run) does
+        not delay the asking of another: the time is the slowest worker's, not a sum."""
         started = time.monotonic()
         answers = Answers()
         request = {"X-Original-Method": "GET", "X-Original-URI": path, **headers}
         failures: list[str] = []
 
-        def ask(instance) -> None:
-            pending = set(instance.workers())
-            while pending:
-                if time.monotonic() - started >= timeout:
-                    failures.append(f"workers {sorted(pending)} of {instance.url} still answer otherwise")
-                    return
+        def ask(connections: Connections, pid: int) -> None:
+            while time.monotonic() - started < timeout:
                 asked = time.monotonic()
                 try:
-                    pid, status = ask_on_a_worker(instance, request)
-                except (OSError, AssertionError) as exc:
-                    failures.append(f"{instance.url}: {exc}")
+                    status = connections.ask(pid, request, timeout)
+                except (OSError, http.client.HTTPException, AssertionError) as exc:
+                    failures.append(f"worker {pid} of {connections.instance.url}: {exc!r}")
                     return
-                if status == expect and pid in pending:
+                if status == expect:
                     answered = time.monotonic()
-                    pending.discard(pid)
-                    answers.at[pid] = answered - started
-                    answers.took[pid] = answered - asked
+                    answers.at[pid], answers.took[pid] = answered - started, answered - asked
+                    return
+            failures.append(f"worker {pid} of {connections.instance.url} still answers otherwise")
 
-        threads = [threading.Thread(target=ask, args=(instance,)) for instance in self.instances]
+        workers = [(connections, pid) for connections in self.connections for pid in connections.instance.workers()]
+        assert len(workers) == 2 * len(self.instances), "an instance is not running both of its workers"
+        threads = [threading.Thread(target=ask, args=worker) for worker in workers]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         assert not failures, "; ".join(failures)
         return answers
+
+    def close(self) -> None:
+        for connections in self.connections:
+            connections.close()
 
 
 @pytest.fixture
