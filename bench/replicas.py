@@ -306,7 +306,10 @@ def report(parts: dict, n: int, shared: str) -> list[str]:
                   "refusal took*: that worker's refusing request alone (for a password change, one Argon2id run "
                   "of the old password against the new hash: inherent, the worker cannot know otherwise). "
                   "*Replica learnt*: when a replica in the bench process, following the same change log "
-                  "(LISTEN/NOTIFY, 0.5 s poll), had applied the change — the propagation alone.", "",
+                  "(LISTEN/NOTIFY, 0.5 s poll), had applied the change — the propagation alone. Earlier runs "
+                  "asked the workers one after another on fresh connections (~20 ms of /proc lookup per "
+                  "question, each reaching a worker of the kernel's choosing): they measured the probing, up to "
+                  "2.2 s for a password change, not the propagation.", "",
                   "| kind | p50 ms | p99 ms | max ms | slowest refusal took p50 / p99 ms "
                   "| replica learnt p50 / p99 ms |", "|---|---:|---:|---:|---:|---:|"]
         for name, kind in parts["propagation"].items():
