@@ -163,6 +163,27 @@ def _socket_inode(server_port: int, client_port: int) -> int | None:
     return None
 
 
+def worker_holding(server: Server, client_port: int, timeout: float = 10.0) -> int:
+    """The pid of the worker process holding the server side of our loopback connection
+    from ``client_port`` (found in /proc once a worker has accepted it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert time.monotonic() < deadline, "no worker accepted the connection"
+        inode = _socket_inode(server.port, client_port)
+        for pid in server.workers() if inode else ():
+            try:
+                fds = os.listdir(f"/proc/{pid}/fd")
+            except FileNotFoundError:
+                continue
+            for fd in fds:
+                try:
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
+                        return pid
+                except OSError:
+                    continue
+        time.sleep(0.01)
+
+
 def ask_on_a_worker(server: Server, headers: dict[str, str], path: str = "/auth-request",
                     timeout: float = 10.0) -> tuple[int, int]:
     """One GET on a connection of its own; returns (pid of the worker that accepted the
@@ -171,24 +192,7 @@ def ask_on_a_worker(server: Server, headers: dict[str, str], path: str = "/auth-
     any server, without anything in the product naming it."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as sock:
         sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode())
-        client_port = sock.getsockname()[1]
-        deadline, worker = time.monotonic() + timeout, None
-        while worker is None:
-            assert time.monotonic() < deadline, "no worker accepted the connection"
-            inode = _socket_inode(server.port, client_port)
-            for pid in server.workers() if inode else ():
-                try:
-                    fds = os.listdir(f"/proc/{pid}/fd")
-                except FileNotFoundError:
-                    continue
-                for fd in fds:
-                    try:
-                        if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
-                            worker = pid
-                    except OSError:
-                        continue
-            if worker is None:
-                time.sleep(0.01)
+        worker = worker_holding(server, sock.getsockname()[1], timeout)
         head = "".join(f"{name}: {value}\r\n" for name, value in {**headers, "Connection": "close"}.items())
         sock.sendall(head.encode() + b"\r\n")
         answer = b""

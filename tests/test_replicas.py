@@ -76,6 +76,11 @@ def test_disabling_a_principal_reaches_its_cached_keys_and_certificates(shared, 
     eventually(lambda: replica.certificates.check(fp, "", "").principal_disabled)
     admin.certificates.revoke_fingerprint(fp)
     eventually(lambda: replica.certificates.check(fp, "", "").revoked)
+    issuer, other = "CN=Mesh Issuing CA,O=Corp", "cd" * 32
+    assert not replica.certificates.is_revoked(other, issuer, "1a")
+    admin.certificates.revoke_serial(issuer, "1A")  # by issuer and serial: any certificate of that pair
+    eventually(lambda: replica.certificates.is_revoked(other, issuer, "1a"))
+    assert not replica.certificates.is_revoked(other, issuer, "1b")
 
 
 def test_a_new_key_works_at_once_and_invalid_keys_do_not_reach_the_store(shared, replica):

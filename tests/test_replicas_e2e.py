@@ -1,6 +1,7 @@
 """Three authz instances (two workers each, ``authz serve``) on one PostgreSQL (issue 14):
-a revocation of each kind made with the CLI is refused by every worker of every instance
-soon after the CLI returns; with PostgreSQL stopped, decisions are served from memory
+a revocation of each kind made with the CLI (API key, user disabled, password changed,
+jti, client certificate) is refused by every worker of every instance soon after the
+CLI returns; with PostgreSQL stopped, decisions are served from memory
 until the staleness bound, then fail closed with 500 ``upstream_unavailable`` (never an
 allow of a revoked credential), and every instance recovers by itself when it returns.
 Behaviour only: bench/replicas.py measures the times (bench/RESULTS.md)."""
@@ -8,25 +9,56 @@ Behaviour only: bench/replicas.py measures the times (bench/RESULTS.md)."""
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import subprocess
+import threading
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
-from tests.conftest import BIN, ROOT, ask_on_a_worker, free_port, write_policy
+from authz.credentials.devpki import Issued
+from tests.conftest import BIN, ROOT, Server, ask_on_a_worker, free_port, worker_holding, write_policy
+from tests.pki import Pki
+
+PKI = Pki()  # the mesh CA of the /cert route: root → issuing CA → client leaves
 
 POLICY = {
     "authenticators": {"partner_key": {"type": "api_key", "realm": "partners"},
                        "staff": {"type": "basic", "realm": "staff"},
                        "user_jwt": {"type": "jwt", "issuer": "https://idp.example", "audience": "api",
-                                    "algorithms": ["RS256"], "public_key_file": "keys/idp.pem"}},
+                                    "algorithms": ["RS256"], "public_key_file": "keys/idp.pem"},
+                       "mesh": {"type": "mtls", "ca_file": "keys/mesh-ca.pem", "cert_sources": ["nginx"],
+                                "intermediates_file": "keys/mesh-issuing.pem"}},
     "routes": [{"id": "keys", "match": {"paths": ["/key"]}, "require": "partner_key"},
                {"id": "staff", "match": {"paths": ["/staff"]}, "require": "staff"},
-               {"id": "jwt", "match": {"paths": ["/jwt"]}, "require": "user_jwt"}],
+               {"id": "jwt", "match": {"paths": ["/jwt"]}, "require": "user_jwt"},
+               {"id": "cert", "match": {"paths": ["/cert"]}, "require": "mesh"}],
 }
+
+
+def write_fleet_policy(policy_dir: Path):
+    """POLICY with its key files (the IdP's public key, the mesh CA and its issuing CA);
+    returns a function minting the IdP's tokens."""
+    from tests.idp import mint, public_pem, rsa_key
+
+    (policy_dir / "keys").mkdir(parents=True)
+    idp_key = rsa_key()
+    (policy_dir / "keys" / "idp.pem").write_bytes(public_pem(idp_key))
+    (policy_dir / "keys" / "mesh-ca.pem").write_bytes(PKI.root.pem)
+    (policy_dir / "keys" / "mesh-issuing.pem").write_bytes(PKI.intermediate.pem)
+    write_policy(policy_dir, POLICY)
+    return lambda **claims: mint(idp_key, kid=None, iss="https://idp.example", aud="api", **claims)
+
+
+def nginx_cert(leaf: Issued) -> dict[str, str]:
+    """The headers nginx's mTLS door sends (deploy/nginx/authz-mtls.conf): the leaf alone,
+    ``$ssl_client_escaped_cert``, with ``$ssl_client_verify`` beside it."""
+    return {"X-SSL-Client-Cert": quote(leaf.pem.decode(), safe=""), "X-SSL-Client-Verify": "SUCCESS"}
 
 
 def cli(url: str, *args: str, input: str | None = None) -> dict:
@@ -38,6 +70,80 @@ def cli(url: str, *args: str, input: str | None = None) -> dict:
 
 def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@dataclass
+class Answers:
+    """When each worker (by pid) first answered the expected status, in seconds from the
+    first question, and how long that answering request took (its own work: a KDF run)."""
+
+    at: dict[int, float] = field(default_factory=dict)
+    took: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float:
+        """Until every worker of every instance had answered so (the slowest worker)."""
+        return max(self.at.values())
+
+    @property
+    def slowest_took(self) -> float:
+        """How long the slowest worker's answering request itself took."""
+        return self.took[max(self.at, key=self.at.__getitem__)]
+
+
+class Connections:
+    """Kept-alive connections to each worker process of one instance, as a proxy keeps its
+    connections to authz: a question then reaches the worker it is meant for, on a
+    connection that is already open. The kernel hands each new connection to a worker of
+    its choosing, so connections are opened until the wanted worker holds one."""
+
+    def __init__(self, instance: Server) -> None:
+        self.instance = instance
+        self.held: dict[int, http.client.HTTPConnection] = {}
+        self.lock = threading.Lock()  # one connecting at a time (a connection may land on another's worker)
+
+    def to(self, pid: int, timeout: float) -> http.client.HTTPConnection:
+        with self.lock:
+            deadline = time.monotonic() + timeout
+            while pid not in self.held:
+                assert time.monotonic() < deadline, f"no connection reached worker {pid} of {self.instance.url}"
+                conn = http.client.HTTPConnection("127.0.0.1", self.instance.port, timeout=timeout)
+                conn.connect()
+                conn.auto_open = 0  # never reconnect by itself: that could reach another worker
+                holder = worker_holding(self.instance, conn.sock.getsockname()[1], timeout)
+                if holder in self.held:
+                    conn.close()
+                else:
+                    self.held[holder] = conn
+            return self.held[pid]
+
+    def ask(self, pid: int, headers: dict[str, str], timeout: float = 10.0) -> int:
+        """``GET /auth-request`` on worker ``pid``; its status."""
+        for attempt in (1, 2):
+            conn = self.to(pid, timeout)
+            try:
+                conn.request("GET", "/auth-request", headers=headers)
+                response = conn.getresponse()
+                response.read()
+            except (OSError, http.client.HTTPException):
+                self.drop(pid)  # closed while idle (the server's header-read deadline): connect again
+                if attempt == 2:
+                    raise
+                continue
+            if conn.sock is None:  # the server closed it after answering
+                self.drop(pid)
+            return response.status
+        raise AssertionError("unreachable")
+
+    def drop(self, pid: int) -> None:
+        with self.lock:
+            conn = self.held.pop(pid, None)
+        if conn is not None:
+            conn.close()
+
+    def close(self) -> None:
+        for pid in list(self.held):
+            self.drop(pid)
 
 
 class Fleet:
@@ -58,31 +164,58 @@ class Fleet:
                                           log=logs / f"serve-{port}.log"))
         for instance in self.instances:
             instance.wait()
+        self.connections = [Connections(instance) for instance in self.instances]
 
     def every_worker(self, path: str, headers: dict[str, str], expect: int, timeout: float = 10.0) -> float:
         """Ask until every worker of every instance answered ``expect``; seconds it took."""
+        return self.answers(path, headers, expect, timeout).seconds
+
+    def answers(self, path: str, headers: dict[str, str], expect: int, timeout: float = 10.0) -> Answers:
+        """Ask every worker of every instance at once (a thread each, on its kept-alive
+        connection, one question after another) until it answered ``expect``; when each
+        first did.
+
+        Side by side, so that one worker's answer (a password check costs a KDF run) does
+        not delay the asking of another: the time is the slowest worker's, not a sum."""
         started = time.monotonic()
-        for instance in self.instances:
-            pending = set(instance.workers())
-            while pending:
-                assert time.monotonic() - started < timeout, f"workers {pending} still answer otherwise"
-                pid, status = ask_on_a_worker(instance, {"X-Original-Method": "GET", "X-Original-URI": path,
-                                                         **headers})
+        answers = Answers()
+        request = {"X-Original-Method": "GET", "X-Original-URI": path, **headers}
+        failures: list[str] = []
+
+        def ask(connections: Connections, pid: int) -> None:
+            while time.monotonic() - started < timeout:
+                asked = time.monotonic()
+                try:
+                    status = connections.ask(pid, request, timeout)
+                except (OSError, http.client.HTTPException, AssertionError) as exc:
+                    failures.append(f"worker {pid} of {connections.instance.url}: {exc!r}")
+                    return
                 if status == expect:
-                    pending.discard(pid)
-        return time.monotonic() - started
+                    answered = time.monotonic()
+                    answers.at[pid], answers.took[pid] = answered - started, answered - asked
+                    return
+            failures.append(f"worker {pid} of {connections.instance.url} still answers otherwise")
+
+        workers = [(connections, pid) for connections in self.connections for pid in connections.instance.workers()]
+        assert len(workers) == 2 * len(self.instances), "an instance is not running both of its workers"
+        threads = [threading.Thread(target=ask, args=worker) for worker in workers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not failures, "; ".join(failures)
+        return answers
+
+    def close(self) -> None:
+        for connections in self.connections:
+            connections.close()
 
 
 @pytest.fixture
 def fleet_setup(pg_url, policy_dir, tmp_path):
-    from tests.idp import mint, public_pem, rsa_key
-
-    (policy_dir / "keys").mkdir()
-    idp_key = rsa_key()
-    (policy_dir / "keys" / "idp.pem").write_bytes(public_pem(idp_key))
-    write_policy(policy_dir, POLICY)
+    mint = write_fleet_policy(policy_dir)
     cli(pg_url, "db", "init")
-    return lambda **claims: mint(idp_key, kid=None, iss="https://idp.example", aud="api", **claims)
+    return mint
 
 
 def test_revocations_of_every_kind_reach_every_worker_of_every_instance(pg_url, policy_dir, tmp_path, servers,
@@ -91,18 +224,22 @@ def test_revocations_of_every_kind_reach_every_worker_of_every_instance(pg_url, 
     cli(pg_url, "users", "add", "alice", "--password-stdin", input="pw-1\n")
     cli(pg_url, "users", "add", "bob", "--password-stdin", input="pw-1\n")
     token = fleet_setup(jti="session-1")
+    leaf, other = PKI.leaf(), PKI.leaf()
+    (tmp_path / "leaf.pem").write_bytes(leaf.pem)
     fleet = Fleet(servers, pg_url, policy_dir, tmp_path)
     cases = [("/key", {"X-API-Key": key["key"]}, ["keys", "revoke", key["id"]], None),
              ("/staff", {"Authorization": basic("alice", "pw-1")}, ["users", "disable", "alice"], None),
              ("/staff", {"Authorization": basic("bob", "pw-1")}, ["users", "passwd", "bob", "--password-stdin"],
               "pw-2\n"),
-             ("/jwt", {"Authorization": f"Bearer {token}"}, ["tokens", "revoke", "--jti", "session-1"], None)]
+             ("/jwt", {"Authorization": f"Bearer {token}"}, ["tokens", "revoke", "--jti", "session-1"], None),
+             ("/cert", nginx_cert(leaf), ["certs", "revoke", "--file", str(tmp_path / "leaf.pem")], None)]
     for path, headers, _, _ in cases:
         fleet.every_worker(path, headers, 200)  # warm: every worker holds the credential
     for path, headers, command, stdin in cases:
         cli(pg_url, *command, input=stdin)
         fleet.every_worker(path, headers, 401)
     fleet.every_worker("/staff", {"Authorization": basic("bob", "pw-2")}, 200)
+    fleet.every_worker("/cert", nginx_cert(other), 200)  # the same CA's other certificate still serves
     fresh = cli(pg_url, "keys", "create", "--principal", "partner-b")  # a key made after start: known at once
     fleet.every_worker("/key", {"X-API-Key": fresh["key"]}, 200)
 

@@ -384,6 +384,8 @@ def test_every_write_appends_to_the_change_log(store, admin):
     admin.users.set_disabled("alice", True)
     revoke(store, "jti", "j-1", "https://idp")
     admin.certificates.register("payments-api", FP)
+    admin.certificates.revoke_fingerprint(FP)
+    admin.certificates.revoke_serial(ISSUER_DN, "0x1A")
     admin.signing_keys.ensure(60)
     save_snapshot(store.policy_snapshots, "r1", "/p", {})
     store.last_used.record(record.id)
@@ -395,6 +397,8 @@ def test_every_write_appends_to_the_change_log(store, admin):
         ("principal", "alice"), ("principal", "alice"), ("principal", "alice"),
         ("revocation", revocation_ref("jti", "https://idp", "j-1")),
         ("principal", "payments-api"), ("certificate", FP),
+        ("revocation", revocation_ref("cert_fingerprint", ANY_ISSUER, FP)),
+        ("revocation", revocation_ref("cert_serial", ISSUER_DN, "1a")),
         ("signing_key", store.signing_keys.active().kid), ("policy_snapshot", "/p")]
     ids = [c.id for c in changes]
     assert ids == sorted(set(ids)) and store.changes.latest() == ids[-1]
@@ -446,6 +450,8 @@ def test_dump_and_load_move_every_row(store, admin, tmp_path):
     admin.users.add("alice", "pw")
     revoke(store, "jti", "j-1")
     admin.certificates.register("payments-api", FP)
+    admin.certificates.revoke_fingerprint(FP)
+    admin.certificates.revoke_serial(ISSUER_DN, "0x1A")
     admin.signing_keys.ensure(60)
     save_snapshot(store.policy_snapshots, "r1", "/p", {"a": b"1"})
     target = _migrated(str(tmp_path / "target.db"))
