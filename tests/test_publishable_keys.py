@@ -4,6 +4,7 @@ engine, the CLI, a store from before them, and real servers."""
 
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import json
 import sqlite3
@@ -428,6 +429,17 @@ def test_through_a_real_server(store, policy_dir, server):
     assert ask(Origin="https://evil.example.net") == (403, "principal_not_allowed", None)
     assert ask() == (403, "principal_not_allowed", None)
     assert ask("POST", Origin=SHOP) == (403, "principal_not_allowed", None)
+    # Two Origin headers, in either order (a server keeping one of them would allow one order): refused.
+    for both in ((SHOP, "https://evil.example.net"), ("https://evil.example.net", SHOP), (SHOP, SHOP)):
+        connection = http.client.HTTPConnection("127.0.0.1", running.port, timeout=5)
+        connection.putrequest("GET", "/auth-request")
+        for name, value in (("X-Original-URI", "/v1/catalog/7"), ("X-Original-Method", "GET"), ("X-API-Key", pk),
+                            ("Origin", both[0]), ("Origin", both[1]), ("Connection", "close")):
+            connection.putheader(name, value)
+        connection.endheaders()
+        answer = connection.getresponse()
+        assert (answer.status, answer.getheader("X-Auth-Reason")) == (403, "principal_not_allowed"), both
+        connection.close()
     r = requests.post(running.url + "/v1/decisions", timeout=5, json={
         "method": "GET", "url": "https://api.example.com/v1/catalog/7",
         "headers": {"X-API-Key": pk, "Origin": "null"}})

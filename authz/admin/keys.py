@@ -79,7 +79,8 @@ class KeyAdmin:
         return self.get(key_id)
 
     def rotate(self, key_id: str, grace_seconds: float) -> tuple[ApiKeyRecord, ApiKeyRecord, str]:
-        """Issue a successor with the same principal, scopes, IPs and lifetime.
+        """Issue a successor with the same principal, scopes, IPs, lifetime and kind
+        (a publishable key's successor is publishable, with the same origins).
 
         The old key becomes ``deprecated`` and stays valid until the grace period ends
         (or its own expiry, whichever is first). Returns (old, new, secret).
