@@ -88,10 +88,18 @@ class Outcome:
     detail: str = ""
     slot: str | None = None
     also: tuple[Identity, ...] = ()  # further layers proved by the same credential (a token's client)
+    # A valid credential that may not be used for this request (a publishable key from a
+    # foreign origin): 403 with ``reason`` and ``detail``, as an unmet scope would be.
+    forbidden: bool = False
 
     @classmethod
-    def absent(cls) -> Outcome:
-        return _ABSENT
+    def absent(cls, slot: str | None = None, detail: str = "") -> Outcome:
+        """Nothing this authenticator owns. With ``slot`` and ``detail``: a credential it
+        saw there and leaves to others (a key of the other kind), and why — said when
+        no authenticator of the route takes it."""
+        if slot is None:
+            return _ABSENT
+        return cls(OutcomeKind.ABSENT, detail=detail, slot=slot)
 
     @classmethod
     def invalid(
@@ -102,6 +110,12 @@ class Outcome:
     @classmethod
     def valid(cls, slot: str, identity: Identity) -> Outcome:
         return cls(OutcomeKind.VALID, identity=identity, slot=slot)
+
+    @classmethod
+    def refused(cls, slot: str, identity: Identity, detail: str,
+                reason: Reason = Reason.PRINCIPAL_NOT_ALLOWED) -> Outcome:
+        """A valid credential whose own restrictions forbid this request (403)."""
+        return cls(OutcomeKind.VALID, identity=identity, reason=reason, detail=detail, slot=slot, forbidden=True)
 
 
 _ABSENT = Outcome(OutcomeKind.ABSENT)

@@ -35,6 +35,9 @@ METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-
 _OVERRIDE_KEYS = frozenset(METHOD_OVERRIDE_HEADERS)
 _PHP_MANGLING = str.maketrans(". [", "___")
 _COMMON_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+# The methods a read-only credential (a publishable API key) may be used for: RFC 9110's
+# safe methods as sent (exact case), without TRACE, which echoes the request back.
+SAFE_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))
 
 
 class BadRequest(AuthzError, ValueError):

@@ -271,7 +271,7 @@ def db_copy(cluster: pg.Cluster, work: Path, count: int) -> dict[str, float]:
     source.load("principals", [(i + 1, f"partner-{i}", "client", "", "", None, 0, now, now) for i in range(1000)])
     source.load("api_keys", [(f"key_{i:08d}", i % 1000 + 1, apikeys.fingerprint(apikeys.generate("live")),
                               f"ak_live_…{i:04d}", "live", "orders:read", "", "active", now, None, None, None,
-                              None, None) for i in range(count)])
+                              None, None, 0, "") for i in range(count)])
     started = time.monotonic()
     there = copy_store(source, open_store(cluster.database()))
     middle = time.monotonic()

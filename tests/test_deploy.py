@@ -135,6 +135,20 @@ def test_traefik():
     assert middlewares[chain[-1]]["headers"]["customRequestHeaders"] == {"X-Authz-Proxy-Secret": ""}
 
 
+def test_every_door_passes_the_origin_to_authz():
+    """Publishable keys are judged by the client's own ``Origin``: each door hands it to
+    authz as the browser sent it (nginx and Caddy pass every request header unless told
+    otherwise; Envoy's HTTP check and Traefik pass only those listed)."""
+    hcm, ext, _ = envoy("envoy-http.yaml")
+    assert {"exact": "origin"} in ext["http_service"]["authorization_request"]["allowed_headers"]["patterns"]
+    assert "origin" not in envoy_removes(hcm) and "origin" not in envoy_removes(envoy("envoy-grpc.yaml")[0])
+    forward = yaml.safe_load((DEPLOY / "traefik" / "dynamic.yaml").read_text())["http"]["middlewares"]["authz"]
+    assert "origin" in {h.lower() for h in forward["forwardAuth"]["authRequestHeaders"]}
+    for conf in ("nginx/authz.conf", "nginx/authz-mtls.conf", "ingress-nginx/ingress.yaml"):
+        assert not re.search(r"proxy_set_header\s+origin\b", (DEPLOY / conf).read_text(), re.I), conf
+    assert not re.search(r"request_header\s+-origin\b", (DEPLOY / "caddy" / "Caddyfile").read_text(), re.I)
+
+
 def test_ingress_nginx():
     annotations = yaml.safe_load((DEPLOY / "ingress-nginx" / "ingress.yaml").read_text())["metadata"]["annotations"]
     assert annotations["nginx.ingress.kubernetes.io/auth-url"].endswith("/auth-request")

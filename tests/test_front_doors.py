@@ -17,6 +17,7 @@ import time
 import grpc
 import pytest
 import requests
+import yaml
 from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, external_auth_pb2_grpc
 
 from authz.admin import Admin
@@ -25,6 +26,28 @@ from authz.store import open_store
 from tests.conftest import BIN, ROOT, Server, free_port, gunicorn_env, nginx_binary, start_caddy
 
 POLICY = json.loads((ROOT / "policies" / "api.json").read_text())
+# Beside it: a browser's publishable key, from the shop's origin only, read-only on a
+# route open to every method.
+BROWSER_POLICY = {"authenticators": {"browser": {"type": "api_key", "publishable": True}},
+                  "routes": [{"id": "catalog", "match": {"paths": ["/v1/catalog/**"]}, "require": "browser"}]}
+SHOP = "https://shop.example.com"
+
+
+def _passed_on(door: str) -> set[str]:
+    """The client headers Envoy's HTTP check and Traefik's forwardAuth pass on to authz,
+    as the shipped files list them (nginx and Caddy pass every one)."""
+    if door == "envoy-http":
+        config = yaml.safe_load((ROOT / "deploy" / "envoy" / "envoy-http.yaml").read_text())
+        manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        ext = next(f for f in manager["http_filters"] if f["name"] == "envoy.filters.http.ext_authz")
+        return {p["exact"] for p in ext["typed_config"]["http_service"]["authorization_request"]["allowed_headers"]
+                ["patterns"]}
+    config = yaml.safe_load((ROOT / "deploy" / "traefik" / "dynamic.yaml").read_text())
+    return {h.lower() for h in config["http"]["middlewares"]["authz"]["forwardAuth"]["authRequestHeaders"]}
+
+
+ENVOY_PASSES, TRAEFIK_PASSES = _passed_on("envoy-http"), _passed_on("traefik")
+
 ECHO_NGINX = 'add_header X-Seen-Principal "$http_x_auth_principal" always; return 200 "ok";'
 
 
@@ -40,11 +63,13 @@ def stack(tmp_path_factory):
     policy_dir = tmp / "policies"
     policy_dir.mkdir()
     (policy_dir / "api.json").write_text(json.dumps(POLICY))
+    (policy_dir / "browser.json").write_text(json.dumps(BROWSER_POLICY))
     store.principals.add_user("alice", passwords.hash_password("alice-pw"), roles=["admin", "approver"])
     creds = {
         "reader": Admin(store).keys.create("partner-a", ["orders:read"])[1],
         "writer": Admin(store).keys.create("partner-w", ["orders:read", "orders:write"])[1],
         "alice": basic("alice", "alice-pw"),
+        "shop": Admin(store).keys.create("web-shop", publishable=True, origins=[SHOP])[1],
     }
     started: list[Server] = []
     try:
@@ -114,16 +139,17 @@ def via_caddy(stack, method, path, headers):
 
 def via_envoy_http(stack, method, path, headers):
     # Envoy: the client's method, path_prefix + :path, the Host, allowed_headers only.
-    allowed = {k: v for k, v in headers.items() if k.lower() in ("authorization", "x-api-key")}
+    allowed = {k: v for k, v in headers.items() if k.lower() in ENVOY_PASSES}
     r = requests.request(method, stack["authz"].url + "/ext-authz" + path,
                          headers={"Host": "api.example.com", "Content-Length": "0", **allowed}, timeout=5)
     return r.status_code, r.headers.get("X-Auth-Principal") if r.status_code == 200 else None
 
 
 def via_traefik(stack, method, path, headers):
-    # Traefik forwardAuth: GET to the address, client headers copied, X-Forwarded-* set.
-    sent = {**headers, "X-Forwarded-Method": method, "X-Forwarded-Proto": "https",
-            "X-Forwarded-Host": "api.example.com", "X-Forwarded-Uri": path, "X-Forwarded-For": "203.0.113.7"}
+    # Traefik forwardAuth: GET to the address, authRequestHeaders copied, X-Forwarded-* set.
+    sent = {k: v for k, v in headers.items() if k.lower() in TRAEFIK_PASSES}
+    sent |= {"X-Forwarded-Method": method, "X-Forwarded-Proto": "https",
+             "X-Forwarded-Host": "api.example.com", "X-Forwarded-Uri": path, "X-Forwarded-For": "203.0.113.7"}
     r = requests.get(stack["authz"].url + "/forward-auth", headers=sent, timeout=5)
     # Traefik copies authResponseHeaders as they are: an empty one means no principal.
     return r.status_code, (r.headers.get("X-Auth-Principal") or None) if r.status_code == 200 else None
@@ -168,6 +194,10 @@ TABLE = [
     ("HEAD", "/v1/orders/42", ["reader"], 200, "partner-a"),
     ("GET", "/healthz", [], 200, None),
     ("GET", "/elsewhere", ["alice"], 403, None),
+    ("GET", "/v1/catalog/7", ["shop", "from-shop"], 200, "web-shop"),
+    ("GET", "/v1/catalog/7", ["shop", "from-elsewhere"], 403, None),
+    ("GET", "/v1/catalog/7", ["shop"], 403, None),
+    ("POST", "/v1/catalog/7", ["shop", "from-shop"], 403, None),
 ]
 
 
@@ -178,6 +208,10 @@ def headers_for(stack, names) -> dict:
             headers["Authorization"] = stack["creds"]["alice"]
         elif name == "bogus":
             headers["X-API-Key"] = "sk_live_" + "B" * 43
+        elif name == "from-shop":
+            headers["Origin"] = SHOP
+        elif name == "from-elsewhere":
+            headers["Origin"] = "https://evil.example.net"
         else:
             headers["X-API-Key"] = stack["creds"][name]
     return headers

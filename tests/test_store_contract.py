@@ -187,6 +187,59 @@ def test_expired_key_shows_expired_and_cannot_rotate(store, admin):
         admin.keys.rotate(record.id, 60)
 
 
+WRITING = {"orders:write": "route 'orders-write' in api.json requires it and admits POST"}
+
+
+def test_publishable_key_create_find_list_and_rotate(store, admin):
+    record, key = admin.keys.create("web-shop", ["orders:read"], "test", ["203.0.113.0/24"], publishable=True,
+                                    origins=["https://Shop.example.com", "https://*.example.com:8443",
+                                             "https://shop.example.com"], writing_scopes=WRITING)
+    assert key.startswith("pk_test_") and apikeys.parse(key) == "test" and apikeys.is_publishable(key)
+    assert record.display == apikeys.display(key) and record.display.startswith("pk_test_")
+    origins = ("https://shop.example.com", "https://*.example.com:8443")  # lower-cased, without repeats
+    assert (record.publishable, record.origins) == (True, origins)
+    assert record.to_json()["publishable"] is True and record.to_json()["origins"] == list(origins)
+    match = store.keys.find(apikeys.fingerprint(key))
+    assert (match.id, match.publishable, match.origins, match.env) == (record.id, True, " ".join(origins), "test")
+    assert store.keys.find_by_id(record.id) == match
+    assert [(r.id, r.publishable, r.origins) for r in admin.keys.list("web-shop")] == [(record.id, True, origins)]
+    _, new, new_key = admin.keys.rotate(record.id, 60)
+    assert new_key.startswith("pk_test_") and (new.publishable, new.origins, new.scopes) == (True, origins,
+                                                                                            ("orders:read",))
+    assert store.keys.find(apikeys.fingerprint(new_key)).publishable
+
+
+def test_secret_keys_are_not_publishable(store, admin):
+    record, key = admin.keys.create("partner-a")
+    assert key.startswith("sk_live_") and not apikeys.is_publishable(key)
+    assert (record.publishable, record.origins) == (False, ())
+    assert record.to_json()["publishable"] is False and record.to_json()["origins"] == []
+    match = store.keys.find(apikeys.fingerprint(key))
+    assert (match.publishable, match.origins) == (False, "")
+
+
+@pytest.mark.parametrize(("bad", "message"), [
+    (dict(publishable=True), "needs at least one origin"),
+    (dict(publishable=True, origins=["https://shop.example.com/"]), "invalid origin 'https://shop.example.com/'"),
+    (dict(origins=["https://shop.example.com"]), "publishable keys only"),
+    (dict(publishable=True, origins=["https://shop.example.com"], scopes=["orders:read"]), "checked against"),
+    (dict(publishable=True, origins=["https://shop.example.com"], scopes=["orders:read", "orders:write"],
+          writing_scopes=WRITING), "scope 'orders:write' writes (route 'orders-write'"),
+])
+def test_publishable_bad_input_writes_nothing(store, admin, bad, message):
+    with pytest.raises(StoreError) as caught:
+        admin.keys.create(**{"principal": "web-shop", **bad})
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+    assert admin.keys.list() == [] and admin.users.list() == []
+
+
+def test_a_publishable_key_never_belongs_to_a_user(store, admin):
+    admin.users.add("alice", "pw")
+    with pytest.raises(StoreError, match="'alice' is a user"):
+        admin.keys.create("alice", publishable=True, origins=["https://shop.example.com"])
+    assert admin.keys.list() == []
+
+
 def test_last_used_is_flushed_through_the_interface(store, admin):
     record, _ = admin.keys.create("partner-a")
     store.last_used.record(record.id)
@@ -445,6 +498,7 @@ def test_dump_and_load_move_every_row(store, admin, tmp_path):
     from authz.store.tables import TABLES
 
     admin.keys.create("partner-a")
+    admin.keys.create("web-shop", publishable=True, origins=["https://*.example.com", "http://localhost:3000"])
     _, old_secret = admin.keys.create("partner-b", ["s"])
     admin.keys.rotate(admin.keys.list("partner-b")[0].id, 60)
     admin.users.add("alice", "pw")
@@ -459,4 +513,6 @@ def test_dump_and_load_move_every_row(store, admin, tmp_path):
         target.load(table, store.dump(table))
     assert {table: target.dump(table) for table in TABLES} == {table: store.dump(table) for table in TABLES}
     assert target.keys.find(apikeys.fingerprint(old_secret)).status == "deprecated"
+    assert [(r.publishable, r.origins) for r in Admin(target).keys.list("web-shop")] == [
+        (True, ("https://*.example.com", "http://localhost:3000"))]
     Admin(target).users.add("bob", "pw")  # ids continue after the copied ones

@@ -1,4 +1,4 @@
-"""What operators may write into a store: principal names, scope and role tokens, CIDRs."""
+"""What operators may write into a store: principal names, scope and role tokens, CIDRs, origins."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import ipaddress
 import re
 from collections.abc import Iterable
 
+from authz.credentials import origins
 from authz.store.errors import StoreError
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:/+=~-]{0,199}")
@@ -39,3 +40,15 @@ def parse_cidrs(values: Iterable[str]) -> tuple[str, ...]:
         except ValueError:
             raise StoreError(f"invalid CIDR {value!r} (e.g. 203.0.113.0/24 or 2001:db8::/32)") from None
     return tuple(out)
+
+
+def parse_origins(values: Iterable[str]) -> tuple[str, ...]:
+    """Browser origins a publishable key may be used from, validated strictly and
+    without repeats (``https://app.example.com``, ``https://*.example.com``)."""
+    out = []
+    for value in values:
+        try:
+            out.append(origins.check_allowed(value))
+        except origins.OriginError as exc:
+            raise StoreError(f"invalid origin {value!r}: {exc}") from None
+    return tuple(dict.fromkeys(out))

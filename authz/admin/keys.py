@@ -1,11 +1,17 @@
-"""API keys: generation, rotation and revocation rules over any store."""
+"""API keys: generation, rotation and revocation rules over any store.
+
+A publishable key (``pk_…``) is for browser and mobile code, so never a secret: it must
+name the origins it may be used from, and it is read-only by construction — it cannot
+hold a scope the policy marks as writing (``authz.policy.writing``: the caller reads
+the policy and passes what it says), and it belongs to a client, never to a user.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
-from authz.admin.checks import check_name, check_tokens, parse_cidrs
+from authz.admin.checks import check_name, check_tokens, parse_cidrs, parse_origins
 from authz.credentials import apikeys
 from authz.store.errors import StoreError
 from authz.store.interface import Store
@@ -17,17 +23,46 @@ class KeyAdmin:
         self.store = store
 
     def create(self, principal: str, scopes: Iterable[str] = (), env: str = "live", allow_ips: Iterable[str] = (),
-               expires_at: float | None = None) -> tuple[ApiKeyRecord, str]:
+               expires_at: float | None = None, *, publishable: bool = False, origins: Iterable[str] = (),
+               writing_scopes: Mapping[str, str] | None = None) -> tuple[ApiKeyRecord, str]:
         """Create a key (its principal as a client if new); returns (its record, the
-        secret — to show once, never store)."""
+        secret — to show once, never store).
+
+        ``publishable``: a ``pk_`` key, used only from ``origins``; ``writing_scopes``
+        (scope → why the policy says it writes, ``authz.policy.writing``) is then
+        required as soon as it holds a scope, and none of its scopes may be among them.
+        """
         if env not in apikeys.ENVIRONMENTS:
             raise StoreError(f"environment must be one of {', '.join(apikeys.ENVIRONMENTS)}")
-        key, secret = _new_key(check_name(principal), check_tokens(scopes, "scope"), env, parse_cidrs(allow_ips),
-                               time.time(), expires_at)
+        name, granted, networks = check_name(principal), check_tokens(scopes, "scope"), parse_cidrs(allow_ips)
+        allowed_origins = parse_origins(origins)
+        if publishable:
+            self._check_publishable(name, granted, allowed_origins, writing_scopes)
+        elif allowed_origins:
+            raise StoreError("origins restrict publishable keys only: create a publishable key to use them")
+        key, secret = _new_key(name, granted, env, networks, time.time(), expires_at,
+                               publishable=publishable, origins=allowed_origins)
         if expires_at is not None and expires_at <= key.created_at:
             raise StoreError("expiry must be in the future")
         self.store.keys.insert(key)
         return self.get(key.id), secret
+
+    def _check_publishable(self, principal: str, scopes: tuple[str, ...], origins: tuple[str, ...],
+                           writing_scopes: Mapping[str, str] | None) -> None:
+        if not origins:
+            raise StoreError("a publishable key needs at least one origin it may be used from "
+                             "(e.g. https://app.example.com)")
+        if scopes and writing_scopes is None:
+            raise StoreError("a publishable key's scopes must be checked against the policy: "
+                             "which of them write is not known")
+        for scope in scopes if writing_scopes is not None else ():
+            if scope in writing_scopes:
+                raise StoreError(f"scope {scope!r} writes ({writing_scopes[scope]}) and a publishable key is "
+                                 "read-only: grant it a scope that only routes limited to GET, HEAD or OPTIONS "
+                                 "require")
+        if self.store.principals.find_user(principal) is not None:
+            raise StoreError(f"{principal!r} is a user: a publishable key is public, so it may only "
+                             "belong to a client (an application), never act as a person")
 
     def get(self, key_id: str) -> ApiKeyRecord:
         record = self.store.keys.get(key_id)
@@ -44,7 +79,8 @@ class KeyAdmin:
         return self.get(key_id)
 
     def rotate(self, key_id: str, grace_seconds: float) -> tuple[ApiKeyRecord, ApiKeyRecord, str]:
-        """Issue a successor with the same principal, scopes, IPs and lifetime.
+        """Issue a successor with the same principal, scopes, IPs, lifetime and kind
+        (a publishable key's successor is publishable, with the same origins).
 
         The old key becomes ``deprecated`` and stays valid until the grace period ends
         (or its own expiry, whichever is first). Returns (old, new, secret).
@@ -56,7 +92,7 @@ class KeyAdmin:
         _check_rotatable(old, now)
         new_expiry = None if old.expires_at is None else now + (old.expires_at - old.created_at)
         new, secret = _new_key(old.principal, old.scopes, old.env, old.allow_ips, now, new_expiry,
-                               rotated_from=key_id)
+                               rotated_from=key_id, publishable=old.publishable, origins=old.origins)
         old_expiry = now + grace_seconds if old.expires_at is None else min(old.expires_at, now + grace_seconds)
         if not self.store.keys.replace(key_id, new, old_expiry):
             _check_rotatable(self.get(key_id), now)  # changed meanwhile: say how
@@ -65,11 +101,13 @@ class KeyAdmin:
 
 
 def _new_key(principal: str, scopes: tuple[str, ...], env: str, allow_ips: tuple[str, ...], now: float,
-             expires_at: float | None, rotated_from: str | None = None) -> tuple[NewApiKey, str]:
-    secret = apikeys.generate(env)
+             expires_at: float | None, rotated_from: str | None = None, publishable: bool = False,
+             origins: tuple[str, ...] = ()) -> tuple[NewApiKey, str]:
+    secret = apikeys.generate(env, publishable)
     return NewApiKey(id=apikeys.new_key_id(), principal=principal, fingerprint=apikeys.fingerprint(secret),
                      display=apikeys.display(secret), env=env, scopes=scopes, allow_ips=allow_ips, created_at=now,
-                     expires_at=expires_at, rotated_from=rotated_from), secret
+                     expires_at=expires_at, rotated_from=rotated_from, publishable=publishable,
+                     origins=origins), secret
 
 
 def _check_rotatable(key: ApiKeyRecord, now: float) -> None:

@@ -5,6 +5,17 @@ authenticator says ``allow_query``, because URLs end up in logs).
 Per request: one SHA-256 and one indexed read. A key is refused when revoked,
 expired, of a disabled principal, of an environment this authenticator does not
 accept, or used from outside its CIDR allowlist.
+
+**Publishable keys** (``pk_…``, meant for browser and mobile code) are taken only by an
+authenticator with ``"publishable": true``, and such an authenticator takes nothing
+else: a key of the other kind is left absent with the reason (another authenticator of
+the route may own it, as a JWT of another issuer is left to the next ``jwt``; if none
+does, the engine says why it was refused). A publishable key is used only from the
+origins it was created for — the request's ``Origin`` header, read strictly
+(``authz.credentials.origins``); missing, malformed or foreign is 403
+``principal_not_allowed`` — and only for safe methods (``authz.request.SAFE_METHODS``):
+it is read-only whatever the route. Its identity is always a client with the key's
+scopes and no roles (a principal's roles are not lent to a public key).
 """
 
 from __future__ import annotations
@@ -16,9 +27,10 @@ from functools import lru_cache
 from urllib.parse import parse_qsl
 
 from authz.authenticators.base import AUTHORIZATION, QUERY, X_API_KEY, Authenticator, ConfigError, Context, Lint, quote
-from authz.credentials import apikeys
+from authz.credentials import apikeys, origins
 from authz.decision import Identity, IdentityKind, Outcome, Reason
-from authz.request import CheckRequest, IPNetwork, in_networks
+from authz.request import SAFE_METHODS, CheckRequest, IPNetwork, in_networks
+from authz.store.records import ApiKeyMatch
 
 
 @lru_cache(maxsize=4096)
@@ -28,6 +40,25 @@ def _networks(cidrs: str) -> tuple[IPNetwork, ...]:
 
 
 _KINDS = {str(kind): kind for kind in IdentityKind}
+_OTHER_KIND = {
+    True: 'a publishable key (pk_): only an api_key authenticator with "publishable": true takes it',
+    False: 'a secret key (sk_) is not taken by a "publishable" authenticator: it must never reach a browser',
+}
+
+
+def _origin_refusal(request: CheckRequest, match: ApiKeyMatch) -> str | None:
+    """Why the request's ``Origin`` does not let this publishable key be used, or None."""
+    value = request.headers.get("origin")
+    if value is None:
+        return (f"publishable API key {match.id} is accepted only from its browser origins, "
+                "and the request has no Origin header")
+    try:
+        origin = origins.parse(value)
+    except origins.OriginError as exc:
+        return f"publishable API key {match.id}: the request's Origin is refused: {exc}"
+    if origin not in origins.allowed(match.origins):
+        return f"publishable API key {match.id} may not be used from origin {origin}"
+    return None
 
 
 class ApiKeyAuthenticator(Authenticator):
@@ -49,6 +80,7 @@ class ApiKeyAuthenticator(Authenticator):
         if not self.environments:
             raise ConfigError("environments", "must name at least one of live, test")
         self.realm = config.get("realm", name)
+        self.publishable = bool(config.get("publishable", False))
 
     def _presented(self, request: CheckRequest) -> list[tuple[str, str]]:
         found = []
@@ -74,6 +106,9 @@ class ApiKeyAuthenticator(Authenticator):
         env = apikeys.parse(key)
         if env is None:
             return Outcome.invalid(slot, "malformed API key")
+        publishable = apikeys.is_publishable(key)
+        if publishable != self.publishable:
+            return Outcome.absent(slot, _OTHER_KIND[publishable])
         if env not in self.environments:
             return Outcome.invalid(slot, f"{env} keys are not accepted here")
         fingerprint = apikeys.fingerprint(key)
@@ -93,11 +128,29 @@ class ApiKeyAuthenticator(Authenticator):
                 slot, f"API key {match.id} may not be used from {request.client_ip or 'an unknown address'}",
                 Reason.IP_NOT_ALLOWED,
             )
+        if publishable:
+            return self._publishable(request, slot, match)
         self.context.store.last_used.record(match.id)
         return Outcome.valid(slot, Identity(
             id=match.principal, kind=_KINDS[match.kind], method=self.type,
             authenticator=self.name, scopes=match.scopes, roles=match.roles, credential=match.id,
         ))
+
+    def _publishable(self, request: CheckRequest, slot: str, match: ApiKeyMatch) -> Outcome:
+        """A publishable key that passed every check of a secret one: its kind as stored,
+        its principal, its origins and the method decide."""
+        if not match.publishable or match.kind != IdentityKind.CLIENT:
+            # The prefix is hashed with the key, so only a store edited by hand gets here.
+            return Outcome.invalid(slot, f"API key {match.id} is not stored as a client's publishable key")
+        identity = Identity(id=match.principal, kind=IdentityKind.CLIENT, method=self.type,
+                            authenticator=self.name, scopes=match.scopes, credential=match.id)
+        refusal = _origin_refusal(request, match)
+        if refusal is None and request.method not in SAFE_METHODS:
+            refusal = f"publishable API key {match.id} is read-only: {request.method} is not GET, HEAD or OPTIONS"
+        if refusal is not None:
+            return Outcome.refused(slot, identity, refusal)
+        self.context.store.last_used.record(match.id)
+        return Outcome.valid(slot, identity)
 
     def challenge(self, outcome: Outcome | None = None) -> str | None:
         return f"ApiKey realm={quote(self.realm)}"

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import click
 
 from authz.cli.base import admin, ago, command, emit, main, parse_duration, when
+from authz.config import default_from_env
 
 
 @main.group()
@@ -20,14 +22,45 @@ def keys() -> None:
 @click.option("--env", type=click.Choice(["live", "test"]), default="live", show_default=True)
 @click.option("--allow-ip", "allow_ips", multiple=True, help="CIDR the key may be used from (repeatable).")
 @click.option("--expires-in", help="Lifetime, e.g. 90d.")
-def keys_create(principal, scopes, env, allow_ips, expires_in) -> None:
+@click.option("--publishable", is_flag=True,
+              help="A pk_ key for browser and mobile code: not secret, read-only, used only from --origin.")
+@click.option("--origin", "origins", multiple=True,
+              help="Origin a publishable key may be used from: https://app.example.com or "
+                   "https://*.example.com (repeatable).")
+@click.option("--policy-dir", default=default_from_env("AUTHZ_POLICY_DIR"), type=click.Path(path_type=Path),
+              help="The policy that says which scopes write (checked for --publishable).")
+def keys_create(principal, scopes, env, allow_ips, expires_in, publishable, origins, policy_dir) -> None:
     """Create a key and print it once."""
     expires_at = time.time() + parse_duration(expires_in, "'--expires-in'") if expires_in else None
-    record, secret = admin().keys.create(principal, scopes, env, allow_ips, expires_at)
+    keys = admin().keys
+    writing = _writing_scopes(policy_dir) if publishable and scopes and origins else None
+    record, secret = keys.create(principal, scopes, env, allow_ips, expires_at, publishable=publishable,
+                                 origins=origins, writing_scopes=writing)
+    if publishable:
+        kind, keep = (f"publishable; origins: {' '.join(record.origins)}",
+                      "This key is not secret (it goes into your web or mobile app), but it is not kept: copy it now.")
+    else:
+        kind, keep = env, "Store this key now: it is not kept and will not be shown again."
     emit(click.get_current_context(), {**record.to_json(), "key": secret},
-         f"Created {record.id} for {principal} ({env}; scopes: {' '.join(scopes) or '-'}; "
-         f"expires: {when(expires_at)})\n{secret}\n"
-         "Store this key now: it is not kept and will not be shown again.")
+         f"Created {record.id} for {principal} ({kind}; scopes: {' '.join(scopes) or '-'}; "
+         f"expires: {when(expires_at)})\n{secret}\n{keep}")
+
+
+def _writing_scopes(policy_dir: Path) -> dict[str, str]:
+    """The policy's writing scopes (``authz.policy.writing``); a policy that cannot be
+    read refuses the key (one line), since no scope could be shown to be read-only."""
+    from authz.authenticators import Context
+    from authz.policy import PolicyError, load_policy
+    from authz.policy.writing import writing_scopes
+    from authz.store import open_store
+
+    try:
+        policy = load_policy(policy_dir, Context(store=open_store(":memory:")))
+    except PolicyError as exc:
+        more = f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
+        raise click.ClickException(f"cannot tell which scopes write: the policy does not load: "
+                                   f"{exc.problems[0]}{more}; give --policy-dir") from None
+    return writing_scopes(policy)
 
 
 @command(keys, "list")

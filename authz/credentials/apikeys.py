@@ -1,6 +1,8 @@
 """The API key format: generation, parsing and the stored fingerprint.
 
-A key is ``sk_<env>_<43 base62 characters>`` — 256 bits from ``secrets``. Only the
+A key is ``sk_<env>_<43 base62 characters>`` — 256 bits from ``secrets`` — or, for a
+publishable key (meant for browser and mobile code, never a secret), ``pk_<env>_…``.
+The prefix is part of what is hashed, so a key cannot change kind. Only the
 SHA-256 of the whole key is stored: with 256 bits of entropy a slow KDF adds nothing
 (there is no dictionary to run), and a plain hash keeps lookup to one indexed read.
 The store keeps a short display form (``sk_live_AbCd…wxYz``) so that operators can
@@ -16,16 +18,18 @@ import secrets
 ENVIRONMENTS = ("live", "test")
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _BODY_LENGTH = 43  # ceil(256 / log2(62))
-_KEY = re.compile(rf"sk_(live|test)_([0-9A-Za-z]{{{_BODY_LENGTH}}})")
+SECRET, PUBLISHABLE = "sk", "pk"
+_KEY = re.compile(rf"[sp]k_(live|test)_([0-9A-Za-z]{{{_BODY_LENGTH}}})")
 MAX_KEY_LENGTH = 128
 
 
-def generate(env: str) -> str:
-    """Return a new random key for ``env`` (``live`` or ``test``)."""
+def generate(env: str, publishable: bool = False) -> str:
+    """Return a new random key for ``env`` (``live`` or ``test``): ``pk_…`` when
+    ``publishable``, else ``sk_…``."""
     if env not in ENVIRONMENTS:
         raise ValueError(f"environment must be one of {', '.join(ENVIRONMENTS)}")
     body = "".join(secrets.choice(_ALPHABET) for _ in range(_BODY_LENGTH))
-    return f"sk_{env}_{body}"
+    return f"{PUBLISHABLE if publishable else SECRET}_{env}_{body}"
 
 
 def parse(key: str) -> str | None:
@@ -34,6 +38,11 @@ def parse(key: str) -> str | None:
         return None
     match = _KEY.fullmatch(key)
     return match.group(1) if match else None
+
+
+def is_publishable(key: str) -> bool:
+    """Whether a well-formed key (see ``parse``) is a publishable ``pk_`` key."""
+    return key.startswith(PUBLISHABLE + "_")
 
 
 def fingerprint(key: str) -> str:
@@ -46,8 +55,9 @@ def display(key: str) -> str:
     env = parse(key)
     if env is None:
         raise ValueError("not an API key")
-    body = key[len(f"sk_{env}_") :]
-    return f"sk_{env}_{body[:4]}…{body[-4:]}"
+    prefix = key[: len(f"sk_{env}_")]
+    body = key[len(prefix) :]
+    return f"{prefix}{body[:4]}…{body[-4:]}"
 
 
 def new_key_id() -> str:

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 
 from authz.authenticators import CREDENTIAL_SLOTS, NON_HEADER_SLOTS
+from authz.authenticators.base import QUERY
 from authz.decision import Decision, OutcomeKind, Reason
 from authz.engine.identity_token import IdentitySigner
 from authz.policy import CompiledPolicy
@@ -121,10 +122,13 @@ def _verdict(route: Route, result: Result, evaluation: Evaluation, revision: str
                 decision.challenges.append(challenge)
         return decision
     if result.state is State.ABSENT:
-        unclaimed = _unclaimed_slot(evaluation)
+        unclaimed = _unclaimed(evaluation)
         if unclaimed:
+            where, why = unclaimed
             decision.reason = Reason.CREDENTIALS_INVALID
-            decision.detail = f"the credential in the {unclaimed} header is not accepted on route {route.id}"
+            decision.detail = f"the credential in {where} is not accepted on route {route.id}"
+            if why:
+                decision.detail += f": {why}"
         leaves = result.leaves
     else:
         failed = result.leaves[0]
@@ -139,10 +143,17 @@ def _verdict(route: Route, result: Result, evaluation: Evaluation, revision: str
     return decision
 
 
-def _unclaimed_slot(evaluation: Evaluation) -> str | None:
-    claimed = {o.slot for o in evaluation.outcomes.values() if o.kind is not OutcomeKind.ABSENT}
+def _unclaimed(evaluation: Evaluation) -> tuple[str, str] | None:
+    """Where a credential no authenticator of the route claimed was presented, and why
+    when one saw it and left it to others (a key of the other kind); None if nowhere."""
+    outcomes = evaluation.outcomes.values()
+    claimed = {o.slot for o in outcomes if o.kind is not OutcomeKind.ABSENT}
+    for o in outcomes:
+        if o.kind is OutcomeKind.ABSENT and o.slot and o.slot not in claimed:
+            where = "the query string" if o.slot == QUERY.name else f"the {CREDENTIAL_SLOTS.get(o.slot, o.slot)} header"
+            return where, o.detail
     headers = evaluation.request.headers
     for slot, header in CREDENTIAL_SLOTS.items():
         if slot not in claimed and headers.get(slot):
-            return header
+            return f"the {header} header", ""
     return None

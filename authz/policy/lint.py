@@ -6,6 +6,7 @@ from authz.authenticators import TYPES
 from authz.policy.errors import PolicyProblem, pointer
 from authz.policy.loader import CompiledPolicy, PolicySource
 from authz.policy.routes import Route
+from authz.policy.writing import unsafe_methods
 
 
 def _sample_paths(globs: list[str]) -> list[str]:
@@ -79,5 +80,14 @@ def warnings(source: PolicySource, policy: CompiledPolicy) -> list[PolicyProblem
                                                f"{other!r} requires authentication: check it exposes only "
                                                "what is public", "warning"))
                     break
+    for route in routes:
+        methods = unsafe_methods(route)
+        publishable = sorted({leaf.authenticator.name for leaf in route.requirement.leaves()
+                              if leaf.authenticator.type == "api_key" and leaf.authenticator.config.get("publishable")})
+        if methods is not None and publishable:
+            found.append(PolicyProblem(route.file, pointer(["routes", route.index]),
+                                       f"route {route.id!r} admits {methods}, where publishable keys "
+                                       f"({', '.join(publishable)}) are refused: they are read-only (GET, HEAD, "
+                                       "OPTIONS); if the route only reads, list its methods", "warning"))
     return found
 

@@ -120,6 +120,8 @@ class Leaf(Requirement):
         if self.bind_certificate and identity.x5t is None:
             return Result(State.INVALID, reason=Reason.CREDENTIALS_INVALID, leaves=[self],
                           detail="this route needs a certificate-bound token (cnf.x5t#S256)")
+        if outcome.forbidden:
+            return Result(State.FORBIDDEN, reason=outcome.reason, leaves=[self], detail=outcome.detail)
         missing = self.scopes - identity.scopes
         if missing:
             return Result(

@@ -76,7 +76,7 @@ class StandInStore:
         match = self.base.keys.find_by_id(key_id)
         if match is None:
             raise StoreError(f"no API key with id {key_id!r}")
-        secret = apikeys.generate(match.env)
+        secret = apikeys.generate(match.env, match.publishable)
         fingerprint = apikeys.fingerprint(secret)
         self.keys.stand_ins[fingerprint] = dataclasses.replace(match, hash=fingerprint)
         self.last_used = _NoLastUse()

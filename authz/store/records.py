@@ -35,6 +35,8 @@ class ApiKeyMatch:
     principal_disabled: bool
     roles: frozenset[str]
     hash: str
+    publishable: bool = False
+    origins: str = ""  # a publishable key's allowed origins, space-separated
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,8 @@ class NewApiKey:
     created_at: float
     expires_at: float | None
     rotated_from: str | None = None
+    publishable: bool = False
+    origins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,8 @@ class ApiKeyRecord:
     rotated_from: str | None
     replaced_by: str | None
     principal_disabled: bool
+    publishable: bool = False
+    origins: tuple[str, ...] = ()
 
     @property
     def current_status(self) -> str:
@@ -87,6 +93,7 @@ class ApiKeyRecord:
             "allow_ips": list(self.allow_ips), "created_at": self.created_at, "expires_at": self.expires_at,
             "revoked_at": self.revoked_at, "last_used_at": self.last_used_at, "rotated_from": self.rotated_from,
             "replaced_by": self.replaced_by, "principal_disabled": self.principal_disabled,
+            "publishable": self.publishable, "origins": list(self.origins),
         }
 
 

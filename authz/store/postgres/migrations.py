@@ -77,6 +77,12 @@ MIGRATIONS: list[list[str]] = [
             at DOUBLE PRECISION NOT NULL
         )""",
     ],
+    [
+        # Publishable keys (pk_…), as in SQLite's migration 6. A constant default: no
+        # table rewrite, existing keys are secret keys.
+        "ALTER TABLE api_keys ADD COLUMN publishable INTEGER NOT NULL DEFAULT 0 CHECK (publishable IN (0, 1))",
+        "ALTER TABLE api_keys ADD COLUMN origins TEXT NOT NULL DEFAULT ''",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)

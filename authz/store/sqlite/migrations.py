@@ -89,6 +89,13 @@ MIGRATIONS: list[list[str]] = [
             at REAL NOT NULL
         )""",
     ],
+    [
+        # Publishable keys (pk_…): never secret, accepted only from the browser origins
+        # listed (space-separated, as authz.credentials.origins writes them). Existing
+        # keys are secret keys.
+        "ALTER TABLE api_keys ADD COLUMN publishable INTEGER NOT NULL DEFAULT 0 CHECK (publishable IN (0, 1))",
+        "ALTER TABLE api_keys ADD COLUMN origins TEXT NOT NULL DEFAULT ''",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)
