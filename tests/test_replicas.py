@@ -11,7 +11,7 @@ import pytest
 
 from authz.admin import Admin
 from authz.credentials import apikeys
-from authz.store import StoreUnreachable, open_store, serving_store
+from authz.store import StoreUnavailable, StoreUnreachable, open_store, serving_store
 from authz.store.replica import MISS_POLL_SECONDS, Replica
 
 
@@ -28,14 +28,16 @@ def shared(pg_url):
     store = open_store(pg_url, last_used_interval=3600)
     store.migrate()
     Admin(store).signing_keys.ensure(60)
-    return store
+    yield store
+    store.close()
 
 
 @pytest.fixture
 def replica(pg_url, shared) -> Replica:
     served = serving_store(open_store(pg_url, serving=True), max_staleness=30)
     assert isinstance(served, Replica)
-    return served
+    yield served
+    served.close()  # else its follower and pool outlive the test, and the cluster
 
 
 def test_sqlite_is_served_as_it_is(tmp_path):
@@ -111,11 +113,12 @@ def test_signing_keys_and_jwks_are_the_stores(shared, replica):
     assert [k["kid"] for k in replica.signing_keys.published()] == [rotation.kid, first.kid]
 
 
-def test_past_the_staleness_bound_the_store_is_denied_and_it_recovers(pg_cluster, shared, pg_url):
+def test_past_the_staleness_bound_the_store_is_denied_and_it_recovers(pg_cluster, shared, pg_url, request):
     admin = Admin(shared)
     _, secret = admin.keys.create("partner-a")
     fp = apikeys.fingerprint(secret)
     replica = Replica(open_store(pg_url, serving=True), max_staleness=1.5, listener=None, poll_seconds=0.2)
+    request.addfinalizer(replica.close)
     assert replica.keys.find(fp).status == "active" and replica.problem() is None
     pg_cluster.stop()
     try:
@@ -129,3 +132,29 @@ def test_past_the_staleness_bound_the_store_is_denied_and_it_recovers(pg_cluster
         pg_cluster.start()
     eventually(lambda: replica.problem() is None, timeout=15)
     assert replica.keys.find(fp).status == "active"
+
+
+def test_a_closed_replica_denies_and_leaves_no_connection_behind(shared, pg_url):
+    """Closing stops the follower and the pool for good: nothing reconnects in the
+    background (a pool left open retries a server that is gone, for hours)."""
+    import psycopg
+
+    _, secret = Admin(shared).keys.create("partner-a")
+    replica = serving_store(open_store(pg_url, serving=True), max_staleness=30)
+    assert replica.keys.find(apikeys.fingerprint(secret)).status == "active"  # following: pool and listener open
+
+    def others() -> int:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                "AND pid <> pg_backend_pid()").fetchone()[0]
+
+    assert others() >= 2
+    shared.close()
+    replica.close()
+    for closed in (replica.keys, replica.base.keys, shared.keys):  # no pool or connection made afresh
+        with pytest.raises(StoreUnavailable, match="closed"):
+            closed.find(apikeys.fingerprint(secret))
+    assert "closed" in replica.problem()
+    eventually(lambda: others() == 0)
+    time.sleep(2 * replica.poll_seconds)  # a follower that woke up again would reconnect now
+    assert others() == 0

@@ -38,7 +38,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from authz.background import start
-from authz.store.errors import StoreError, StoreUnreachable
+from authz.store.errors import StoreError, StoreUnavailable, StoreUnreachable
 from authz.store.interface import (
     ANY_ISSUER,
     CHANGE_API_KEY,
@@ -92,6 +92,7 @@ class Replica:
         self._start_lock = threading.Lock()
         self._cache_lock = threading.Lock()  # a cache fill and a change applied, one at a time
         self._pid = 0  # the process whose follower thread runs
+        self._closed = False
         self._epoch = 0  # bumped by every change applied: a read begun before is not cached
         self._last_id = 0
         self._synced = False  # the whole state was loaded once
@@ -115,9 +116,11 @@ class Replica:
     # -- following the change log ----------------------------------------------------------
     def _ensure_following(self) -> None:
         """Start this process's follower (once per process: a forked worker starts its own)."""
-        if self._pid == os.getpid():
+        if self._pid == os.getpid() and not self._closed:
             return
         with self._start_lock:
+            if self._closed:
+                raise StoreUnavailable(f"credential store {self.base.location} is closed")
             if self._pid == os.getpid():
                 return
             self.catch_up()
@@ -127,7 +130,7 @@ class Replica:
     def _follow(self) -> None:
         pid = os.getpid()
         listener: Listener | None = None
-        while self._pid == pid:
+        while self._pid == pid and not self._closed:
             try:
                 if listener is None and self._listener is not None:
                     listener = self._listener()
@@ -140,7 +143,11 @@ class Replica:
                     _close_quietly(listener)
                 listener = None
                 time.sleep(self.poll_seconds)
+            if self._closed:
+                break
             self.catch_up()
+        if listener is not None:
+            _close_quietly(listener)
 
     def catch_up(self) -> bool:
         """Apply what the change log says since the last entry applied; False when the
@@ -161,6 +168,8 @@ class Replica:
                     if len(changes) < BATCH:
                         break
             except StoreError as exc:
+                if self._closed:
+                    return False  # closed meanwhile: nothing to follow, nothing to say
                 if self._fault is None:
                     log.error("replica cannot follow the credential store: %s; serving from memory for at most "
                               "%g s (AUTHZ_MAX_STALENESS)", exc, self.max_staleness)
@@ -255,6 +264,14 @@ class Replica:
             self.catch_up()
         return fingerprint[:PREFIX] in self._fingerprints
 
+    def close(self) -> None:
+        """Stop following the change log (the follower ends at its next wake-up, at most
+        ``poll_seconds`` later, closing its listener) and close the store; what needs the
+        store is denied from then on."""
+        with self._start_lock:
+            self._closed = True
+        self.base.close()
+
     @property
     def location(self) -> str:
         return self.base.location
@@ -264,7 +281,10 @@ class Replica:
 
     def problem(self) -> str | None:
         """Stale past the bound: why; else the store's own problem, if it answers."""
-        self._ensure_following()  # catches the store's errors itself
+        try:
+            self._ensure_following()  # catches the store's errors itself, but for a closed replica
+        except StoreUnavailable as exc:
+            return str(exc)
         age = time.monotonic() - self._confirmed
         if age > self.max_staleness:
             return self._stale_problem(age)
