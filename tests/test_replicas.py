@@ -100,8 +100,19 @@ def test_a_new_key_works_at_once_and_invalid_keys_do_not_reach_the_store(shared,
     assert _polls(replica) - polls <= elapsed / 0.05 + 2  # the change log at most every 50 ms
 
 
+def test_a_key_created_just_after_the_follower_read_the_log_works_at_once(shared, pg_url, request):
+    """The follower's own reads of the change log (its poll, a notification) do not use
+    up the misses' budget: a key made right after one is found on its first request."""
+    replica = Replica(open_store(pg_url, serving=True), 30, listener=None, poll_seconds=3600)
+    request.addfinalizer(replica.close)
+    assert replica.problem() is None  # following: the whole state loaded, the follower asleep
+    replica.catch_up()  # as the follower does on its poll or a notification, just now
+    _, secret = Admin(shared).keys.create("partner-a")
+    assert replica.keys.find(apikeys.fingerprint(secret)).principal == "partner-a"
+
+
 def _polls(replica: Replica) -> int:
-    return replica.polls
+    return replica.miss_polls
 
 
 def test_signing_keys_and_jwks_are_the_stores(shared, replica):

@@ -6,10 +6,11 @@ per request. Each worker process serves credential reads from memory:
 - **API keys** are cached by fingerprint after one indexed lookup. Which fingerprints
   exist at all is a set of 64-bit fingerprint prefixes, loaded once and kept up to date
   from the change log: a presented key whose prefix is not in it is unknown without a
-  query. Before saying so the replica catches up with the change log (at most every
-  ``MISS_POLL_SECONDS``, shared by every request), so a key created a moment ago works
-  at once, and a flood of random well-formed keys costs at most that one small query per
-  interval, never one per request.
+  query. Before saying so the replica catches up with the change log (a miss does so at
+  most every ``MISS_POLL_SECONDS``, shared by every request; the follower's own reads
+  do not count), so a key created a moment ago works at once, and a flood of random
+  well-formed keys costs at most that one small query per interval, never one per
+  request (during such a flood, a new key may wait that long).
 - **Users** (and unknown user names) and **certificate registrations** are cached by
   name and fingerprint after one lookup; **revocations** (jti, certificates) and the
   **signing keys** are held whole.
@@ -88,6 +89,7 @@ class Replica:
         self.last_used = base.last_used
         self.queries = 0  # credential reads that went to the store (tests and the bench count them)
         self.polls = 0  # reads of the change log
+        self.miss_polls = 0  # of which a presented key missing from the filter asked for
         self._lock = threading.Lock()  # one catch-up at a time
         self._start_lock = threading.Lock()
         self._cache_lock = threading.Lock()  # a cache fill and a change applied, one at a time
@@ -97,7 +99,7 @@ class Replica:
         self._last_id = 0
         self._synced = False  # the whole state was loaded once
         self._confirmed = float("-inf")  # monotonic time of the last confirmed catch-up
-        self._last_attempt = float("-inf")
+        self._last_miss = float("-inf")  # monotonic time of the last catch-up a miss asked for
         self._fault: str | None = None  # why the last catch-up failed
         self._stale_said = False
         self._fingerprints: set[str] = set()
@@ -154,7 +156,6 @@ class Replica:
         store could not be read (the replica goes on serving from memory until stale)."""
         with self._lock:
             began = time.monotonic()
-            self._last_attempt = began
             self.polls += 1
             try:
                 if not self._synced or began - self._confirmed > CHANGE_LOG_RETENTION / 2:
@@ -257,10 +258,16 @@ class Replica:
 
     def may_exist(self, fingerprint: str) -> bool:
         """Whether a key with this fingerprint may exist: in the filter, or in it after
-        catching up with the change log (at most every MISS_POLL_SECONDS)."""
+        catching up with the change log (misses: at most every MISS_POLL_SECONDS). Only
+        misses count against that interval: a catch-up the follower began (woken by the
+        very notification of this key, or polling) may have begun before the key was
+        committed, so it must not stand in for the miss's own."""
         if fingerprint[:PREFIX] in self._fingerprints:
             return True
-        if time.monotonic() - self._last_attempt >= MISS_POLL_SECONDS:
+        now = time.monotonic()
+        if now - self._last_miss >= MISS_POLL_SECONDS:
+            self._last_miss = now
+            self.miss_polls += 1
             self.catch_up()
         return fingerprint[:PREFIX] in self._fingerprints
 
