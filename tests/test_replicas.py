@@ -7,12 +7,21 @@ from __future__ import annotations
 
 import time
 
+import psycopg
 import pytest
 
 from authz.admin import Admin
+from authz.config import Settings
 from authz.credentials import apikeys
 from authz.store import StoreUnavailable, StoreUnreachable, open_store, serving_store
 from authz.store.replica import MISS_POLL_SECONDS, Replica
+
+
+def _sessions(url: str) -> int:
+    """Connections to the database of ``url`` but this one: what its stores hold open."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                            "AND pid <> pg_backend_pid()").fetchone()[0]
 
 
 def eventually(check, timeout: float = 5.0) -> None:
@@ -148,24 +157,29 @@ def test_past_the_staleness_bound_the_store_is_denied_and_it_recovers(pg_cluster
 def test_a_closed_replica_denies_and_leaves_no_connection_behind(shared, pg_url):
     """Closing stops the follower and the pool for good: nothing reconnects in the
     background (a pool left open retries a server that is gone, for hours)."""
-    import psycopg
-
     _, secret = Admin(shared).keys.create("partner-a")
     replica = serving_store(open_store(pg_url, serving=True), max_staleness=30)
     assert replica.keys.find(apikeys.fingerprint(secret)).status == "active"  # following: pool and listener open
-
-    def others() -> int:
-        with psycopg.connect(pg_url, autocommit=True) as conn:
-            return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                                "AND pid <> pg_backend_pid()").fetchone()[0]
-
-    assert others() >= 2
+    assert _sessions(pg_url) >= 2
     shared.close()
     replica.close()
     for closed in (replica.keys, replica.base.keys, shared.keys):  # no pool or connection made afresh
         with pytest.raises(StoreUnavailable, match="closed"):
             closed.find(apikeys.fingerprint(secret))
     assert "closed" in replica.problem()
-    eventually(lambda: others() == 0)
+    eventually(lambda: _sessions(pg_url) == 0)
     time.sleep(2 * replica.poll_seconds)  # a follower that woke up again would reconnect now
-    assert others() == 0
+    assert _sessions(pg_url) == 0
+
+
+def test_a_refused_start_leaves_no_connection_behind(shared, pg_url, tmp_path):
+    """A policy that does not load (and no snapshot to serve instead): the start is
+    refused, and the pool it opened to look for a snapshot is closed, not left retrying."""
+    from authz.policy import PolicyError
+    from authz.service import build_state
+
+    (tmp_path / "p.json").write_text('{"routes": [{"id": "x", "require": "nobody"}]}')
+    with pytest.raises(PolicyError):
+        build_state(Settings(db_path=pg_url, policy_dir=tmp_path, decision_log="off"))
+    shared.close()
+    eventually(lambda: _sessions(pg_url) == 0)
