@@ -4,6 +4,10 @@
 PostgreSQL refuses to run as root, and CI runs as root: then the cluster runs as the
 ``postgres`` user the Debian package creates (or, without it, a system user created
 here), through ``runuser``. fsync is off: the data is thrown away anyway.
+
+Connections over TCP need a password (SCRAM), as a real deployment's do: every URL the
+tests hand to authz carries one, so a password that went missing on the way (a forked
+worker's pool, the listener) fails, and one that reached a log is found there.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -62,6 +67,7 @@ class Cluster:
         self.data = self.root / "data"
         self.sockets = self.root / "sockets"
         self.log = self.root / "server.log"
+        self.password = "pw-" + secrets.token_urlsafe(16)
         self._names = count(1)
         self.sockets.mkdir()
         if self.user is not None:
@@ -76,8 +82,14 @@ class Cluster:
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, cwd=self.root)
 
     def init(self) -> Cluster:
-        done = self._run("initdb", "-D", str(self.data), "-U", "authz", "--auth=trust", "-E", "UTF8",
-                         "--no-sync", "--locale=C")
+        pwfile = self.root / "password"
+        pwfile.write_text(self.password + "\n")
+        if self.user is not None:
+            entry = pwd.getpwnam(self.user)
+            os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+        done = self._run("initdb", "-D", str(self.data), "-U", "authz", "--auth-local=trust",
+                         "--auth-host=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync", "--locale=C")
+        pwfile.unlink()
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed: {done.stderr or done.stdout}")
         with open(self.data / "postgresql.conf", "a") as conf:
@@ -99,7 +111,7 @@ class Cluster:
         return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
 
     def url(self, database: str = "postgres") -> str:
-        return f"postgresql://authz@127.0.0.1:{self.port}/{database}"
+        return f"postgresql://authz:{self.password}@127.0.0.1:{self.port}/{database}"
 
     def database(self) -> str:
         """A new empty database; its URL."""
