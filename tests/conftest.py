@@ -94,34 +94,50 @@ def pg_cluster():
 
 @pytest.fixture
 def pg_url(pg_cluster) -> str:
-    """The URL of a fresh, empty database on the session's PostgreSQL server."""
-    return pg_cluster.database()
+    """The URL of a fresh, empty database on the session's PostgreSQL server, dropped
+    after the test."""
+    url = pg_cluster.database()
+    yield url
+    pg_cluster.drop(url)
 
 
 _STORE_DIRS: dict[str, Path] = {}  # a PostgreSQL store's URL -> the test directory it belongs to
 
 
-@pytest.fixture(scope="session")
-def new_store(request):
-    """Open a migrated store for a test whose files live in ``directory``: the SQLite file
+class StoreFactory:
+    """Opens migrated stores for tests (the ``new_store`` fixture): the SQLite file
     ``directory/name``, or with ``AUTHZ_TEST_STORE=postgresql`` a fresh database on the
-    session's cluster. The caller closes it (``close_store``) when its scope ends; what is
-    still open at the end of the session is closed then, before the cluster goes."""
-    cluster = request.getfixturevalue("pg_cluster") if ON_POSTGRESQL else None  # torn down after this
-    opened: weakref.WeakSet = weakref.WeakSet()
+    session's cluster. Whoever opens one discards it when its scope ends."""
 
-    def make(directory: Path, name: str = "authz.db", **options) -> Store:
-        url = cluster.database() if cluster is not None else directory / name
+    def __init__(self, cluster) -> None:
+        self.cluster = cluster
+        self.opened: weakref.WeakSet = weakref.WeakSet()
+
+    def __call__(self, directory: Path, name: str = "authz.db", **options) -> Store:
+        url = self.cluster.database() if self.cluster is not None else directory / name
         s = open_store(url, **options)
-        opened.add(s)
-        if ON_POSTGRESQL:
+        self.opened.add(s)
+        if self.cluster is not None:
             _STORE_DIRS[s.url] = directory
         s.migrate()
         return s
 
-    yield make
-    for s in list(opened):
-        close_store(s)
+    def discard(self, store: Store) -> None:
+        """Close ``store``; on PostgreSQL drop its database too (ending what a server
+        still holds on it)."""
+        store.close()
+        if self.cluster is not None:
+            self.cluster.drop(store.url)
+
+
+@pytest.fixture(scope="session")
+def new_store(request) -> StoreFactory:
+    """The session's ``StoreFactory``; what is still open at its end is closed then,
+    before the cluster goes."""
+    factory = StoreFactory(request.getfixturevalue("pg_cluster") if ON_POSTGRESQL else None)
+    yield factory
+    for s in list(factory.opened):
+        s.close()
 
 
 def store_dir(store: Store) -> Path:
@@ -131,18 +147,11 @@ def store_dir(store: Store) -> Path:
     return Path(path).parent if path is not None else _STORE_DIRS[store.url]
 
 
-def close_store(store) -> None:
-    """Close what a store (or a serving replica) holds open, if it can be closed."""
-    close = getattr(store, "close", None)
-    if close is not None:
-        close()
-
-
 @pytest.fixture
 def store(new_store, tmp_path) -> Store:
     s = new_store(tmp_path, last_used_interval=0.05)
     yield s
-    close_store(s)
+    new_store.discard(s)
 
 
 PROPAGATION_TIMEOUT = 10.0  # seconds; generous: issue 14 promises 1 s, bench/replicas.py measures it
@@ -208,7 +217,7 @@ def make_client(store, policy_dir):
     apps: list = []
     yield make
     for app in apps:
-        close_store(app.extensions["authz"].store)
+        app.extensions["authz"].store.close()
 
 
 class Server:

@@ -22,7 +22,7 @@ from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, exte
 
 from authz.admin import Admin
 from authz.credentials import passwords
-from tests.conftest import BIN, ROOT, Server, close_store, free_port, gunicorn_env, nginx_binary, start_caddy
+from tests.conftest import BIN, ROOT, Server, free_port, gunicorn_env, nginx_binary, start_caddy
 
 pytestmark = pytest.mark.both_stores
 
@@ -125,7 +125,7 @@ http {{
     finally:
         for server in reversed(started):
             server.stop()
-        close_store(store)
+        new_store.discard(store)
 
 
 def via_nginx(stack, method, path, headers):

@@ -33,7 +33,7 @@ import requests
 from authz.admin import Admin
 from authz.credentials import passwords
 from authz.store import Store
-from tests.conftest import Server, close_store, free_port, gunicorn_env, store_dir
+from tests.conftest import Server, free_port, gunicorn_env, store_dir
 from tests.pki import Pki
 from tests.upstreams import (
     PROTECTED_MARKERS,
@@ -185,7 +185,7 @@ def stack(tmp_path_factory, new_store):
             server.stop()
         echo.stop()
         flask.stop()
-        close_store(store)
+        new_store.discard(store)
 
 
 def doors_of(stack, upstream: str | None = None, kind: str | None = None) -> list[Door]:
@@ -473,7 +473,7 @@ def cafe(stack, tmp_path_factory, new_store):
     finally:
         for server in reversed(started):
             server.stop()
-        close_store(store)
+        new_store.discard(store)
 
 
 @pytest.mark.parametrize("target", [b"/caf%C3%A9/x", b"/caf%c3%a9/x", "/café/x".encode()])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from tests.conftest import ROOT, close_store, free_port
+from tests.conftest import ROOT, free_port
 from tests.pki import Pki
 from tests.test_trust_boundary import (
     listing,
@@ -112,7 +112,7 @@ def rstack(tmp_path_factory, new_store):
             server.stop()
         echo.stop()
         flask.stop()
-        close_store(store)
+        new_store.discard(store)
 
 
 @pytest.mark.parametrize("method", ["post", "Post"])

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Server, close_store, free_port
+from tests.conftest import Server, free_port
 from tests.pki import Pki, issue
 from tests.test_trust_boundary import (
     AMBIGUOUS_TARGETS,
@@ -121,7 +121,7 @@ def tls(tmp_path_factory, new_store):
             server.stop()
         echo.stop()
         flask.stop()
-        close_store(store)
+        new_store.discard(store)
 
 
 def through_echo(tls, method, target, headers=(), cert=None):
