@@ -154,6 +154,26 @@ def test_past_the_staleness_bound_the_store_is_denied_and_it_recovers(pg_cluster
     assert replica.keys.find(fp).status == "active"
 
 
+def test_back_after_an_outage_the_pool_is_not_left_to_its_backoff(pg_cluster, shared, pg_url, request):
+    """A pool whose reconnect attempts have backed off (psycopg_pool: 1, 2, 4, 8 s apart)
+    would go on refusing for seconds after the server is back; once a fresh connection
+    (the replica's listener) gets through, pooled reads answer at once."""
+    _, secret = Admin(shared).keys.create("partner-a")
+    store = open_store(pg_url, serving=True)
+    request.addfinalizer(store.close)
+    assert store.keys.find(apikeys.fingerprint(secret)).status == "active"
+    pg_cluster.stop()
+    try:
+        with pytest.raises(StoreUnreachable):  # the pool finds its connection broken and reconnects,
+            store.keys.find(apikeys.fingerprint(secret))  # attempts about 0, 1, 3, 7 s on, the next near 15 s
+        time.sleep(8)
+    finally:
+        pg_cluster.start()
+    store.listener().close()  # what the replica's follower does every poll until it gets through
+    # Without a new pool this waits for the old one's next attempt, past its 3 s timeout.
+    assert store.keys.find(apikeys.fingerprint(secret)).status == "active"
+
+
 def test_a_closed_replica_denies_and_leaves_no_connection_behind(shared, pg_url):
     """Closing stops the follower and the pool for good: nothing reconnects in the
     background (a pool left open retries a server that is gone, for hours)."""

@@ -138,9 +138,23 @@ class Database:
         """A connection of its own (not pooled): the start-up check, the change listener."""
         self._refuse_if_closed()
         try:
-            return psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
         except psycopg.Error as exc:
             raise self.failed(exc) from None
+        if self._fault is not None and self.serving:
+            self._renew_pool()
+        return conn
+
+    def _renew_pool(self) -> None:
+        """Start a new pool: the server answers a fresh connection while pooled use was
+        failing. The old pool reconnects on its own, but backs off (1, 2, 4, 8 … s between
+        attempts, psycopg_pool's schedule), so after a 10 s outage it would refuse for
+        up to 8 s more; a new pool connects at once. Work holding the old pool's
+        connections fails as it would have (a store error: deny)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close(timeout=0)
 
     def close(self) -> None:
         """Close the pool (serving) or this thread's connection, and open none again."""
