@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -408,9 +409,19 @@ def start_caddy(servers, caddyfile: str, port: int, tmp_path: Path) -> Server:
                    port, env=env, log=tmp_path / "caddy.log")
 
 
+def loopback_listens(text: str, listen: str, port: int) -> str:
+    """An nginx file's ``listen <listen>`` directives (any suffix kept, e.g.
+    ``default_server``) re-pointed to ``127.0.0.1:<port>``, IPv6 listens dropped."""
+    text = re.sub(r"^\s*listen\s+\[::\]:\d+[^;]*;\s*$", "", text, flags=re.M)
+    return re.sub(rf"\blisten\s+{re.escape(listen)}\b", f"listen 127.0.0.1:{port}", text)
+
+
 def nginx_conf(directory: Path, sites: str) -> Path:
     """A whole nginx.conf around ``sites`` with everything nginx writes inside
-    ``directory``, checked with ``nginx -t``."""
+    ``directory``, checked with ``nginx -t``; every ``listen`` must be on loopback (a
+    ``listen 80`` left over binds every interface, and fails when another test holds it)."""
+    for address in re.findall(r"^\s*listen\s+([^\s;]+)", sites, re.M):
+        assert address.startswith(("127.0.0.1:", "[::1]:", "unix:")), f"nginx would listen on {address}"
     directory.mkdir(parents=True, exist_ok=True)
     conf = directory / "nginx.conf"
     conf.write_text(f"""

@@ -22,7 +22,16 @@ from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, exte
 
 from authz.admin import Admin
 from authz.credentials import passwords
-from tests.conftest import BIN, ROOT, Server, free_port, gunicorn_env, nginx_binary, start_caddy
+from tests.conftest import (
+    BIN,
+    ROOT,
+    Server,
+    free_port,
+    gunicorn_env,
+    loopback_listens,
+    nginx_binary,
+    start_caddy,
+)
 
 pytestmark = pytest.mark.both_stores
 
@@ -83,8 +92,7 @@ def stack(tmp_path_factory, new_store):
                              log=tmp / "grpc.log")
         started.append(grpc_server)
         nginx_port, nginx_upstream = free_port(), free_port()
-        site = ((ROOT / "deploy" / "nginx" / "authz.conf").read_text()
-                .replace("listen 80;", f"listen 127.0.0.1:{nginx_port};")
+        site = (loopback_listens((ROOT / "deploy" / "nginx" / "authz.conf").read_text(), "80", nginx_port)
                 .replace("127.0.0.1:8080", f"127.0.0.1:{port}")
                 .replace("127.0.0.1:9000", f"127.0.0.1:{nginx_upstream}"))
         (tmp / "nginx.conf").write_text(f"""

@@ -14,7 +14,16 @@ import pytest
 import requests
 
 from authz.admin import Admin
-from tests.conftest import ROOT, add_user, free_port, nginx_binary, propagated, start_nginx, write_policy
+from tests.conftest import (
+    ROOT,
+    add_user,
+    free_port,
+    loopback_listens,
+    nginx_binary,
+    propagated,
+    start_nginx,
+    write_policy,
+)
 
 pytestmark = pytest.mark.both_stores
 
@@ -33,8 +42,7 @@ def stack(store, policy_dir, gunicorn, servers, tmp_path):
     write_policy(policy_dir, POLICY)
     authz = gunicorn(workers=2)
     port, upstream = free_port(), free_port()
-    site = (readme_nginx_block()
-            .replace("listen 80;", f"listen 127.0.0.1:{port};")
+    site = (loopback_listens(readme_nginx_block(), "80", port)
             .replace("127.0.0.1:8080", f"127.0.0.1:{authz.port}")
             .replace("127.0.0.1:9000", f"127.0.0.1:{upstream}"))
     assert f"127.0.0.1:{authz.port}" in site and f"127.0.0.1:{upstream}" in site
@@ -122,7 +130,8 @@ def test_path_tricks_are_normalised_or_refused(store, stack):
     add_user(store, "bob", "bob-pw", roles=["nobody"])
     auth = "Basic " + base64.b64encode(b"bob:bob-pw").decode()
     # /v1/orders/../../admin is /admin at the backend too: the admin route decides.
-    r = requests.get(stack.url + "/v1/orders/%2e%2e/%2e%2e/admin/x", headers={"Authorization": auth}, timeout=5)
+    sent = {"Host": "api.example.com", "Authorization": auth}
+    r = requests.get(stack.url + "/v1/orders/%2e%2e/%2e%2e/admin/x", headers=sent, timeout=5)
     assert r.status_code == 403
-    r = requests.get(stack.url + "/v1/orders%2F..%2F..%2Fadmin", headers={"Authorization": auth}, timeout=5)
+    r = requests.get(stack.url + "/v1/orders%2F..%2F..%2Fadmin", headers=sent, timeout=5)
     assert r.status_code == 403

@@ -8,11 +8,20 @@ import re
 import pytest
 import requests
 
-from tests.conftest import ROOT, free_port, start_nginx, write_policy
+from tests.conftest import ROOT, free_port, loopback_listens, start_nginx, write_policy
 from tests.pki import DAY, NOW, Pki, issue
 
 SPIFFE = "spiffe://corp/ns/payments/sa/api"
 ECHO = "service=$http_x_auth_service;user=$http_x_auth_user"
+API = "api.example.com"
+
+
+class ApiNameAdapter(requests.adapters.HTTPAdapter):
+    """Connects to the URL's address but says (SNI) and verifies ``API``."""
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        kwargs["server_hostname"] = API
+        super().init_poolmanager(*args, **kwargs)
 
 
 def readme_mtls_block() -> str:
@@ -24,7 +33,7 @@ def readme_mtls_block() -> str:
 def tls(store, policy_dir, gunicorn, servers, tmp_path):
     pki = Pki()
     server_ca = issue("Server CA", ca=True)
-    server = issue("localhost", server_ca, dns=["localhost"], ips=["127.0.0.1"], eku=())
+    server = issue("api.example.com", server_ca, dns=["api.example.com"], eku=())
     tls_dir = tmp_path / "tls"
     tls_dir.mkdir()
     (tls_dir / "server.pem").write_bytes(server.pem)
@@ -41,8 +50,7 @@ def tls(store, policy_dir, gunicorn, servers, tmp_path):
                     "require": {"use": "mesh", "principals": ["spiffe://corp/ns/payments/*"]}}]})
     authz = gunicorn(workers=2)
     port, upstream = free_port(), free_port()
-    site = (readme_mtls_block()
-            .replace("listen 443 ssl;", f"listen 127.0.0.1:{port} ssl;")
+    site = (loopback_listens(readme_mtls_block(), "443", port)
             .replace("/etc/nginx/tls", str(tls_dir))
             .replace("127.0.0.1:8080", f"127.0.0.1:{authz.port}")
             .replace("127.0.0.1:9000", f"127.0.0.1:{upstream}"))
@@ -53,6 +61,11 @@ def tls(store, policy_dir, gunicorn, servers, tmp_path):
     }}"""
     proc = start_nginx(servers, tmp_path, site + upstream_site, port)
 
+    # The block's default server refuses a handshake for any other name (or none): ask
+    # for the API's name, as a client resolving api.example.com to this nginx would.
+    session = requests.Session()
+    session.mount("https://", ApiNameAdapter())
+
     def get(path: str, cert=None):
         files = None
         if cert is not None:
@@ -60,8 +73,8 @@ def tls(store, policy_dir, gunicorn, servers, tmp_path):
             certfile.write_bytes(cert.pem + pki.intermediate.pem)
             keyfile.write_bytes(cert.key_pem)
             files = (str(certfile), str(keyfile))
-        return requests.get(f"https://127.0.0.1:{port}{path}", cert=files, verify=str(tls_dir / "server-ca.pem"),
-                            timeout=5)
+        return session.get(f"https://127.0.0.1:{port}{path}", cert=files, verify=str(tls_dir / "server-ca.pem"),
+                           headers={"Host": API}, timeout=5)
 
     deadline_ok = False
     for _ in range(100):

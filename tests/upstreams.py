@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import socket
 import ssl
@@ -35,7 +34,7 @@ from pathlib import Path
 
 import requests
 
-from tests.conftest import ROOT, Server
+from tests.conftest import ROOT, Server, loopback_listens
 
 PROTECTED_MARKERS = ("ADMIN-HANDLER", "APPROVE-HANDLER", "ADMIN-SECRET", "CAFE-HANDLER")
 
@@ -345,8 +344,7 @@ def nginx_site(file: str, listen: int, port: int, authz_port: int, upstream_port
     suffix kept, e.g. ``default_server``) → ``listen 127.0.0.1:<port>``, IPv6 listens
     dropped, authz and the API at their test ports, TLS files from ``tls_dir``."""
     text = (ROOT / "deploy" / "nginx" / file).read_text()
-    text = re.sub(r"^\s*listen\s+\[::\]:\d+[^;]*;\s*$", "", text, flags=re.M)
-    text = re.sub(rf"\blisten\s+{listen}\b", f"listen 127.0.0.1:{port}", text)
+    text = loopback_listens(text, str(listen), port)
     text = text.replace("127.0.0.1:8080", f"127.0.0.1:{authz_port}").replace(
         "127.0.0.1:9000", f"127.0.0.1:{upstream_port}")
     if tls_dir is not None:
