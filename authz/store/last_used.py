@@ -15,8 +15,9 @@ parsed there: the event keeps the ``IPAddress`` object the request already holds
 every ``DRAIN_SECONDS`` into per-key tallies it alone touches (the client network of an
 address is computed there, cached per address), and every ``interval`` seconds writes
 the last uses (``keys.touch``) and the tallies (``usage.add``), each one transaction.
-A tally the store refused (unavailable) is kept for the next write. Once per process
-and then every ``PRUNE_SECONDS``, usage older than ``retention`` seconds is pruned.
+A tally the store refused (unavailable) is kept for the next write. On its first round
+and then every ``PRUNE_SECONDS``, it prunes usage older than ``retention`` seconds
+(every process does: an indexed delete that finds nothing costs next to nothing).
 Everything is written once more as the process ends (``background.at_exit``: gunicorn
 and granian workers alike), so a SIGTERM loses nothing.
 """
@@ -98,8 +99,8 @@ class LastUsedRecorder:
         self._pending: dict[str, float] = {}
         self._events: deque[tuple[str, bool, IPAddress | None, str | None, bool, float]] = deque()
         self._tallies: dict[str, _Tally] = {}
-        self._next_write = 0.0
-        self._next_prune = 0.0  # the first write of a process prunes
+        self._next_write = 0.0  # set by the thread's first round
+        self._next_prune = 0.0
         self._lock = threading.Lock()  # one flush at a time (the thread, at exit, a test)
         # The flushing thread does not survive a fork: each worker starts its own.
         self._thread = ProcessThread("authz-last-used", self._tick, min(interval, DRAIN_SECONDS),
@@ -125,12 +126,18 @@ class LastUsedRecorder:
             self._thread.ensure_started()
 
     def _tick(self) -> None:
-        """The thread's round: drain the events; write when ``interval`` has passed."""
+        """The thread's round: drain the events; write once ``interval`` has passed since
+        the thread started or last wrote; prune on the first round, then every PRUNE_SECONDS."""
         with self._lock:
             self._drain()
-            if time.monotonic() < self._next_write:
-                return
-            self._write()
+            now = time.monotonic()
+            if not self._next_write:
+                self._next_write = now + self.interval
+            elif now >= self._next_write:
+                self._write()
+            if self.usage is not None and now >= self._next_prune:
+                self._next_prune = now + PRUNE_SECONDS
+                self._attempt(self.usage.prune, time.time() - self.retention, "could not prune API key usage")
 
     def flush(self) -> None:
         with self._lock:
@@ -160,9 +167,6 @@ class LastUsedRecorder:
             usage = [tally.record(key_id) for key_id, tally in self._tallies.items()]
             if self._attempt(self.usage.add, usage, f"could not record usage of {len(usage)} API key(s)"):
                 self._tallies = {}
-        if time.monotonic() >= self._next_prune:
-            self._next_prune = time.monotonic() + PRUNE_SECONDS
-            self._attempt(self.usage.prune, time.time() - self.retention, "could not prune API key usage")
 
     @staticmethod
     def _attempt(write: Callable, argument, failure: str) -> bool:
