@@ -87,6 +87,28 @@ def test_requests_after_a_rotation_count_for_the_old_key(store, make_client):
     assert admin.usage.view(new.id).rotation is None
 
 
+def test_on_postgresql_a_replica_serves_and_usage_goes_to_the_database(pg_url, policy_dir):
+    from authz.app import create_app
+    from authz.config import Settings
+    from authz.store.replica import Replica
+
+    shared = open_store(pg_url)
+    Admin(shared).init(60)
+    key, secret = Admin(shared).keys.create("partner-a", ["orders:read"])
+    write_policy(policy_dir, POLICY)
+    app = create_app(Settings(db_path=pg_url, policy_dir=policy_dir, decision_log="off"))
+    state = app.extensions["authz"]
+    assert isinstance(state.store, Replica)
+    client = app.test_client()
+    logged = shared.changes.latest()
+    assert [client.get("/auth-request", headers=ask(secret, path)).status_code
+            for path in ("/v1/orders/1", "/v1/orders/2", "/admin/x")] == [200, 200, 403]
+    assert shared.usage.hours(key.id, 0) == []  # in memory until the batch
+    state.store.last_used.flush()
+    assert hours(shared, key.id) == (2, 1) and shared.usage.last_request(key.id).route == "admin"
+    assert shared.changes.latest() == logged  # usage is nothing replicas follow
+
+
 def test_key_usage_off_counts_nothing(store, make_client):
     key, secret = Admin(store).keys.create("partner-a", ["orders:read"])
     client = make_client(POLICY, key_usage=False)
