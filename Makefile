@@ -42,9 +42,12 @@ run: $(BIN)/authz
 	echo
 	$(BIN)/authz serve --bind $(HOST):$(PORT) --workers $(WORKERS)
 
+# The whole suite, then the end-to-end files that touch the store (marked both_stores)
+# once more with the store on PostgreSQL (tests/conftest.py; skips say why).
 test: $(BIN)/authz servers
 	$(BIN)/ruff check .
 	$(BIN)/pytest
+	AUTHZ_TEST_STORE=postgresql $(BIN)/pytest -m both_stores -rs
 
 lint: $(BIN)/authz
 	$(BIN)/ruff check .

@@ -59,12 +59,16 @@ def build_state(settings: Settings | None = None) -> AuthzState:
     settings = settings or Settings.from_env()
     shared = open_store(settings.db_path, last_used_interval=settings.last_used_interval, serving=True,
                         usage_retention=settings.usage_retention_days * 86400.0)
-    shared.check_ready()
     store = serving_store(shared, settings.max_staleness)
-    context = Context(store=store, max_chain_length=settings.max_chain_length, password_guard=PasswordGuard(
-        settings.password_user_failures, settings.password_address_failures, settings.kdf_concurrency))
-    stamp = PolicyReloader.policy_files_stamp(settings.policy_dir)
-    engine, error = build_engine(settings, store, context)
+    try:
+        shared.check_ready()
+        context = Context(store=store, max_chain_length=settings.max_chain_length, password_guard=PasswordGuard(
+            settings.password_user_failures, settings.password_address_failures, settings.kdf_concurrency))
+        stamp = PolicyReloader.policy_files_stamp(settings.policy_dir)
+        engine, error = build_engine(settings, store, context)
+    except BaseException:
+        store.close()  # a refused start leaves no pool reconnecting behind it
+        raise
     reloader = PolicyReloader(engine, settings.policy_dir, context, stamp_before_load=stamp,
                               on_result=metrics.reload_result)
     reloader.error = error

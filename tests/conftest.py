@@ -1,5 +1,12 @@
-"""Shared fixtures: real SQLite stores, policy directories, the Flask app, and real
-servers (gunicorn, granian through ``authz serve``, nginx) on loopback ports."""
+"""Shared fixtures: real stores, policy directories, the Flask app, and real servers
+(gunicorn, granian through ``authz serve``, nginx) on loopback ports.
+
+The store is an SQLite file unless ``AUTHZ_TEST_STORE=postgresql``: then every store a
+test opens through ``store`` / ``new_store`` is a fresh database on the session's
+PostgreSQL cluster, and every server and CLI command is pointed at it (``store.url``).
+`make test` runs the end-to-end files that touch the store once more that way (the
+``both_stores`` marker); a test about SQLite itself says so with ``sqlite_only``.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +18,10 @@ import socket
 import subprocess
 import sys
 import time
+import weakref
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import requests
@@ -26,6 +36,10 @@ from authz.store import Store, open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+STORE_BACKENDS = ("sqlite", "postgresql")
+STORE_BACKEND = os.environ.get("AUTHZ_TEST_STORE", "sqlite")
+ON_POSTGRESQL = STORE_BACKEND == "postgresql"
+T = TypeVar("T")
 
 # Argon2id at full strength costs ~40 ms a hash; tests hash few passwords, so keep it.
 
@@ -41,6 +55,27 @@ def write_policy(directory: Path, document: dict, name: str = "policy.json") -> 
     path = directory / name
     path.write_text(json.dumps(document, indent=2))
     return path
+
+
+def pytest_configure(config) -> None:
+    if STORE_BACKEND not in STORE_BACKENDS:
+        raise pytest.UsageError(f"AUTHZ_TEST_STORE={STORE_BACKEND!r}: expected one of {', '.join(STORE_BACKENDS)}")
+
+
+def pytest_report_header(config) -> str:
+    return f"store: {STORE_BACKEND} (AUTHZ_TEST_STORE)"
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """A test about SQLite itself (its file, WAL, locks) has nothing to say on PostgreSQL:
+    skipped there, with its reason, never passing silently."""
+    if not ON_POSTGRESQL:
+        return
+    for item in items:
+        marker = item.get_closest_marker("sqlite_only")
+        if marker is not None:
+            reason = marker.args[0] if marker.args else "about the SQLite file"
+            item.add_marker(pytest.mark.skip(reason=f"SQLite only: {reason}"))
 
 
 @pytest.fixture(scope="session")
@@ -59,15 +94,97 @@ def pg_cluster():
 
 @pytest.fixture
 def pg_url(pg_cluster) -> str:
-    """The URL of a fresh, empty database on the session's PostgreSQL server."""
-    return pg_cluster.database()
+    """The URL of a fresh, empty database on the session's PostgreSQL server, dropped
+    after the test."""
+    url = pg_cluster.database()
+    yield url
+    pg_cluster.drop(url)
+
+
+_STORE_DIRS: dict[str, Path] = {}  # a PostgreSQL store's URL -> the test directory it belongs to
+
+
+class StoreFactory:
+    """Opens migrated stores for tests (the ``new_store`` fixture): the SQLite file
+    ``directory/name``, or with ``AUTHZ_TEST_STORE=postgresql`` a fresh database on the
+    session's cluster. Whoever opens one discards it when its scope ends."""
+
+    def __init__(self, cluster) -> None:
+        self.cluster = cluster
+        self.opened: weakref.WeakSet = weakref.WeakSet()
+
+    def __call__(self, directory: Path, name: str = "authz.db", **options) -> Store:
+        url = self.cluster.database() if self.cluster is not None else directory / name
+        s = open_store(url, **options)
+        self.opened.add(s)
+        if self.cluster is not None:
+            _STORE_DIRS[s.url] = directory
+        s.migrate()
+        return s
+
+    def discard(self, store: Store) -> None:
+        """Close ``store``; on PostgreSQL drop its database too (ending what a server
+        still holds on it)."""
+        store.close()
+        if self.cluster is not None:
+            self.cluster.drop(store.url)
+
+
+@pytest.fixture(scope="session")
+def new_store(request) -> StoreFactory:
+    """The session's ``StoreFactory``; what is still open at its end is closed then,
+    before the cluster goes."""
+    factory = StoreFactory(request.getfixturevalue("pg_cluster") if ON_POSTGRESQL else None)
+    yield factory
+    for s in list(factory.opened):
+        s.close()
+
+
+def store_dir(store: Store) -> Path:
+    """The test directory a store belongs to (its file's, for SQLite): where the servers
+    started on it keep their logs."""
+    path = getattr(store, "path", None)
+    return Path(path).parent if path is not None else _STORE_DIRS[store.url]
 
 
 @pytest.fixture
-def store(tmp_path) -> Store:
-    s = open_store(tmp_path / "authz.db", last_used_interval=0.05)
-    s.migrate()
-    return s
+def store(new_store, tmp_path) -> Store:
+    s = new_store(tmp_path, last_used_interval=0.05)
+    yield s
+    new_store.discard(s)
+
+
+PROPAGATION_TIMEOUT = 10.0  # seconds; generous: issue 14 promises 1 s, bench/replicas.py measures it
+
+
+def propagated(ask: Callable[[], T], arrived: Callable[[T], bool]) -> T:
+    """``ask()`` for the first answer after a store write, which the caller then asserts on.
+
+    On SQLite every worker reads the file: the very next answer must show the write, so
+    this asks once. On PostgreSQL each serving process learns of a write from the change
+    log a moment later: this asks again until ``arrived(answer)``, for at most
+    ``PROPAGATION_TIMEOUT`` seconds, and returns the last answer either way."""
+    answer = ask()
+    deadline = time.monotonic() + PROPAGATION_TIMEOUT
+    while ON_POSTGRESQL and not arrived(answer) and time.monotonic() < deadline:
+        time.sleep(0.02)
+        answer = ask()
+    return answer
+
+
+def propagated_to_every_worker(server: Server, headers: dict[str, str], status: int,
+                               path: str = "/auth-request") -> None:
+    """After a store write, on PostgreSQL: ask each worker of ``server`` until it answers
+    ``status`` (see ``propagated``), so that what the test asserts next holds for all of
+    them. On SQLite nothing: the next request to any worker must already show it."""
+    if not ON_POSTGRESQL:
+        return
+    pending, deadline = set(server.workers()), time.monotonic() + PROPAGATION_TIMEOUT
+    while pending:
+        assert time.monotonic() < deadline, f"workers {pending} still do not answer {status}"
+        pid, answered = ask_on_a_worker(server, {"X-Original-Method": "GET", **headers}, path)
+        if answered == status:
+            pending.discard(pid)
 
 
 @pytest.fixture
@@ -93,10 +210,14 @@ def make_client(store, policy_dir):
         if document is not None:
             write_policy(policy_dir, document)
         settings.setdefault("decision_log", "off")
-        app = create_app(Settings(db_path=store.path, policy_dir=policy_dir, **settings))
+        app = create_app(Settings(db_path=store.url, policy_dir=policy_dir, **settings))
+        apps.append(app)
         return app.test_client()
 
-    return make
+    apps: list = []
+    yield make
+    for app in apps:
+        app.extensions["authz"].store.close()
 
 
 class Server:
@@ -217,8 +338,8 @@ def servers():
 
 def gunicorn_env(store: Store, policy_dir: Path, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHZ_")}
-    env.update(AUTHZ_DB=str(store.path), AUTHZ_POLICY_DIR=str(policy_dir), AUTHZ_LAST_USED_INTERVAL="0.2",
-               AUTHZ_DECISION_LOG=str(Path(store.path).parent / "decisions.log"))
+    env.update(AUTHZ_DB=store.url, AUTHZ_POLICY_DIR=str(policy_dir), AUTHZ_LAST_USED_INTERVAL="0.2",
+               AUTHZ_DECISION_LOG=str(store_dir(store) / "decisions.log"))
     env.update(extra)
     return env
 

@@ -4,6 +4,10 @@
 PostgreSQL refuses to run as root, and CI runs as root: then the cluster runs as the
 ``postgres`` user the Debian package creates (or, without it, a system user created
 here), through ``runuser``. fsync is off: the data is thrown away anyway.
+
+Connections over TCP need a password (SCRAM), as a real deployment's do: every URL the
+tests hand to authz carries one, so a password that went missing on the way (a forked
+worker's pool, the listener) fails, and one that reached a log is found there.
 """
 
 from __future__ import annotations
@@ -11,12 +15,14 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import secrets
 import shutil
 import subprocess
 import tempfile
 import time
 from itertools import count
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 
@@ -62,6 +68,7 @@ class Cluster:
         self.data = self.root / "data"
         self.sockets = self.root / "sockets"
         self.log = self.root / "server.log"
+        self.password = "pw-" + secrets.token_urlsafe(16)
         self._names = count(1)
         self.sockets.mkdir()
         if self.user is not None:
@@ -76,8 +83,14 @@ class Cluster:
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, cwd=self.root)
 
     def init(self) -> Cluster:
-        done = self._run("initdb", "-D", str(self.data), "-U", "authz", "--auth=trust", "-E", "UTF8",
-                         "--no-sync", "--locale=C")
+        pwfile = self.root / "password"
+        pwfile.write_text(self.password + "\n")
+        if self.user is not None:
+            entry = pwd.getpwnam(self.user)
+            os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+        done = self._run("initdb", "-D", str(self.data), "-U", "authz", "--auth-local=trust",
+                         "--auth-host=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync", "--locale=C")
+        pwfile.unlink()
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed: {done.stderr or done.stdout}")
         with open(self.data / "postgresql.conf", "a") as conf:
@@ -99,7 +112,7 @@ class Cluster:
         return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
 
     def url(self, database: str = "postgres") -> str:
-        return f"postgresql://authz@127.0.0.1:{self.port}/{database}"
+        return f"postgresql://authz:{self.password}@127.0.0.1:{self.port}/{database}"
 
     def database(self) -> str:
         """A new empty database; its URL."""
@@ -107,6 +120,13 @@ class Cluster:
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
         return self.url(name)
+
+    def drop(self, url: str) -> None:
+        """Drop the database of ``url`` (one ``database()`` made), ending the sessions still
+        on it: a test's databases go with the test (each is a 7 MB copy of template0)."""
+        name = urlsplit(url).path.lstrip("/")
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def wait_down(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout

@@ -14,6 +14,8 @@ import yaml
 
 from tests.conftest import BIN, ROOT, caddy_binary
 
+pytestmark = pytest.mark.both_stores
+
 DEPLOY = ROOT / "deploy"
 CONTRACT_HEADERS = ["X-Auth-Principal", "X-Auth-User", "X-Auth-Client", "X-Auth-Service", "X-Auth-Methods",
                     "X-Auth-Scopes", "X-Auth-Route", "X-Auth-Token"]
@@ -202,7 +204,7 @@ def test_systemd_units():
 
 
 def test_gunicorn_config_loads_the_app(tmp_path, store):
-    env = {**os.environ, "AUTHZ_DB": str(store.path), "AUTHZ_POLICY_DIR": str(ROOT / "policies")}
+    env = {**os.environ, "AUTHZ_DB": store.url, "AUTHZ_POLICY_DIR": str(ROOT / "policies")}
     result = subprocess.run([str(BIN / "gunicorn"), "--check-config", "-c", str(DEPLOY / "gunicorn.conf.py"),
                              "wsgi:app"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -14,6 +14,8 @@ import pytest
 
 from tests.conftest import BIN, write_policy
 
+pytestmark = pytest.mark.both_stores
+
 COMMANDS = [("keys", "list"), ("keys", "create", "--principal", "p"), ("users", "disable", "nobody"),
             ("tokens", "revoke", "--jti", "j1"), ("keys", "revoke", "key_x")]
 
@@ -31,6 +33,7 @@ def one_line_failure(result) -> str:
     return lines[0]
 
 
+@pytest.mark.sqlite_only("another process holding SQLite's write lock")
 def test_a_locked_store_waits_a_bounded_time_then_says_so(store):
     holder = sqlite3.connect(store.path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # another process is writing
@@ -44,6 +47,7 @@ def test_a_locked_store_waits_a_bounded_time_then_says_so(store):
         holder.close()
 
 
+@pytest.mark.sqlite_only("the SQLite file overwritten")
 @pytest.mark.parametrize("args", COMMANDS)
 def test_a_corrupted_store_is_one_line(store, args):
     with sqlite3.connect(store.path) as conn:  # everything in the main file, nothing left in the WAL
@@ -55,6 +59,7 @@ def test_a_corrupted_store_is_one_line(store, args):
     assert str(store.path) in line
 
 
+@pytest.mark.sqlite_only("SQLite's file and WAL at the size limit")
 def test_a_full_disk_is_one_line(store):
     files = [f"{store.path}{suffix}" for suffix in ("", "-wal")]
     size = max(os.path.getsize(f) for f in files if os.path.exists(f)) + 1
@@ -71,6 +76,7 @@ def test_a_full_disk_is_one_line(store):
     assert "credential store" in line
 
 
+@pytest.mark.sqlite_only("a missing SQLite file is not created")
 def test_a_missing_store_is_never_created(tmp_path):
     missing = tmp_path / "nowhere.db"
     for args in COMMANDS:
@@ -80,12 +86,12 @@ def test_a_missing_store_is_never_created(tmp_path):
 
 def test_the_cli_never_touches_metrics_state(store, tmp_path):
     gone = tmp_path / "no-such-dir"
-    result = run(store.path, "keys", "create", "--principal", "p", env={"PROMETHEUS_MULTIPROC_DIR": str(gone)})
+    result = run(store.url, "keys", "create", "--principal", "p", env={"PROMETHEUS_MULTIPROC_DIR": str(gone)})
     assert result.returncode == 0, result.stderr
     present = tmp_path / "prom"
     present.mkdir()
     for args in COMMANDS[:2]:
-        run(store.path, *args, env={"PROMETHEUS_MULTIPROC_DIR": str(present)})
+        run(store.url, *args, env={"PROMETHEUS_MULTIPROC_DIR": str(present)})
     assert list(present.iterdir()) == []
     assert not gone.exists()
 

@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from ipaddress import ip_address
 
+import pytest
 import requests
 
 from authz.authenticators import Context
@@ -23,6 +24,8 @@ from authz.policy import load_policy
 from authz.request import CheckRequest
 from tests.conftest import add_user, write_policy
 from tests.test_gunicorn import authz
+
+pytestmark = pytest.mark.both_stores
 
 POLICY = {"authenticators": {"staff": {"type": "basic", "realm": "staff"}, "key": {"type": "api_key"}},
           "routes": [{"id": "admin", "match": {"paths": ["/admin/**"]}, "require": "staff"},

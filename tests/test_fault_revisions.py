@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from authz.admin.policy_snapshots import save_snapshot
@@ -21,6 +22,8 @@ from authz.authenticators import Context
 from authz.engine import DecisionEngine
 from authz.policy import load_policy
 from authz.policy.reloader import PolicyReloader
+
+pytestmark = pytest.mark.both_stores
 
 OPEN = {"authenticators": {"public": {"type": "anonymous"}},
         "routes": [{"id": "orders", "match": {"paths": ["/v1/**"]}, "require": "public"}]}

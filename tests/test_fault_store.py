@@ -12,11 +12,15 @@ import threading
 import time
 from collections import Counter
 
+import pytest
 import requests
 
 from authz.admin import Admin
 from tests.conftest import write_policy
 from tests.test_gunicorn import POLICY, authz
+
+pytestmark = [pytest.mark.both_stores,
+              pytest.mark.sqlite_only("the SQLite file replaced, deleted, truncated or corrupted under the servers")]
 
 ANON = {"id": "public-probe", "match": {"paths": ["/public"]}, "require": "public"}
 

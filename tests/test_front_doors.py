@@ -22,8 +22,9 @@ from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, exte
 
 from authz.admin import Admin
 from authz.credentials import passwords
-from authz.store import open_store
 from tests.conftest import BIN, ROOT, Server, free_port, gunicorn_env, nginx_binary, start_caddy
+
+pytestmark = pytest.mark.both_stores
 
 POLICY = json.loads((ROOT / "policies" / "api.json").read_text())
 # Beside it: a browser's publishable key, from the shop's origin only, read-only on a
@@ -56,10 +57,9 @@ def basic(user: str, password: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def stack(tmp_path_factory, new_store):
     tmp = tmp_path_factory.mktemp("doors")
-    store = open_store(tmp / "authz.db")
-    store.migrate()
+    store = new_store(tmp)
     policy_dir = tmp / "policies"
     policy_dir.mkdir()
     (policy_dir / "api.json").write_text(json.dumps(POLICY))
@@ -78,7 +78,7 @@ def stack(tmp_path_factory):
                        port, env=gunicorn_env(store, policy_dir), log=tmp / "gunicorn.log")
         started.append(authz.wait())
         grpc_port = free_port()
-        grpc_server = Server([str(BIN / "authz"), "--db", str(store.path), "grpc", "--bind",
+        grpc_server = Server([str(BIN / "authz"), "--db", store.url, "grpc", "--bind",
                               f"127.0.0.1:{grpc_port}"], grpc_port, env=gunicorn_env(store, policy_dir),
                              log=tmp / "grpc.log")
         started.append(grpc_server)
@@ -125,6 +125,7 @@ http {{
     finally:
         for server in reversed(started):
             server.stop()
+        new_store.discard(store)
 
 
 def via_nginx(stack, method, path, headers):
@@ -275,7 +276,7 @@ def test_grpc_peer_certificate(stack, tmp_path):
         "authenticators": {"mesh": {"type": "mtls", "ca_file": "keys/ca.pem", "cert_sources": ["envoy_grpc"]}},
         "routes": [{"id": "mesh", "require": "mesh"}]}))
     port = free_port()
-    server = Server([str(BIN / "authz"), "--db", str(stack["store"].path), "grpc", "--bind", f"127.0.0.1:{port}"],
+    server = Server([str(BIN / "authz"), "--db", stack["store"].url, "grpc", "--bind", f"127.0.0.1:{port}"],
                     port, env=gunicorn_env(stack["store"], policy_dir), log=tmp_path / "grpc.log")
     try:
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -301,7 +302,7 @@ def test_grpc_reloads_policy_on_sighup_and_keeps_it_when_broken(stack, tmp_path)
     (policy_dir / "a.json").write_text(json.dumps(
         {"authenticators": {"p": {"type": "anonymous"}}, "routes": [{"id": "open", "require": "p"}]}))
     port = free_port()
-    server = Server([str(BIN / "authz"), "--db", str(stack["store"].path), "grpc", "--bind", f"127.0.0.1:{port}"],
+    server = Server([str(BIN / "authz"), "--db", stack["store"].url, "grpc", "--bind", f"127.0.0.1:{port}"],
                     port, env=gunicorn_env(stack["store"], policy_dir), log=tmp_path / "grpc.log")
     try:
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -328,7 +329,7 @@ def test_grpc_reloads_policy_on_sighup_and_keeps_it_when_broken(stack, tmp_path)
 def test_grpc_untrusted_peer(stack, tmp_path):
     port = free_port()
     env = gunicorn_env(stack["store"], ROOT / "policies", AUTHZ_TRUSTED_PROXIES="10.0.0.0/8")
-    server = Server([str(BIN / "authz"), "--db", str(stack["store"].path), "grpc", "--bind", f"127.0.0.1:{port}"],
+    server = Server([str(BIN / "authz"), "--db", stack["store"].url, "grpc", "--bind", f"127.0.0.1:{port}"],
                     port, env=env, log=tmp_path / "grpc.log")
     try:
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")

@@ -11,6 +11,8 @@ from authz.admin import Admin
 from authz.observability.metrics import FLUSH_SECONDS
 from tests.conftest import ROOT, write_policy
 
+pytestmark = pytest.mark.both_stores
+
 POLICY = json.loads((ROOT / "policies" / "api.json").read_text())
 
 

@@ -10,6 +10,8 @@ from authz.admin import Admin
 from authz.cli import main
 from tests.conftest import ROOT, write_policy
 
+pytestmark = pytest.mark.both_stores
+
 
 def cli(*args, db=None):
     prefix = ["--db", str(db)] if db else []
@@ -78,7 +80,7 @@ def explain_db(store, policy_dir):
     (["GET", "https://h/v1/%2e%2e/%2e%2e/x"], None),
 ])
 def test_explain_names_the_cause(explain_db, policy_dir, args, line):
-    result = cli("policy", "explain", *args, "--policy-dir", str(policy_dir), db=explain_db.path)
+    result = cli("policy", "explain", *args, "--policy-dir", str(policy_dir), db=explain_db.url)
     if line is None:
         assert result.exit_code != 0 and "ambiguous request target" in result.output
         return
@@ -90,11 +92,11 @@ def test_explain_names_the_cause(explain_db, policy_dir, args, line):
 def test_explain_dry_run_key_applies_every_check(explain_db, policy_dir):
     record, _ = Admin(explain_db).keys.create("partner-a", ["orders:read"])
     ok = cli("policy", "explain", "GET", "https://h/v1/orders", "--as-key", record.id, "--policy-dir",
-             str(policy_dir), db=explain_db.path)
+             str(policy_dir), db=explain_db.url)
     assert "decision: ALLOW (200) as partner-a" in ok.output
     Admin(explain_db).keys.revoke(record.id)
     revoked = cli("policy", "explain", "GET", "https://h/v1/orders", "--as-key", record.id, "--policy-dir",
-                  str(policy_dir), "--json", db=explain_db.path)
+                  str(policy_dir), "--json", db=explain_db.url)
     body = json.loads(revoked.output)
     assert body["reason"] == "credential_revoked"
     assert body["explain"]["requirement"][0]["outcome"] == "invalid"

@@ -26,6 +26,8 @@ from authz.request import CheckRequest
 from authz.store import StoreError, open_store
 from tests.conftest import BIN, engine_for, write_policy
 
+pytestmark = pytest.mark.both_stores
+
 SHOP = "https://shop.example.com"
 POLICY = {
     "authenticators": {"browser": {"type": "api_key", "publishable": True},
@@ -218,7 +220,7 @@ def test_one_route_takes_both_kinds_each_by_its_own_authenticator(keys, decide):
     assert decide(keys["sk"], None).principal.authenticator == "partner"
 
 
-def test_the_checks_of_every_key_still_apply(store, keys, decide):
+def test_the_checks_of_every_key_still_apply(store, keys, decide, tmp_path):
     record, pk = Admin(store).keys.create("kiosk", publishable=True, origins=[SHOP], allow_ips=["203.0.113.0/24"])
     assert decide(pk, path="/v1/cart", client_ip="203.0.113.9").allowed
     d = decide(pk, path="/v1/cart")
@@ -228,9 +230,9 @@ def test_the_checks_of_every_key_still_apply(store, keys, decide):
     live_only = {**POLICY, "authenticators": {**POLICY["authenticators"],
                                               "browser": {"type": "api_key", "publishable": True,
                                                           "environments": ["live"]}}}
-    write_policy(store.path.parent / "live", live_only)
+    write_policy(tmp_path / "live", live_only)
     _, test_key = Admin(store).keys.create("web-shop", env="test", publishable=True, origins=[SHOP])
-    d = engine_for(store, store.path.parent / "live").decide(CheckRequest.build(
+    d = engine_for(store, tmp_path / "live").decide(CheckRequest.build(
         "GET", "/v1/cart", "h", headers={"X-API-Key": test_key, "Origin": SHOP}))
     assert (d.reason, d.detail) == (Reason.CREDENTIALS_INVALID, "test keys are not accepted here")
 
@@ -289,7 +291,7 @@ def cli(store, policy_dir):
     write_policy(policy_dir, POLICY)
 
     def cli(*args, ok=True):
-        result = CliRunner().invoke(main, ["--db", str(store.path), "keys", "create", "--principal", "web-shop",
+        result = CliRunner().invoke(main, ["--db", store.url, "keys", "create", "--principal", "web-shop",
                                            "--policy-dir", str(policy_dir), *args])
         assert (result.exit_code == 0) == ok, result.output
         return result.output
@@ -302,7 +304,7 @@ def test_cli_creates_a_publishable_key(store, cli):
               "--env", "test")
     key = next(line for line in out.splitlines() if line.startswith("pk_test_"))
     assert apikeys.parse(key) == "test" and "not secret" in out and "origins: https://shop.example.com" in out
-    listed = json.loads(CliRunner().invoke(main, ["--db", str(store.path), "keys", "list", "--json"]).output)
+    listed = json.loads(CliRunner().invoke(main, ["--db", store.url, "keys", "list", "--json"]).output)
     assert [(k["publishable"], k["origins"], k["scopes"]) for k in listed] == [
         (True, [SHOP, "https://*.example.com"], ["catalog:read"])]
     assert key not in json.dumps(listed)
@@ -344,7 +346,7 @@ def test_cli_refuses_scopes_it_cannot_check(store, tmp_path, cli):
 
 def test_policy_explain_as_a_publishable_key(store, policy_dir, keys):
     def explain(*headers):
-        args = ["--db", str(store.path), "policy", "explain", "GET", "https://api.example.com/v1/catalog/1",
+        args = ["--db", store.url, "policy", "explain", "GET", "https://api.example.com/v1/catalog/1",
                 "--as-key", keys["pk_id"], "--policy-dir", str(policy_dir), "--json"]
         for header in headers:
             args += ["-H", header]
@@ -421,7 +423,7 @@ def test_a_store_from_before_migrates_with_its_keys_secret(request, tmp_path, ba
 
 def test_through_a_real_server(store, policy_dir, server):
     write_policy(policy_dir, POLICY)
-    created = subprocess.run([str(BIN / "authz"), "--db", str(store.path), "keys", "create", "--principal",
+    created = subprocess.run([str(BIN / "authz"), "--db", store.url, "keys", "create", "--principal",
                               "web-shop", "--publishable", "--origin", SHOP, "--scope", "catalog:read",
                               "--policy-dir", str(policy_dir), "--json"],
                              capture_output=True, text=True, timeout=30, check=True)

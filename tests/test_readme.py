@@ -5,7 +5,11 @@ import os
 import re
 import subprocess
 
+import pytest
+
 from tests.conftest import ROOT
+
+pytestmark = pytest.mark.both_stores
 
 
 def readme_commands() -> list[str]:
@@ -24,11 +28,11 @@ def readme_commands() -> list[str]:
 def test_readme_walkthrough(store, gunicorn, tmp_path):
     server = gunicorn(workers=2, AUTHZ_POLICY_DIR=str(ROOT / "policies"))
     demo = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "authz"), "--db", str(store.path), "keys", "create",
+        [str(ROOT / ".venv" / "bin" / "authz"), "--db", store.url, "keys", "create",
          "--principal", "demo-partner", "--scope", "orders:read", "--env", "test", "--json"],
         capture_output=True, text=True, check=True)
     key = re.search(r'"key": "(sk_test_\w+)"', demo.stdout).group(1)
-    env = {**os.environ, "KEY": key, "AUTHZ_DB": str(store.path)}
+    env = {**os.environ, "KEY": key, "AUTHZ_DB": store.url}
     statuses = []
     for command in readme_commands():
         command = command.replace("127.0.0.1:8080", f"127.0.0.1:{server.port}")

@@ -10,6 +10,8 @@ import time
 import pytest
 import requests
 
+pytestmark = pytest.mark.both_stores
+
 
 def policy(version: str) -> tuple[dict, dict]:
     """Two files that only make sense together: a.json's route uses b.json's authenticator."""

@@ -7,12 +7,21 @@ from __future__ import annotations
 
 import time
 
+import psycopg
 import pytest
 
 from authz.admin import Admin
+from authz.config import Settings
 from authz.credentials import apikeys
-from authz.store import StoreUnreachable, open_store, serving_store
+from authz.store import StoreUnavailable, StoreUnreachable, open_store, serving_store
 from authz.store.replica import MISS_POLL_SECONDS, Replica
+
+
+def _sessions(url: str) -> int:
+    """Connections to the database of ``url`` but this one: what its stores hold open."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                            "AND pid <> pg_backend_pid()").fetchone()[0]
 
 
 def eventually(check, timeout: float = 5.0) -> None:
@@ -28,14 +37,16 @@ def shared(pg_url):
     store = open_store(pg_url, last_used_interval=3600)
     store.migrate()
     Admin(store).signing_keys.ensure(60)
-    return store
+    yield store
+    store.close()
 
 
 @pytest.fixture
 def replica(pg_url, shared) -> Replica:
     served = serving_store(open_store(pg_url, serving=True), max_staleness=30)
     assert isinstance(served, Replica)
-    return served
+    yield served
+    served.close()  # else its follower and pool outlive the test, and the cluster
 
 
 def test_sqlite_is_served_as_it_is(tmp_path):
@@ -98,8 +109,19 @@ def test_a_new_key_works_at_once_and_invalid_keys_do_not_reach_the_store(shared,
     assert _polls(replica) - polls <= elapsed / 0.05 + 2  # the change log at most every 50 ms
 
 
+def test_a_key_created_just_after_the_follower_read_the_log_works_at_once(shared, pg_url, request):
+    """The follower's own reads of the change log (its poll, a notification) do not use
+    up the misses' budget: a key made right after one is found on its first request."""
+    replica = Replica(open_store(pg_url, serving=True), 30, listener=None, poll_seconds=3600)
+    request.addfinalizer(replica.close)
+    assert replica.problem() is None  # following: the whole state loaded, the follower asleep
+    replica.catch_up()  # as the follower does on its poll or a notification, just now
+    _, secret = Admin(shared).keys.create("partner-a")
+    assert replica.keys.find(apikeys.fingerprint(secret)).principal == "partner-a"
+
+
 def _polls(replica: Replica) -> int:
-    return replica.polls
+    return replica.miss_polls
 
 
 def test_signing_keys_and_jwks_are_the_stores(shared, replica):
@@ -111,11 +133,12 @@ def test_signing_keys_and_jwks_are_the_stores(shared, replica):
     assert [k["kid"] for k in replica.signing_keys.published()] == [rotation.kid, first.kid]
 
 
-def test_past_the_staleness_bound_the_store_is_denied_and_it_recovers(pg_cluster, shared, pg_url):
+def test_past_the_staleness_bound_the_store_is_denied_and_it_recovers(pg_cluster, shared, pg_url, request):
     admin = Admin(shared)
     _, secret = admin.keys.create("partner-a")
     fp = apikeys.fingerprint(secret)
     replica = Replica(open_store(pg_url, serving=True), max_staleness=1.5, listener=None, poll_seconds=0.2)
+    request.addfinalizer(replica.close)
     assert replica.keys.find(fp).status == "active" and replica.problem() is None
     pg_cluster.stop()
     try:
@@ -129,3 +152,34 @@ def test_past_the_staleness_bound_the_store_is_denied_and_it_recovers(pg_cluster
         pg_cluster.start()
     eventually(lambda: replica.problem() is None, timeout=15)
     assert replica.keys.find(fp).status == "active"
+
+
+def test_a_closed_replica_denies_and_leaves_no_connection_behind(shared, pg_url):
+    """Closing stops the follower and the pool for good: nothing reconnects in the
+    background (a pool left open retries a server that is gone, for hours)."""
+    _, secret = Admin(shared).keys.create("partner-a")
+    replica = serving_store(open_store(pg_url, serving=True), max_staleness=30)
+    assert replica.keys.find(apikeys.fingerprint(secret)).status == "active"  # following: pool and listener open
+    assert _sessions(pg_url) >= 2
+    shared.close()
+    replica.close()
+    for closed in (replica.keys, replica.base.keys, shared.keys):  # no pool or connection made afresh
+        with pytest.raises(StoreUnavailable, match="closed"):
+            closed.find(apikeys.fingerprint(secret))
+    assert "closed" in replica.problem()
+    eventually(lambda: _sessions(pg_url) == 0)
+    time.sleep(2 * replica.poll_seconds)  # a follower that woke up again would reconnect now
+    assert _sessions(pg_url) == 0
+
+
+def test_a_refused_start_leaves_no_connection_behind(shared, pg_url, tmp_path):
+    """A policy that does not load (and no snapshot to serve instead): the start is
+    refused, and the pool it opened to look for a snapshot is closed, not left retrying."""
+    from authz.policy import PolicyError
+    from authz.service import build_state
+
+    (tmp_path / "p.json").write_text('{"routes": [{"id": "x", "require": "nobody"}]}')
+    with pytest.raises(PolicyError):
+        build_state(Settings(db_path=pg_url, policy_dir=tmp_path, decision_log="off"))
+    shared.close()
+    eventually(lambda: _sessions(pg_url) == 0)

@@ -72,6 +72,8 @@ def test_open_store_urls(tmp_path, monkeypatch):
     assert open_store(":memory:").location == ":memory:"
     assert open_store("postgresql://authz:s3cret@db:5433/authz").location == "postgresql://authz:***@db:5433/authz"
     assert open_store("postgres://authz@db/authz").location == "postgres://authz@db/authz"
+    assert open_store("postgresql://authz:s3cret@db:5433/authz").url == "postgresql://authz:s3cret@db:5433/authz"
+    assert open_store(open_store("sqlite:///rel.db").url).location == "rel.db"  # url: what reopens it
     with pytest.raises(StoreError, match="'mysql'"):
         open_store("mysql://db/authz")
 
@@ -517,7 +519,7 @@ def test_policy_snapshots_newest_and_retention(store):
 # -- a second handle on the same store ---------------------------------------------------------------
 
 def test_writes_are_seen_by_another_handle_at_once(file_store, tmp_path):
-    other = open_store(file_store.location)
+    other = open_store(file_store.url)
     admin = Admin(file_store)
     record, secret = admin.keys.create("partner-a")
     assert other.keys.find(apikeys.fingerprint(secret)).status == "active"
@@ -565,7 +567,7 @@ def test_a_reader_following_the_change_log_misses_no_concurrent_write(file_store
     import threading
 
     admin = Admin(file_store)
-    reader = open_store(file_store.location)
+    reader = open_store(file_store.url)
     seen: list[int] = []
     done = threading.Event()
 
@@ -583,7 +585,7 @@ def test_a_reader_following_the_change_log_misses_no_concurrent_write(file_store
 
     follower = threading.Thread(target=follow)
     follower.start()
-    writers = [threading.Thread(target=lambda n=n: [revoke(Admin(open_store(file_store.location)).store, "jti",
+    writers = [threading.Thread(target=lambda n=n: [revoke(Admin(open_store(file_store.url)).store, "jti",
                                                            f"w{n}-{i}") for i in range(25)]) for n in range(4)]
     for writer in writers:
         writer.start()

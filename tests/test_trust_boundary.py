@@ -24,7 +24,7 @@ import secrets
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import jwt
 import pytest
@@ -32,8 +32,8 @@ import requests
 
 from authz.admin import Admin
 from authz.credentials import passwords
-from authz.store import Store, open_store
-from tests.conftest import Server, free_port, gunicorn_env
+from authz.store import Store
+from tests.conftest import Server, free_port, gunicorn_env, store_dir
 from tests.pki import Pki
 from tests.upstreams import (
     PROTECTED_MARKERS,
@@ -52,6 +52,8 @@ from tests.upstreams import (
     start_nginx_at,
     wait_listening,
 )
+
+pytestmark = pytest.mark.both_stores
 
 SPIFFE = "spiffe://corp/ns/payments/sa/api"
 API = "api.example.com"
@@ -93,10 +95,10 @@ def trust_policy() -> dict:
     }
 
 
-def make_store(tmp: Path, pki: Pki, policy: dict) -> tuple[Store, Path, dict]:
-    """Store (keys, a Basic user, a signing key) and policy directory for a stack."""
-    store = open_store(tmp / "authz.db")
-    store.migrate()
+def make_store(new_store, tmp: Path, pki: Pki, policy: dict) -> tuple[Store, Path, dict]:
+    """Store (keys, a Basic user, a signing key) and policy directory for a stack
+    (``new_store``: the conftest fixture; the caller closes the store)."""
+    store = new_store(tmp)
     Admin(store).signing_keys.rotate(300)
     policy_dir = tmp / "policies"
     (policy_dir / "keys").mkdir(parents=True)
@@ -155,10 +157,10 @@ def start_doors(tmp: Path, authz_port: int, upstreams: dict[str, int], caddy_env
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def stack(tmp_path_factory, new_store):
     tmp = tmp_path_factory.mktemp("trust")
     pki = Pki()
-    store, policy_dir, creds = make_store(tmp, pki, trust_policy())
+    store, policy_dir, creds = make_store(new_store, tmp, pki, trust_policy())
     echo, flask = RawEcho(), FlaskUpstream()
     started: list[Server] = []
     try:
@@ -183,6 +185,7 @@ def stack(tmp_path_factory):
             server.stop()
         echo.stop()
         flask.stop()
+        new_store.discard(store)
 
 
 def doors_of(stack, upstream: str | None = None, kind: str | None = None) -> list[Door]:
@@ -450,14 +453,14 @@ def test_encoded_unreserved_characters_are_decoded_before_matching(stack, target
 
 
 @pytest.fixture(scope="module")
-def cafe(stack, tmp_path_factory):
+def cafe(stack, tmp_path_factory, new_store):
     """A second authz with a non-ASCII route (its own process: today such a policy
     does not even load), behind its own nginx and Caddy, in front of the Flask upstream."""
     tmp = tmp_path_factory.mktemp("cafe")
     policy = {"authenticators": {"key": {"type": "api_key"}},
               "routes": [{"id": "cafe", "match": {"paths": ["/café/**"]},
                           "require": {"use": "key", "scopes": ["admin"]}}]}
-    store, policy_dir, creds = make_store(tmp, stack["pki"], policy)
+    store, policy_dir, creds = make_store(new_store, tmp, stack["pki"], policy)
     started: list[Server] = []
     try:
         authz = start_authz(tmp, store, policy_dir)
@@ -470,6 +473,7 @@ def cafe(stack, tmp_path_factory):
     finally:
         for server in reversed(started):
             server.stop()
+        new_store.discard(store)
 
 
 @pytest.mark.parametrize("target", [b"/caf%C3%A9/x", b"/caf%c3%a9/x", "/café/x".encode()])
@@ -645,7 +649,7 @@ def test_method_override_must_be_allowed_both_ways(stack, header, method, path, 
 
 # --------------------------------------------------------------------------- 6. malformed input
 def decision_log_entries(stack) -> list[dict]:
-    path = Path(stack["store"].path).parent / "decisions.log"
+    path = store_dir(stack["store"]) / "decisions.log"
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -860,6 +864,9 @@ def secrets_of(stack, extra=()) -> dict[str, str]:
     for name, value in list(found.items()):
         if name.endswith("key"):
             found[f"{name} tail"] = value[-24:]
+    store_password = urlsplit(stack["store"].url).password  # PostgreSQL's (AUTHZ_TEST_STORE)
+    if store_password:
+        found["store password"] = store_password
     found.update(extra)
     return found
 

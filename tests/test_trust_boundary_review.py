@@ -23,6 +23,8 @@ from tests.test_trust_boundary import (
 )
 from tests.upstreams import FlaskUpstream, RawEcho, build_request, raw_http, start_nginx_at, wait_listening
 
+pytestmark = pytest.mark.both_stores
+
 
 def review_policy() -> dict:
     policy = trust_policy()
@@ -81,10 +83,10 @@ INGRESS_METHOD_LINES = """
 
 
 @pytest.fixture(scope="module")
-def rstack(tmp_path_factory):
+def rstack(tmp_path_factory, new_store):
     tmp = tmp_path_factory.mktemp("review")
     pki = Pki()
-    store, policy_dir, creds = make_store(tmp, pki, review_policy())
+    store, policy_dir, creds = make_store(new_store, tmp, pki, review_policy())
     echo, flask = RawEcho(), FlaskUpstream()
     started = []
     try:
@@ -110,6 +112,7 @@ def rstack(tmp_path_factory):
             server.stop()
         echo.stop()
         flask.stop()
+        new_store.discard(store)
 
 
 @pytest.mark.parametrize("method", ["post", "Post"])

@@ -51,6 +51,8 @@ from tests.upstreams import (
     wait_listening,
 )
 
+pytestmark = pytest.mark.both_stores
+
 BILLING = "spiffe://corp/ns/billing/sa/api"
 
 
@@ -93,10 +95,10 @@ def make_tls_dir(tmp: Path, pki: Pki) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tls(tmp_path_factory):
+def tls(tmp_path_factory, new_store):
     tmp = tmp_path_factory.mktemp("trust-tls")
     pki = Pki()
-    store, policy_dir, creds = make_store(tmp, pki, trust_policy())
+    store, policy_dir, creds = make_store(new_store, tmp, pki, trust_policy())
     tls_dir = make_tls_dir(tmp, pki)
     echo, flask = RawEcho(), FlaskUpstream()
     started: list[Server] = []
@@ -119,6 +121,7 @@ def tls(tmp_path_factory):
             server.stop()
         echo.stop()
         flask.stop()
+        new_store.discard(store)
 
 
 def through_echo(tls, method, target, headers=(), cert=None):

@@ -178,6 +178,10 @@ class ServingStore(CredentialReads, Protocol):
     def problem(self) -> str | None:
         """Why the store cannot serve now (checked afresh), or None: for ``/readyz``."""
 
+    def close(self) -> None:
+        """Release what the store holds open (connections, a pool, a follower thread):
+        a start that failed, a test's end. What needs the store may be denied after."""
+
 
 # -- admin: the tables' primitive writes ----------------------------------------------------
 
@@ -295,6 +299,11 @@ class Store(ServingStore, Protocol):
 
     @property
     def usage(self) -> KeyUsageTable: ...
+
+    @property
+    def url(self) -> str:
+        """What ``open_store`` opens this store from again, a password included: never for
+        messages (``location`` is for them)."""
 
     def migrate(self) -> tuple[int, int]:
         """Create or upgrade the schema; returns (old version, new version)."""

@@ -73,6 +73,9 @@ class StandInStore:
     def problem(self) -> str | None:
         return self.base.problem()
 
+    def close(self) -> None:
+        """Nothing: the store underneath is its owner's to close."""
+
     def stand_in_key(self, key_id: str) -> str:
         """A fresh secret that this store resolves to key ``key_id`` (as it is stored:
         status, expiry, IPs and principal all apply). Last uses are no longer recorded."""

@@ -6,10 +6,11 @@ per request. Each worker process serves credential reads from memory:
 - **API keys** are cached by fingerprint after one indexed lookup. Which fingerprints
   exist at all is a set of 64-bit fingerprint prefixes, loaded once and kept up to date
   from the change log: a presented key whose prefix is not in it is unknown without a
-  query. Before saying so the replica catches up with the change log (at most every
-  ``MISS_POLL_SECONDS``, shared by every request), so a key created a moment ago works
-  at once, and a flood of random well-formed keys costs at most that one small query per
-  interval, never one per request.
+  query. Before saying so the replica catches up with the change log (a miss does so at
+  most every ``MISS_POLL_SECONDS``, shared by every request; the follower's own reads
+  do not count), so a key created a moment ago works at once, and a flood of random
+  well-formed keys costs at most that one small query per interval, never one per
+  request (during such a flood, a new key may wait that long).
 - **Users** (and unknown user names) and **certificate registrations** are cached by
   name and fingerprint after one lookup; **revocations** (jti, certificates) and the
   **signing keys** are held whole.
@@ -38,7 +39,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from authz.background import start
-from authz.store.errors import StoreError, StoreUnreachable
+from authz.store.errors import StoreError, StoreUnavailable, StoreUnreachable
 from authz.store.interface import (
     ANY_ISSUER,
     CHANGE_API_KEY,
@@ -88,15 +89,17 @@ class Replica:
         self.last_used = base.last_used
         self.queries = 0  # credential reads that went to the store (tests and the bench count them)
         self.polls = 0  # reads of the change log
+        self.miss_polls = 0  # of which a presented key missing from the filter asked for
         self._lock = threading.Lock()  # one catch-up at a time
         self._start_lock = threading.Lock()
         self._cache_lock = threading.Lock()  # a cache fill and a change applied, one at a time
         self._pid = 0  # the process whose follower thread runs
+        self._closed = False
         self._epoch = 0  # bumped by every change applied: a read begun before is not cached
         self._last_id = 0
         self._synced = False  # the whole state was loaded once
         self._confirmed = float("-inf")  # monotonic time of the last confirmed catch-up
-        self._last_attempt = float("-inf")
+        self._last_miss = float("-inf")  # monotonic time of the last catch-up a miss asked for
         self._fault: str | None = None  # why the last catch-up failed
         self._stale_said = False
         self._fingerprints: set[str] = set()
@@ -115,9 +118,11 @@ class Replica:
     # -- following the change log ----------------------------------------------------------
     def _ensure_following(self) -> None:
         """Start this process's follower (once per process: a forked worker starts its own)."""
-        if self._pid == os.getpid():
+        if self._pid == os.getpid() and not self._closed:
             return
         with self._start_lock:
+            if self._closed:
+                raise StoreUnavailable(f"credential store {self.base.location} is closed")
             if self._pid == os.getpid():
                 return
             self.catch_up()
@@ -127,7 +132,7 @@ class Replica:
     def _follow(self) -> None:
         pid = os.getpid()
         listener: Listener | None = None
-        while self._pid == pid:
+        while self._pid == pid and not self._closed:
             try:
                 if listener is None and self._listener is not None:
                     listener = self._listener()
@@ -140,14 +145,17 @@ class Replica:
                     _close_quietly(listener)
                 listener = None
                 time.sleep(self.poll_seconds)
+            if self._closed:
+                break
             self.catch_up()
+        if listener is not None:
+            _close_quietly(listener)
 
     def catch_up(self) -> bool:
         """Apply what the change log says since the last entry applied; False when the
         store could not be read (the replica goes on serving from memory until stale)."""
         with self._lock:
             began = time.monotonic()
-            self._last_attempt = began
             self.polls += 1
             try:
                 if not self._synced or began - self._confirmed > CHANGE_LOG_RETENTION / 2:
@@ -161,6 +169,8 @@ class Replica:
                     if len(changes) < BATCH:
                         break
             except StoreError as exc:
+                if self._closed:
+                    return False  # closed meanwhile: nothing to follow, nothing to say
                 if self._fault is None:
                     log.error("replica cannot follow the credential store: %s; serving from memory for at most "
                               "%g s (AUTHZ_MAX_STALENESS)", exc, self.max_staleness)
@@ -248,12 +258,26 @@ class Replica:
 
     def may_exist(self, fingerprint: str) -> bool:
         """Whether a key with this fingerprint may exist: in the filter, or in it after
-        catching up with the change log (at most every MISS_POLL_SECONDS)."""
+        catching up with the change log (misses: at most every MISS_POLL_SECONDS). Only
+        misses count against that interval: a catch-up the follower began (woken by the
+        very notification of this key, or polling) may have begun before the key was
+        committed, so it must not stand in for the miss's own."""
         if fingerprint[:PREFIX] in self._fingerprints:
             return True
-        if time.monotonic() - self._last_attempt >= MISS_POLL_SECONDS:
+        now = time.monotonic()
+        if now - self._last_miss >= MISS_POLL_SECONDS:
+            self._last_miss = now
+            self.miss_polls += 1
             self.catch_up()
         return fingerprint[:PREFIX] in self._fingerprints
+
+    def close(self) -> None:
+        """Stop following the change log (the follower ends at its next wake-up, at most
+        ``poll_seconds`` later, closing its listener) and close the store; what needs the
+        store is denied from then on."""
+        with self._start_lock:
+            self._closed = True
+        self.base.close()
 
     @property
     def location(self) -> str:
@@ -264,7 +288,10 @@ class Replica:
 
     def problem(self) -> str | None:
         """Stale past the bound: why; else the store's own problem, if it answers."""
-        self._ensure_following()  # catches the store's errors itself
+        try:
+            self._ensure_following()  # catches the store's errors itself, but for a closed replica
+        except StoreUnavailable as exc:
+            return str(exc)
         age = time.monotonic() - self._confirmed
         if age > self.max_staleness:
             return self._stale_problem(age)

@@ -39,6 +39,11 @@ class PostgresStore:
         self.last_used = LastUsedRecorder(self.keys.touch, last_used_interval, self.usage, usage_retention)
 
     @property
+    def url(self) -> str:
+        """The URL it was opened with, password included: what reopens it (``open_store``)."""
+        return self.database.url
+
+    @property
     def location(self) -> str:
         return self.database.location
 

@@ -15,6 +15,10 @@ the change-log lock (a transaction-level advisory lock) first, appends to ``chan
 and sends ``NOTIFY authz_changes``, delivered at commit: ids are handed out in commit
 order, so a replica reading ``id > last`` misses nothing.
 
+**Closing** is for good: a closed database opens no pool or connection again (a pool made
+after ``close`` would retry an unreachable server for hours in the background), and
+raises ``StoreUnavailable`` instead.
+
 **Faults.** An unreachable server raises ``StoreUnavailable`` (logged once per episode
 by a serving process); the URL's password never appears in a message.
 """
@@ -33,7 +37,7 @@ import psycopg
 import psycopg_pool
 
 from authz.store import redact
-from authz.store.errors import StoreError, StoreUnreachable
+from authz.store.errors import StoreError, StoreUnavailable, StoreUnreachable
 from authz.store.interface import CHANGE_LOG_RETENTION
 from authz.store.postgres.migrations import LATEST, MIGRATIONS
 
@@ -94,6 +98,7 @@ class Database:
         self._local = threading.local()  # not serving: this thread's connection
         self._lock = threading.Lock()
         self._fault: str | None = None
+        self._closed = False
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: (db := ref()) and db._forget_pool())
 
@@ -107,6 +112,7 @@ class Database:
         pool = self._pool
         if pool is None:
             with self._lock:
+                self._refuse_if_closed()
                 if self._pool is None:
                     self._pool = psycopg_pool.ConnectionPool(
                         self.url, min_size=1, max_size=POOL_SIZE, timeout=POOL_TIMEOUT, open=True,
@@ -124,24 +130,33 @@ class Database:
             return
         conn = getattr(self._local, "conn", None)
         if conn is None or conn.closed or conn.broken:
+            self._refuse_if_closed()
             conn = self._local.conn = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
         yield conn
 
     def connect(self) -> psycopg.Connection:
         """A connection of its own (not pooled): the start-up check, the change listener."""
+        self._refuse_if_closed()
         try:
             return psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
         except psycopg.Error as exc:
             raise self.failed(exc) from None
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+        """Close the pool (serving) or this thread's connection, and open none again."""
+        with self._lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+    def _refuse_if_closed(self) -> None:
+        if self._closed:
+            raise StoreUnavailable(f"credential store {self.location} is closed")
 
     # -- faults ----------------------------------------------------------------------
     def failed(self, exc: Exception) -> StoreError:

@@ -46,6 +46,10 @@ class SqliteStore:
         return self.database.path
 
     @property
+    def url(self) -> str:
+        return str(self.database.path)
+
+    @property
     def location(self) -> str:
         return str(self.database.path)
 
@@ -60,6 +64,9 @@ class SqliteStore:
 
     def problem(self) -> str | None:
         return self.database.problem()
+
+    def close(self) -> None:
+        self.database.close()
 
     def dump(self, table: str) -> list[tuple]:
         return [tuple(row) for row in self.database.execute(select_all(table)).fetchall()]

@@ -137,6 +137,15 @@ class Database:
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: (db := ref()) and db._forget_connections())
 
+    def close(self) -> None:
+        """Close this thread's connection (another thread's goes with its thread); the
+        next query opens one again."""
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with suppress(sqlite3.Error):
+                conn.close()
+
     def _forget_connections(self) -> None:
         self._local = threading.local()
         self._check_lock = threading.Lock()  # may have been held by a thread that did not fork
