@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from authz.store.errors import StoreError
 from authz.store.interface import Store
 from authz.store.records import ApiKeyRecord, KeyNetwork, LastRequest, UsageHour
+from authz.store.usage_rows import MAX_NETWORKS
 
 DAY = 86400
 BARS = "▁▂▃▄▅▆▇█"
@@ -117,11 +118,17 @@ class KeyUsageReport:
     def sparkline(self) -> str:
         return sparkline([day.total for day in self.days])
 
+    @property
+    def networks_capped(self) -> bool:
+        """Whether the key met more networks than are kept (the first ``MAX_NETWORKS``)."""
+        return len(self.networks) >= MAX_NETWORKS
+
     def to_json(self) -> dict:
         return {"key": self.key.id, "principal": self.key.principal, "since": self.since,
                 "allowed": self.allowed, "denied": self.denied, "sparkline": self.sparkline,
                 "days": [day.to_json() for day in self.days], "hours": [hour.to_json() for hour in self.hours],
                 "networks": [network.to_json() for network in self.networks],
+                "networks_capped": self.networks_capped,
                 "last_used_at": self.key.last_used_at,
                 "last_request": None if self.view.last_request is None else self.view.last_request.to_json(),
                 "since_rotation": None if self.view.rotation is None else self.view.rotation.to_json()}

@@ -155,7 +155,8 @@ def _usage_text(report) -> str:
     lines = [f"{key.id} ({key.principal}): {len(report.days)} day(s) to today, UTC", "", *table, "",
              f"{report.sparkline}  requests per day", ""]
     networks = report.networks
-    lines.append(f"client networks: {len(networks)}" + ("" if networks else " (none recorded)"))
+    more = " (the first ones: no more are kept)" if report.networks_capped else ""
+    lines.append(f"client networks: {len(networks)}{more}" + ("" if networks else " (none recorded)"))
     lines += [f"  {n.network:<20} first seen {when(n.first_seen)}, last {ago(n.last_seen)}" for n in networks]
     lines.append(f"last used: {ago(key.last_used_at)}; last request: {_last_request(report.view.last_request)}")
     if report.view.rotation is not None:
