@@ -274,6 +274,9 @@ def test_show_and_list_tell_when_a_rotated_key_is_safe_to_revoke(cli):
     assert listed[new_id]["since_rotation"] is None and listed[new_id]["last_request"] is None
     shown = json.loads(cli("keys", "show", old["id"], "--json"))
     assert shown["since_rotation"]["requests"] == 4 and shown["last_request"]["route"] == "orders"
+    cli("keys", "revoke", old["id"])
+    assert "since then 4 request(s), the last" in cli("keys", "show", old["id"])
+    assert "still presented, and refused (revoked)" in cli("keys", "show", old["id"])
 
 
 def test_list_unused_since(cli):

@@ -125,11 +125,15 @@ def _last_request(last) -> str:
 
 
 def _since_rotation(view) -> str:
-    since = view.rotation
-    if since.still_used:
-        return (f"since then {since.requests} request(s), the last {ago(since.last_request_at)}: "
-                f"still in use until {when(view.key.expires_at)}")
-    return f"no request since: safe to revoke (authz keys revoke {view.key.id})"
+    """What presented a rotated key since: safe to revoke while it still works and nothing did."""
+    since, key = view.rotation, view.key
+    status = key.current_status
+    if not since.still_used:
+        return "no request since" + (f": safe to revoke (authz keys revoke {key.id})" if status == "deprecated" else "")
+    said = f"since then {since.requests} request(s), the last {ago(since.last_request_at)}"
+    if status == "deprecated":
+        return f"{said}: still in use until {when(key.expires_at)}"
+    return f"{said}: still presented, and refused ({status})"
 
 
 @command(keys, "usage")
