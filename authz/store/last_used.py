@@ -17,7 +17,7 @@ address is computed there, cached per address), and every ``interval`` seconds w
 the last uses (``keys.touch``) and the tallies (``usage.add``), each one transaction.
 A tally the store refused (unavailable) is kept for the next write. On its first round
 and then every ``PRUNE_SECONDS``, it prunes usage older than ``retention`` seconds
-(every process does: an indexed delete that finds nothing costs next to nothing).
+(every process does: indexed deletes that find nothing cost next to nothing).
 Everything is written once more as the process ends (``background.at_exit``: gunicorn
 and granian workers alike), so a SIGTERM loses nothing.
 """

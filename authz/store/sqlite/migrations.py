@@ -125,6 +125,7 @@ MIGRATIONS: list[list[str]] = [
             route TEXT,
             after_rotation INTEGER NOT NULL DEFAULT 0
         )""",
+        "CREATE INDEX key_last_requests_at ON key_last_requests(at)",
     ],
 ]
 
