@@ -109,6 +109,12 @@ def _bounded(low: float, high: float, unit: str, whole: bool = False) -> Parser:
     return parse
 
 
+def _on_off(name: str, text: str) -> bool:
+    if text not in ("on", "off"):
+        raise SettingsError(f"{name} must be 'on' or 'off'")
+    return text == "on"
+
+
 def _identity_token_everywhere(name: str, text: str) -> bool:
     if text not in ("routes", "all"):
         raise SettingsError(f"{name} must be 'routes' (per route option) or 'all'")
@@ -139,7 +145,12 @@ _TABLE: tuple[Setting, ...] = (
     Setting("AUTHZ_PROXY_SECRET", "proxy_secret", _text, None,
             "when set, decision requests must carry it in `X-Authz-Proxy-Secret`"),
     Setting("AUTHZ_LAST_USED_INTERVAL", "last_used_interval", _seconds, 30.0,
-            "seconds between batched writes of keys' last-use times"),
+            "seconds between batched writes of keys' last-use times and usage"),
+    Setting("AUTHZ_KEY_USAGE", "key_usage", _on_off, True,
+            "`on`: count each API key's requests per hour, client networks, last address and route "
+            "(`authz keys usage`), written with the last-use times; `off` counts nothing", shown="on"),
+    Setting("AUTHZ_USAGE_RETENTION_DAYS", "usage_retention_days", _bounded(1, 3650, "days", whole=True), 90,
+            "days API key usage is kept; older hours, networks and last requests are pruned"),
     Setting("AUTHZ_ISSUER", "issuer", _text, "authz", "`iss` of X-Auth-Token"),
     Setting("AUTHZ_IDENTITY_TOKEN", "identity_token_everywhere", _identity_token_everywhere, False,
             "`routes` (where a route says `identity_token`) or `all`", shown="routes"),
@@ -187,6 +198,8 @@ class Settings:
     proxy_secret: str | None = SETTINGS["AUTHZ_PROXY_SECRET"].default
     last_used_interval: float = SETTINGS["AUTHZ_LAST_USED_INTERVAL"].default
     max_staleness: float = SETTINGS["AUTHZ_MAX_STALENESS"].default
+    key_usage: bool = SETTINGS["AUTHZ_KEY_USAGE"].default
+    usage_retention_days: int = SETTINGS["AUTHZ_USAGE_RETENTION_DAYS"].default
     issuer: str = SETTINGS["AUTHZ_ISSUER"].default
     identity_token_ttl: float = SETTINGS["AUTHZ_IDENTITY_TOKEN_TTL"].default
     identity_token_audience: str | None = SETTINGS["AUTHZ_IDENTITY_TOKEN_AUDIENCE"].default

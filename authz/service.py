@@ -57,7 +57,8 @@ def build_state(settings: Settings | None = None) -> AuthzState:
     """Store, engine, reloader and decision log for a front door (the WSGI app or the
     gRPC server), from ``settings`` or else the environment."""
     settings = settings or Settings.from_env()
-    shared = open_store(settings.db_path, last_used_interval=settings.last_used_interval, serving=True)
+    shared = open_store(settings.db_path, last_used_interval=settings.last_used_interval, serving=True,
+                        usage_retention=settings.usage_retention_days * 86400.0)
     store = serving_store(shared, settings.max_staleness)
     try:
         shared.check_ready()

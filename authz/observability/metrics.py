@@ -15,7 +15,6 @@ therefore miss another worker's last quarter second; nothing is lost.
 
 from __future__ import annotations
 
-import atexit
 import os
 import threading
 from bisect import bisect_left
@@ -31,7 +30,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-from authz.background import ProcessThread
+from authz.background import ProcessThread, at_exit
 
 DECISIONS = Counter("authz_decisions_total", "Decisions by route, outcome and reason.",
                     ["route", "decision", "reason"])
@@ -69,7 +68,7 @@ class _Tally:
             DURATION, "_sum")
         self._reset()
         self.thread = ProcessThread("authz-metrics", self.flush, FLUSH_SECONDS,
-                                    prepare=lambda: atexit.register(self.flush), after_fork=self._reset)
+                                    prepare=lambda: at_exit(self.flush), after_fork=self._reset)
 
     def _reset(self) -> None:
         """Also in a forked child: the parent's counts are the parent's to write."""

@@ -14,7 +14,7 @@ snapshot is kept) live in ``authz.admin`` and are the same for every backend.
 from __future__ import annotations
 
 import json
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from authz.store.records import (
     ApiKeyMatch,
@@ -22,6 +22,9 @@ from authz.store.records import (
     CertificateStatus,
     Change,
     IdentitySigningKey,
+    KeyNetwork,
+    KeyUsage,
+    LastRequest,
     NewApiKey,
     NewIdentitySigningKey,
     PolicySnapshot,
@@ -29,8 +32,12 @@ from authz.store.records import (
     RegisteredCertificate,
     Revocation,
     SigningKeyRecord,
+    UsageHour,
     UserCredentials,
 )
+
+if TYPE_CHECKING:
+    from authz.request import IPAddress
 
 ANY_ISSUER = ""  # a revocation that holds for every issuer
 REVOCATION_KINDS = ("jti", "cert_fingerprint", "cert_serial")
@@ -63,8 +70,16 @@ class ApiKeyLookup(Protocol):
 
 
 class LastUseRecorder(Protocol):
+    """A key's last use and its usage, noted in memory and written in batches (never a
+    write per request), both by one background thread per process."""
+
     def record(self, key_id: str) -> None:
-        """Note a key's use now (in memory: written in batches, never a write per request)."""
+        """Note a key's use now: it was accepted (what ``authz keys list`` shows as last used)."""
+
+    def count(self, key_id: str, allowed: bool, client_ip: IPAddress | None, route: str | None,
+              deprecated: bool) -> None:
+        """Count one request that presented the key, identified by its secret, whatever
+        the verdict (``deprecated``: the key was rotated)."""
 
     def flush(self) -> None:
         """Write what is noted so far."""
@@ -198,6 +213,31 @@ class ApiKeyTable(ApiKeyLookup, Protocol):
         """Record last uses (key id → time), never moving one back."""
 
 
+class KeyUsageTable(Protocol):
+    """Usage per key (``authz.store.usage_rows``): written in batches by serving
+    processes; not serving state, so no change-log entry."""
+
+    def add(self, usage: list[KeyUsage]) -> None:
+        """In one transaction: hourly counts summed, each network's first sighting kept and
+        its last raised (at most ``usage_rows.MAX_NETWORKS`` networks kept per key), the
+        later last request kept, requests after the rotation summed."""
+
+    def hours(self, key_id: str, since: float) -> list[UsageHour]:
+        """Hours with requests from the one ``since`` falls in on, oldest first."""
+
+    def networks(self, key_id: str) -> list[KeyNetwork]:
+        """The client networks the key was presented from, first seen first."""
+
+    def last_request(self, key_id: str) -> LastRequest | None: ...
+
+    def last_requests(self) -> dict[str, LastRequest]:
+        """Every key's latest request, by key id (listings)."""
+
+    def prune(self, before: float) -> int:
+        """Drop hours begun before the hour of ``before``, networks last seen and last
+        requests made before it; how many rows went."""
+
+
 class PrincipalTable(UserLookup, Protocol):
     def add_user(self, name: str, password_hash: str | None, scopes: tuple[str, ...],
                  roles: tuple[str, ...]) -> None:
@@ -256,6 +296,9 @@ class Store(ServingStore, Protocol):
 
     @property
     def signing_keys(self) -> SigningKeyTable: ...
+
+    @property
+    def usage(self) -> KeyUsageTable: ...
 
     @property
     def url(self) -> str:

@@ -1,6 +1,6 @@
 """A store for dry runs (``authz policy explain --as-key/--as-user``): it answers like the
 store underneath, except that a stand-in secret resolves to a chosen key and a stand-in
-password to a chosen user, and it records no key's last use (a dry run is no use).
+password to a chosen user, and it records no key's last use or usage (a dry run is no use).
 Nothing is written for the stand-ins; the store underneath is never modified."""
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ from authz.store.records import ApiKeyMatch, UserCredentials
 
 class _NoLastUse:
     def record(self, key_id: str) -> None:
+        pass
+
+    def count(self, key_id: str, allowed: bool, client_ip, route: str | None, deprecated: bool) -> None:
         pass
 
     def flush(self) -> None:

@@ -97,6 +97,70 @@ class ApiKeyRecord:
         }
 
 
+# -- API key usage (written in batches by each serving process) -------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KeyUsage:
+    """One key's requests counted by one process since its last write: what the usage
+    table adds (counts summed, first sightings kept, the later last request wins).
+
+    ``hours``: (hour start, allowed, denied); ``networks``: (network, first seen, last
+    seen), a network being the client's IPv4 /24 or IPv6 /48; ``after_rotation``: how
+    many of the requests came while the key was deprecated, i.e. after its rotation."""
+
+    key_id: str
+    hours: tuple[tuple[int, int, int], ...]
+    networks: tuple[tuple[str, float, float], ...]
+    last_at: float
+    last_allowed: bool
+    last_client_ip: str | None
+    last_route: str | None
+    after_rotation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class UsageHour:
+    """Requests that presented a key in one hour (``hour``: its start, seconds since the
+    epoch): allowed, and denied although the key was identified (revoked, expired, used
+    from a refused address, short of a scope…)."""
+
+    hour: int
+    allowed: int
+    denied: int
+
+    def to_json(self) -> dict:
+        return {"hour": self.hour, "allowed": self.allowed, "denied": self.denied}
+
+
+@dataclass(frozen=True, slots=True)
+class KeyNetwork:
+    """A client network (IPv4 /24, IPv6 /48) a key was presented from."""
+
+    network: str
+    first_seen: float
+    last_seen: float
+
+    def to_json(self) -> dict:
+        return {"network": self.network, "first_seen": self.first_seen, "last_seen": self.last_seen}
+
+
+@dataclass(frozen=True, slots=True)
+class LastRequest:
+    """The latest request that presented a key (allowed or denied), and how many came
+    while it was deprecated (since its rotation)."""
+
+    key_id: str
+    at: float
+    allowed: bool
+    client_ip: str | None
+    route: str | None
+    after_rotation: int
+
+    def to_json(self) -> dict:
+        return {"at": self.at, "allowed": self.allowed, "client_ip": self.client_ip, "route": self.route}
+
+
 # -- principals and users -----------------------------------------------------------------
 
 

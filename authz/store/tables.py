@@ -16,6 +16,10 @@ TABLES: dict[str, tuple[tuple[str, ...], str]] = {
     "signing_keys": (("kid", "algorithm", "private_pem", "public_jwk", "created_at", "retired_at", "publish_until"),
                      "kid"),
     "policy_snapshots": (("revision", "directory", "files", "created_at"), "revision"),
+    # API key usage (authz.store.usage_rows): a copy keeps the history an operator reads.
+    "key_usage_hours": (("key_id", "hour", "allowed", "denied"), "key_id, hour"),
+    "key_networks": (("key_id", "network", "first_seen", "last_seen"), "key_id, network"),
+    "key_last_requests": (("key_id", "at", "allowed", "client_ip", "route", "after_rotation"), "key_id"),
 }
 
 

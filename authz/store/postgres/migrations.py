@@ -83,6 +83,34 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE api_keys ADD COLUMN publishable INTEGER NOT NULL DEFAULT 0 CHECK (publishable IN (0, 1))",
         "ALTER TABLE api_keys ADD COLUMN origins TEXT NOT NULL DEFAULT ''",
     ],
+    [
+        # API key usage, as in SQLite's migration 7 (authz.store.usage_rows).
+        """CREATE TABLE key_usage_hours (
+            key_id TEXT NOT NULL,
+            hour BIGINT NOT NULL,
+            allowed BIGINT NOT NULL DEFAULT 0,
+            denied BIGINT NOT NULL DEFAULT 0,
+            PRIMARY KEY (key_id, hour)
+        )""",
+        "CREATE INDEX key_usage_hours_hour ON key_usage_hours(hour)",
+        """CREATE TABLE key_networks (
+            key_id TEXT NOT NULL,
+            network TEXT NOT NULL,
+            first_seen DOUBLE PRECISION NOT NULL,
+            last_seen DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (key_id, network)
+        )""",
+        "CREATE INDEX key_networks_last_seen ON key_networks(last_seen)",
+        """CREATE TABLE key_last_requests (
+            key_id TEXT PRIMARY KEY,
+            at DOUBLE PRECISION NOT NULL,
+            allowed INTEGER NOT NULL CHECK (allowed IN (0, 1)),
+            client_ip TEXT,
+            route TEXT,
+            after_rotation BIGINT NOT NULL DEFAULT 0
+        )""",
+        "CREATE INDEX key_last_requests_at ON key_last_requests(at)",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)

@@ -96,6 +96,37 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE api_keys ADD COLUMN publishable INTEGER NOT NULL DEFAULT 0 CHECK (publishable IN (0, 1))",
         "ALTER TABLE api_keys ADD COLUMN origins TEXT NOT NULL DEFAULT ''",
     ],
+    [
+        # API key usage, written in batches by serving processes (authz.store.usage_rows):
+        # requests per key and hour, the client networks a key was presented from, and
+        # its latest request. Pruned past AUTHZ_USAGE_RETENTION_DAYS (the indexes on
+        # time serve the pruning, and later the "last hours of every key" reads).
+        """CREATE TABLE key_usage_hours (
+            key_id TEXT NOT NULL,
+            hour INTEGER NOT NULL,
+            allowed INTEGER NOT NULL DEFAULT 0,
+            denied INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (key_id, hour)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX key_usage_hours_hour ON key_usage_hours(hour)",
+        """CREATE TABLE key_networks (
+            key_id TEXT NOT NULL,
+            network TEXT NOT NULL,
+            first_seen REAL NOT NULL,
+            last_seen REAL NOT NULL,
+            PRIMARY KEY (key_id, network)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX key_networks_last_seen ON key_networks(last_seen)",
+        """CREATE TABLE key_last_requests (
+            key_id TEXT PRIMARY KEY,
+            at REAL NOT NULL,
+            allowed INTEGER NOT NULL CHECK (allowed IN (0, 1)),
+            client_ip TEXT,
+            route TEXT,
+            after_rotation INTEGER NOT NULL DEFAULT 0
+        )""",
+        "CREATE INDEX key_last_requests_at ON key_last_requests(at)",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)
