@@ -17,11 +17,13 @@ starts (``authz.serve.prepare_worker_environment``).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from authz.credentials.x509 import MAX_CHAIN
 from authz.errors import AuthzError
@@ -116,16 +118,21 @@ def _on_off(name: str, text: str) -> bool:
 
 
 def _webhook_url(name: str, text: str) -> str:
-    from authz.authenticators.http_client import url_problem
-
-    problem = url_problem(text)
-    if problem is not None:
-        raise SettingsError(f"{name} {problem}")
+    """The rule ``authenticators.http_client.fetch`` enforces on every request, checked
+    at start-up: https, or http to a loopback host (events travel in clear otherwise)."""
+    parts = urlsplit(text)
+    host = parts.hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not ((parts.scheme == "https" and host) or (parts.scheme == "http" and loopback)):
+        raise SettingsError(f"{name} must be an https:// URL (http:// only for loopback hosts)")
     return text
 
 
 def _webhook_secret(name: str, text: str) -> str:
-    from authz.webhooks.signing import parse_secret
+    from authz.credentials.webhook_signature import parse_secret
 
     try:
         parse_secret(text)

@@ -21,12 +21,12 @@ from authz.admin import Admin
 from authz.cli import main
 from authz.config import Settings, SettingsError
 from authz.credentials import apikeys
+from authz.credentials.webhook_signature import new_secret, parse_secret, signature
 from authz.store import open_store
 from authz.store.records import NewWebhookEvent
 from authz.webhooks import expiry
 from authz.webhooks.delivery import Deliverer
 from authz.webhooks.events import enqueue, event, stable_id
-from authz.webhooks.signing import new_secret, parse_secret, signature
 from tests.conftest import ROOT, free_port, write_policy
 
 DAY, HOUR = 86400.0, 3600.0

@@ -22,7 +22,7 @@ def webhooks() -> None:
 @command(webhooks, "secret")
 def webhooks_secret() -> None:
     """Print a new AUTHZ_WEBHOOK_SECRET (give the same value to the receiver)."""
-    from authz.webhooks.signing import new_secret
+    from authz.credentials.webhook_signature import new_secret
 
     secret = new_secret()
     emit(click.get_current_context(), {"secret": secret}, secret)

@@ -7,8 +7,9 @@
   whose grace period ended, found by a cursor over time (each span looked at once).
 - ``delivery``: leases due events from the store's outbox, POSTs them signed, retries
   with exponential backoff, gives up after three days.
-- ``signing``: the Standard Webhooks signature (``webhook-id``, ``webhook-timestamp``,
-  ``webhook-signature``).
+- the signature is ``authz.credentials.webhook_signature`` (Standard Webhooks:
+  ``webhook-id``, ``webhook-timestamp``, ``webhook-signature``), a format like the
+  others there, so that settings can check the secret.
 - ``runner``: who does it — a thread in each serving process, or ``authz webhooks
   deliver`` from cron.
 

@@ -1,7 +1,7 @@
 """Sending the outbox to the operator's webhook: at least once, signed, retried.
 
 A deliverer leases due events (``WebhookOutbox.claim``: one deliverer per event, however
-many workers and replicas poll), POSTs each, signed (``authz.webhooks.signing``), and
+many workers and replicas poll), POSTs each, signed (``authz.credentials.webhook_signature``), and
 settles it: a 2xx answer marks it delivered; anything else — another status, a
 redirect (never followed), a timeout, a refused connection — schedules a retry after
 ``first_retry`` seconds, twice as long each time (up to ``MAX_RETRY_DELAY``, ±10 %
@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 from authz.authenticators.http_client import FetchError, fetch
+from authz.credentials.webhook_signature import headers
 from authz.observability import metrics
 from authz.store.interface import WebhookOutbox
 from authz.store.records import WebhookEvent
-from authz.webhooks.signing import headers
 
 log = logging.getLogger("authz.webhooks")
 TIMEOUT = 10.0

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 
 from authz.background import ProcessThread
 from authz.config import Settings
+from authz.credentials.webhook_signature import parse_secret
 from authz.store.errors import StoreUnavailable
 from authz.store.interface import Store
 from authz.webhooks import expiry
 from authz.webhooks.delivery import GIVE_UP_AFTER, Deliverer, DeliveryReport
-from authz.webhooks.signing import parse_secret
 
 log = logging.getLogger("authz.webhooks")
 KEEP_FINISHED = 7 * 86400.0  # delivered and given-up events stay listed this long
