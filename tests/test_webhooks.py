@@ -310,6 +310,13 @@ def test_competing_deliverers_send_each_event_once(backend, tmp_path, receiver, 
     assert len(hooks.attempts) == 60 and hooks.duplicates == 0
 
 
+def test_a_dry_run_announces_nothing(store):
+    from authz.store.overlay import StandInStore
+
+    assert enqueue(StandInStore(store).outbox, [event("api_key.anomaly", {"key_id": "key_x"})]) == 0
+    assert store.outbox.counts().pending == 0
+
+
 # -- the command line and /metrics ---------------------------------------------------------------------
 
 def test_keys_expiring_lists_what_stops_working_soon(tmp_path):
