@@ -29,6 +29,7 @@ from authz.webhooks.delivery import Deliverer
 from authz.webhooks.events import enqueue, event, stable_id
 from tests.conftest import ROOT, free_port, write_policy
 
+pytestmark = pytest.mark.both_stores
 DAY, HOUR = 86400.0, 3600.0
 OPEN = {"authenticators": {"public": {"type": "anonymous"}}, "routes": [{"id": "open", "require": "public"}]}
 SECRET = new_secret()
