@@ -616,6 +616,8 @@ def test_dump_and_load_move_every_row(store, admin, tmp_path):
 
     store.last_used.count(admin.keys.list("partner-a")[0].id, True, ipaddress.ip_address("192.0.2.1"), "r", False)
     store.last_used.flush()
+    store.outbox.advance("api_key_expiry", None, 1000.0, _events("e1", "e2"))
+    store.outbox.claim(time.time(), time.time() + 60, "token", 1)
     target = _migrated(str(tmp_path / "target.db"))
     for table in TABLES:
         target.load(table, store.dump(table))
@@ -625,3 +627,79 @@ def test_dump_and_load_move_every_row(store, admin, tmp_path):
     assert [(r.publishable, r.origins) for r in Admin(target).keys.list("web-shop")] == [
         (True, ("https://*.example.com", "http://localhost:3000"))]
     Admin(target).users.add("bob", "pw")  # ids continue after the copied ones
+    assert target.outbox.cursor("api_key_expiry") == 1000.0 and target.outbox.counts().pending == 2
+
+
+# -- expiring keys and the webhook outbox ------------------------------------------------------------
+
+def test_expiring_keys_are_a_range_on_the_expiry(store, admin):
+    now = time.time()
+    soon, _ = admin.keys.create("partner-a", expires_at=now + 100)
+    later, _ = admin.keys.create("partner-b", expires_at=now + 1000)
+    admin.keys.create("partner-c", expires_at=now + 5000)
+    admin.keys.create("partner-d")
+    revoked, _ = admin.keys.create("partner-e", expires_at=now + 200)
+    admin.keys.revoke(revoked.id)
+    rotated, _ = admin.keys.create("partner-f")
+    rotated, _, _ = admin.keys.rotate(rotated.id, 300)
+    assert [k.id for k in store.keys.expiring(now, now + 1000)] == [soon.id, rotated.id, later.id]
+    assert [k.id for k in store.keys.expiring(now + 100, now + 999)] == [rotated.id]  # (after, until]
+    # Counted: active keys only (the deprecated one is replaced, the revoked one gone).
+    assert store.keys.count_expiring(now, (150.0, 1000.0, 10_000.0)) == [1, 2, 3]
+    assert store.keys.count_expiring(now, ()) == []
+
+
+def _events(*ids: str, at: float | None = None) -> list:
+    from authz.store.records import NewWebhookEvent
+
+    at = time.time() if at is None else at
+    return [NewWebhookEvent(i, "api_key.expired", f'{{"id":"{i}"}}', at) for i in ids]
+
+
+def test_the_outbox_leases_each_event_to_one_deliverer(store):
+    outbox, now = store.outbox, time.time()
+    assert outbox.enqueue(_events("e1", "e2", "e3")) == 3
+    assert outbox.enqueue(_events("e2", "e4")) == 1  # e2 is kept as it was
+    assert outbox.has_due(now + 1)
+    first = outbox.claim(now + 1, now + 60, "token-1", 2)
+    second = outbox.claim(now + 1, now + 60, "token-2", 10)
+    assert len(first) == 2 and len(second) == 2 and not {e.id for e in first} & {e.id for e in second}
+    assert outbox.claim(now + 1, now + 60, "token-3", 10) == [] and not outbox.has_due(now + 1)
+    assert first[0].body == f'{{"id":"{first[0].id}"}}' and first[0].attempts == 0
+
+    done, retried = first
+    assert not outbox.delivered(done.id, "token-2", now + 2)  # only the lease holder settles
+    assert outbox.delivered(done.id, "token-1", now + 2)
+    assert outbox.failed(retried.id, "token-1", now + 2, "HTTP 500", retry_at=now + 30)
+    assert not outbox.has_due(now + 29)
+    [again] = outbox.claim(now + 31, now + 90, "token-4", 10)
+    assert (again.id, again.attempts, again.last_error) == (retried.id, 1, "HTTP 500")
+    assert outbox.failed(again.id, "token-4", now + 32, "HTTP 503", retry_at=None)  # given up
+
+    # A lease that runs out (its deliverer died mid-send) makes the event due again.
+    lost = second[0]
+    [taken] = outbox.claim(now + 61, now + 120, "token-5", 1)
+    assert taken.id == lost.id and not outbox.delivered(lost.id, "token-2", now + 62)
+    assert outbox.delivered(lost.id, "token-5", now + 62)
+
+    states = {e.id: (e.state, e.attempts) for e in outbox.list()}
+    assert states[done.id] == ("delivered", 1) and states[again.id] == ("failed", 2)
+    assert [e.id for e in outbox.list("failed")] == [again.id]
+    counts = outbox.counts()
+    assert (counts.pending, counts.delivered, counts.failed) == (1, 2, 1) and counts.oldest_pending is not None
+    assert outbox.prune(finished_before=now + 1000, pending_before=now - 1000) == 3
+    assert [e.state for e in outbox.list()] == ["pending"]
+    assert outbox.prune(finished_before=now, pending_before=now + 1000) == 1
+    assert outbox.counts().oldest_pending is None
+
+
+def test_a_cursor_advances_only_from_what_was_read(store):
+    outbox = store.outbox
+    assert outbox.cursor("scan") is None
+    assert outbox.advance("scan", None, 10.0, _events("a"))
+    assert not outbox.advance("scan", None, 20.0, _events("b"))  # someone looked first
+    assert outbox.cursor("scan") == 10.0
+    assert not outbox.advance("scan", 5.0, 20.0, _events("b"))
+    assert outbox.advance("scan", 10.0, 20.0, _events("b", "a"))
+    assert outbox.cursor("scan") == 20.0 and outbox.cursor("other") is None
+    assert sorted(e.id for e in outbox.list()) == ["a", "b"]

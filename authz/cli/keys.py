@@ -14,7 +14,7 @@ from authz.config import default_from_env
 
 @main.group()
 def keys() -> None:
-    """API keys: create, list, show, usage, rotate, revoke."""
+    """API keys: create, list, show, usage, expiring, rotate, revoke."""
 
 
 @command(keys, "create")
@@ -167,6 +167,34 @@ def _usage_text(report) -> str:
         lines.append(f"rotated {ago(report.view.rotation.rotated_at)} to {key.replaced_by}; "
                      f"{_since_rotation(report.view)}")
     return "\n".join(lines)
+
+
+@command(keys, "expiring")
+@click.option("--within", default="30d", show_default=True, help="How far ahead to look, e.g. 14d.")
+def keys_expiring(within) -> None:
+    """Keys that stop working soon: expiring, or rotated and at the end of their grace."""
+    span = parse_duration(within, "'--within'")
+    records = admin().keys.expiring(span)
+    rows = [("ID", "PRINCIPAL", "ENV", "STATUS", "EXPIRES", "IN", "LAST USED", "ROTATION")]
+    now = time.time()
+    for r in records:
+        rows.append((r.id, r.principal, r.env, r.status, when(r.expires_at), _left(r.expires_at - now),
+                     ago(r.last_used_at), f"-> {r.replaced_by}" if r.replaced_by else "-"))
+    emit(click.get_current_context(), [r.to_json() for r in records],
+         _table(rows) if records else f"no API key expires within {within}")
+
+
+def _left(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{max(0, int(seconds))}s"
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    """Columns padded to their widest cell (the first row is the header)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
 @command(keys, "revoke")

@@ -27,6 +27,8 @@ from authz.store.records import (
     LastRequest,
     NewApiKey,
     NewIdentitySigningKey,
+    NewWebhookEvent,
+    OutboxCounts,
     PolicySnapshot,
     Principal,
     RegisteredCertificate,
@@ -34,6 +36,7 @@ from authz.store.records import (
     SigningKeyRecord,
     UsageHour,
     UserCredentials,
+    WebhookEvent,
 )
 
 if TYPE_CHECKING:
@@ -137,6 +140,50 @@ class ChangeFeed(Protocol):
         """Entries with an id above ``after``, oldest first, at most ``limit``."""
 
 
+class WebhookOutbox(Protocol):
+    """Events to send to the operator's webhook, kept until delivered (``authz.webhooks``).
+
+    At least once, by one deliverer at a time: ``claim`` leases due events to one caller
+    (a transaction on SQLite, ``FOR UPDATE SKIP LOCKED`` on PostgreSQL), and only the
+    holder of a lease (its ``token``) may settle an event; a lease that runs out (a
+    deliverer killed mid-send) makes the event due again. Events are not serving state:
+    no change-log entry.
+    """
+
+    def enqueue(self, events: list[NewWebhookEvent]) -> int:
+        """Insert events due now, one transaction; an id already in the outbox is left as
+        it is (producers dedupe by id). Returns how many were new."""
+
+    def cursor(self, name: str) -> float | None:
+        """Up to when the producer ``name`` has looked (None: never)."""
+
+    def advance(self, name: str, expected: float | None, to: float, events: list[NewWebhookEvent]) -> bool:
+        """In one transaction: if ``name``'s cursor is still ``expected``, enqueue ``events``
+        and move the cursor to ``to``; else write nothing and return False (another
+        process looked at that span first)."""
+
+    def has_due(self, now: float) -> bool:
+        """Whether any event is due and not leased (a read: deliverers poll with it)."""
+
+    def claim(self, now: float, lease_until: float, token: str, limit: int) -> list[WebhookEvent]:
+        """Lease up to ``limit`` due events to ``token`` until ``lease_until``, oldest due first."""
+
+    def delivered(self, event_id: str, token: str, at: float) -> bool:
+        """The receiver took it (2xx); False when ``token`` no longer holds the lease."""
+
+    def failed(self, event_id: str, token: str, at: float, error: str, retry_at: float | None) -> bool:
+        """An attempt failed: due again at ``retry_at``, or given up (``failed``) when None."""
+
+    def list(self, state: str | None = None, limit: int = 100) -> list[WebhookEvent]:
+        """Newest first."""
+
+    def counts(self) -> OutboxCounts: ...
+
+    def prune(self, finished_before: float, pending_before: float) -> int:
+        """Drop delivered and failed events finished before ``finished_before``, and
+        pending ones created before ``pending_before`` (nobody delivers them); how many."""
+
+
 class CredentialReads(Protocol):
     """What authenticators may ask (``authenticators.Context.store``)."""
 
@@ -167,6 +214,10 @@ class ServingStore(CredentialReads, Protocol):
 
     @property
     def changes(self) -> ChangeFeed: ...
+
+    @property
+    def outbox(self) -> WebhookOutbox:
+        """Where events for the webhook go (anomalies are noticed while serving)."""
 
     @property
     def location(self) -> str:
@@ -211,6 +262,13 @@ class ApiKeyTable(ApiKeyLookup, Protocol):
 
     def touch(self, last_used: dict[str, float]) -> None:
         """Record last uses (key id → time), never moving one back."""
+
+    def expiring(self, after: float, until: float) -> list[ApiKeyRecord]:
+        """Keys not revoked whose expiry is in (``after``, ``until``], soonest first (indexed)."""
+
+    def count_expiring(self, now: float, within: tuple[float, ...]) -> list[int]:
+        """For each span in ``within`` (seconds), how many active keys expire in
+        (``now``, ``now`` + span]: one indexed range count."""
 
 
 class KeyUsageTable(Protocol):

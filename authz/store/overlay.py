@@ -1,7 +1,8 @@
 """A store for dry runs (``authz policy explain --as-key/--as-user``): it answers like the
 store underneath, except that a stand-in secret resolves to a chosen key and a stand-in
-password to a chosen user, and it records no key's last use or usage (a dry run is no use).
-Nothing is written for the stand-ins; the store underneath is never modified."""
+password to a chosen user, and it records no key's last use or usage (a dry run is no
+use) and sends no webhook event (nothing happened). Nothing is written for the
+stand-ins; the store underneath is never modified."""
 
 from __future__ import annotations
 
@@ -23,6 +24,13 @@ class _NoLastUse:
 
     def flush(self) -> None:
         pass
+
+
+class _NoEvents:
+    """The outbox of a dry run: what a decision would announce is dropped."""
+
+    def enqueue(self, events: list) -> int:
+        return 0
 
 
 class _Keys:
@@ -62,6 +70,7 @@ class StandInStore:
         self.certificates = base.certificates
         self.signing_keys = base.signing_keys
         self.policy_snapshots = base.policy_snapshots
+        self.outbox = _NoEvents()
 
     @property
     def location(self) -> str:

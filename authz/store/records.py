@@ -323,3 +323,51 @@ class Change:
     id: int
     kind: str
     ref: str
+
+
+# -- the webhook outbox ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NewWebhookEvent:
+    """An event to deliver: ``id`` is its delivery id (``webhook-id``, the same on every
+    retry, so receivers deduplicate by it), ``body`` the exact JSON that will be signed
+    and sent (``authz.webhooks.events`` builds it; it never holds a secret)."""
+
+    id: str
+    type: str
+    body: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEvent:
+    """An outbox row as deliverers and operators see it. ``state``: ``pending`` (to
+    send, at ``next_attempt_at``), ``delivered`` or ``failed`` (given up); ``finished_at``
+    is when it became one of the last two."""
+
+    id: str
+    type: str
+    body: str
+    state: str
+    created_at: float
+    attempts: int
+    next_attempt_at: float
+    finished_at: float | None
+    last_error: str | None
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "type": self.type, "state": self.state, "created_at": self.created_at,
+                "attempts": self.attempts, "next_attempt_at": self.next_attempt_at,
+                "finished_at": self.finished_at, "last_error": self.last_error, "body": self.body}
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxCounts:
+    """What the outbox holds, for ``/metrics``: events by state, and when the oldest
+    event still to deliver was created (None when there is none)."""
+
+    pending: int
+    delivered: int
+    failed: int
+    oldest_pending: float | None

@@ -12,6 +12,7 @@ from authz.store.postgres.api_keys import PostgresApiKeys
 from authz.store.postgres.certificates import PostgresCertificates
 from authz.store.postgres.changes import PostgresChanges
 from authz.store.postgres.database import CHANNEL, Database, Listener
+from authz.store.postgres.outbox import PostgresOutbox
 from authz.store.postgres.policy_snapshots import PostgresPolicySnapshots
 from authz.store.postgres.principals import PostgresPrincipals
 from authz.store.postgres.revocations import PostgresRevocations
@@ -35,6 +36,7 @@ class PostgresStore:
         self.signing_keys = PostgresSigningKeys(self.database)
         self.policy_snapshots = PostgresPolicySnapshots(self.database)
         self.changes = PostgresChanges(self.database)
+        self.outbox = PostgresOutbox(self.database)
         self.usage = PostgresKeyUsage(self.database)
         self.last_used = LastUsedRecorder(self.keys.touch, last_used_interval, self.usage, usage_retention)
 

@@ -111,6 +111,28 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX key_last_requests_at ON key_last_requests(at)",
     ],
+    [
+        # Expiry warnings and the webhook outbox, as in SQLite's migration 8.
+        "CREATE INDEX api_keys_expiry ON api_keys(expires_at, status)",
+        """CREATE TABLE webhook_outbox (
+            id TEXT PRIMARY KEY,
+            type TEXT NOT NULL,
+            body TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'failed')),
+            created_at DOUBLE PRECISION NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at DOUBLE PRECISION NOT NULL,
+            lease_until DOUBLE PRECISION,
+            claim TEXT,
+            finished_at DOUBLE PRECISION,
+            last_error TEXT
+        )""",
+        "CREATE INDEX webhook_outbox_due ON webhook_outbox(state, next_attempt_at)",
+        """CREATE TABLE webhook_cursors (
+            name TEXT PRIMARY KEY,
+            at DOUBLE PRECISION NOT NULL
+        )""",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)

@@ -14,6 +14,7 @@ from authz.store.sqlite.api_keys import SqliteApiKeys
 from authz.store.sqlite.certificates import SqliteCertificates
 from authz.store.sqlite.changes import SqliteChanges
 from authz.store.sqlite.database import Database
+from authz.store.sqlite.outbox import SqliteOutbox
 from authz.store.sqlite.policy_snapshots import SqlitePolicySnapshots
 from authz.store.sqlite.principals import SqlitePrincipals
 from authz.store.sqlite.revocations import SqliteRevocations
@@ -26,7 +27,8 @@ __all__ = ["SqliteStore"]
 
 class SqliteStore:
     """One SQLite file: principals and users, API keys and their usage, revocations,
-    certificates, signing keys and policy snapshots (implements ``authz.store.interface.Store``)."""
+    certificates, signing keys, policy snapshots and the webhook outbox (implements
+    ``authz.store.interface.Store``)."""
 
     def __init__(self, path: str | os.PathLike[str], last_used_interval: float = 30.0, serving: bool = False,
                  usage_retention: float = DEFAULT_RETENTION) -> None:
@@ -38,6 +40,7 @@ class SqliteStore:
         self.signing_keys = SqliteSigningKeys(self.database)
         self.policy_snapshots = SqlitePolicySnapshots(self.database)
         self.changes = SqliteChanges(self.database)
+        self.outbox = SqliteOutbox(self.database)
         self.usage = SqliteKeyUsage(self.database)
         self.last_used = LastUsedRecorder(self.keys.touch, last_used_interval, self.usage, usage_retention)
 

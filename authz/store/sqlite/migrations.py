@@ -127,6 +127,35 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX key_last_requests_at ON key_last_requests(at)",
     ],
+    [
+        # Expiry warnings: keys crossing a threshold (30, 7, 1 days left) are found, and
+        # the /metrics gauge counted, by a range on expires_at; status is in the index so
+        # that the count reads the index alone.
+        "CREATE INDEX api_keys_expiry ON api_keys(expires_at, status)",
+        # Events for the operator's webhook, kept until delivered (authz.webhooks): id is
+        # the delivery id, body the exact JSON signed and sent. A deliverer leases due
+        # rows (lease_until, claim) so that only one sends each.
+        """CREATE TABLE webhook_outbox (
+            id TEXT PRIMARY KEY,
+            type TEXT NOT NULL,
+            body TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'failed')),
+            created_at REAL NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL NOT NULL,
+            lease_until REAL,
+            claim TEXT,
+            finished_at REAL,
+            last_error TEXT
+        )""",
+        "CREATE INDEX webhook_outbox_due ON webhook_outbox(state, next_attempt_at)",
+        # Up to when each producer of events has looked (the expiry scan): a span of time
+        # is looked at once, whatever the number of workers and replicas.
+        """CREATE TABLE webhook_cursors (
+            name TEXT PRIMARY KEY,
+            at REAL NOT NULL
+        )""",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)
