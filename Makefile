@@ -59,6 +59,7 @@ bench: $(BIN)/authz servers
 	$(BIN)/python bench/bench.py
 	$(BIN)/python bench/flood.py
 	$(BIN)/python bench/replicas.py
+	$(BIN)/python bench/expiry.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
