@@ -390,15 +390,19 @@ def routes_section(tmp: Path, store, key: str, trials, n: int, count: int, secon
             func()
     out["decide"] = trials(measures, count)
 
-    start = time.perf_counter()
+    # Three runs, as the load: one run is one sample of a shared VM's noise.
+    runs = []
     try:
-        check = subprocess.run([str(BIN / "authz"), "policy", "check", str(big)], capture_output=True,
-                               text=True, timeout=300, check=False)
-        out["check"] = (time.perf_counter() - start, check.returncode,
+        for _ in range(3):
+            start = time.perf_counter()
+            check = subprocess.run([str(BIN / "authz"), "policy", "check", str(big)], capture_output=True,
+                                   text=True, timeout=300, check=False)
+            runs.append(time.perf_counter() - start)
+        out["check"] = (min(runs), statistics.median(runs), check.returncode,
                         sum(line.startswith("warning:") for line in check.stderr.splitlines() +
                             check.stdout.splitlines()), (check.stdout + check.stderr).strip().splitlines()[-1:])
     except subprocess.TimeoutExpired:
-        out["check"] = (None, None, None, ["timed out after 300 s"])
+        out["check"] = (None, None, None, None, ["timed out after 300 s"])
 
     out["reload"] = reload_under_load(tmp, store.path, key, seconds, reload_rounds)
     return out
@@ -453,7 +457,7 @@ def reload_under_load(tmp: Path, db: Path, key: str, seconds: float, rounds: int
 def routes_report(out: dict, n: int, count: int) -> list[str]:
     decide = out["decide"]
     small, big = decide["10 routes: decide(), last route"], decide["10,000 routes: decide(), last route"]
-    seconds, code, warnings, last = out["check"]
+    seconds, median_seconds, code, warnings, last = out["check"]
     reload = out["reload"]
 
     def window(runs: list[dict]) -> str:
@@ -476,7 +480,8 @@ def routes_report(out: dict, n: int, count: int) -> list[str]:
         f"- `authz.policy.load_policy` of the 10,000 routes: **{out['load'][0]:.2f} s** (best of 3; median "
         f"{out['load'][1]:.2f} s); target ≤ 1 s.",
         ("- `authz policy check` on them (the CLI as a subprocess, wall time including start-up): "
-         + (f"**{seconds:.2f} s**, exit {code}, {warnings} warning(s) (the shadowed route); target ≤ 1.5 s."
+         + (f"**{seconds:.2f} s** (best of 3; median {median_seconds:.2f} s), exit {code}, {warnings} warning(s) "
+            "(the shadowed route); target ≤ 1.5 s."
             if seconds is not None else f"{last[0]}.")),
         "",
         f"Reload under load: `authz serve --workers {WORKERS}` on the 10,000 routes, `wrk {' '.join(WRK)} "
