@@ -57,6 +57,7 @@ class StandInStore:
         self.last_used: LastUseRecorder = base.last_used
         self.revocations = base.revocations
         self.certificates = base.certificates
+        self.nonces = base.nonces
         self.signing_keys = base.signing_keys
         self.policy_snapshots = base.policy_snapshots
 

@@ -85,6 +85,7 @@ class Replica:
         self.certificates = _Certificates(self)
         self.signing_keys = _SigningKeys(self)
         self.policy_snapshots = base.policy_snapshots
+        self.nonces = base.nonces  # one-time values must be seen by every replica: the shared store's
         self.changes = base.changes
         self.last_used = base.last_used
         self.queries = 0  # credential reads that went to the store (tests and the bench count them)

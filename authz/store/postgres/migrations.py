@@ -83,6 +83,16 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE api_keys ADD COLUMN publishable INTEGER NOT NULL DEFAULT 0 CHECK (publishable IN (0, 1))",
         "ALTER TABLE api_keys ADD COLUMN origins TEXT NOT NULL DEFAULT ''",
     ],
+    [
+        # One-time values (DPoP proof ids), as in SQLite's migration 7.
+        """CREATE TABLE nonces (
+            scope TEXT NOT NULL,
+            value TEXT NOT NULL,
+            expires_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (scope, value)
+        )""",
+        "CREATE INDEX nonces_expiry ON nonces(expires_at)",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)

@@ -96,6 +96,17 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE api_keys ADD COLUMN publishable INTEGER NOT NULL DEFAULT 0 CHECK (publishable IN (0, 1))",
         "ALTER TABLE api_keys ADD COLUMN origins TEXT NOT NULL DEFAULT ''",
     ],
+    [
+        # One-time values seen within their window (DPoP proof ids): a value is accepted
+        # once, by whichever worker sees it first. Not copied by `authz db copy`.
+        """CREATE TABLE nonces (
+            scope TEXT NOT NULL,
+            value TEXT NOT NULL,
+            expires_at REAL NOT NULL,
+            PRIMARY KEY (scope, value)
+        )""",
+        "CREATE INDEX nonces_expiry ON nonces(expires_at)",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)
