@@ -7,6 +7,10 @@ algorithm from the configured list only (``none`` never), key by ``kid`` from th
 configured key source only, signature, ``exp`` (required), ``nbf``, ``iat``, ``iss``,
 ``aud``, ``typ`` and ``required_claims``, with ``leeway``.
 
+A token bound to a key (``cnf.jkt``, RFC 9449 DPoP) is accepted only as
+``Authorization: DPoP`` with a valid proof of that key (``authenticators/dpop.py``);
+whether a route takes such tokens at all is its leaf's ``dpop`` option.
+
 A verified token is cached per worker (key: a MAC of the whole token; entry: its
 claims and the kid that verified it) until it expires, so a repeated token costs no
 cryptography; revocation (``jti``), key withdrawal and scope checks still apply on
@@ -16,14 +20,15 @@ every request.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
 import time
 from dataclasses import dataclass
 
-from authz.authenticators import jose
+from authz.authenticators import dpop, jose
 from authz.authenticators.base import AUTHORIZATION, Authenticator, ConfigError, Context
-from authz.authenticators.bearer import SLOT, BearerChallenges, as_tokens, bearer_token, token_layers
+from authz.authenticators.bearer import SLOT, BearerChallenges, as_tokens, presented_token, token_layers
 from authz.authenticators.cache import SecretKeyer
 from authz.authenticators.http_client import url_problem
 from authz.authenticators.keysets import (
@@ -54,6 +59,7 @@ class Verified:
     also: tuple[Identity, ...] = ()
     jti: str | None = None
     bound_to: str | None = None
+    jkt: str | None = None  # RFC 9449 cnf.jkt: the key whose proof must come with the token
 
 
 def claim_path(claims: dict, path: str):
@@ -94,6 +100,13 @@ class JwtAuthenticator(BearerChallenges, Authenticator):
             raise ConfigError("algorithms", "HS* algorithms cannot be mixed with asymmetric ones "
                                             "(a public key would become an HMAC secret)")
         self.keys = self._key_source(config, context, bool(symmetric))
+        self.dpop_algorithms = tuple(config.get("dpop_algorithms", dpop.DEFAULT_ALGORITHMS))
+        try:
+            self.proofs = dpop.ProofVerifier(list(self.dpop_algorithms),
+                                             float(config.get("dpop_max_age", dpop.DEFAULT_MAX_AGE)),
+                                             self.leeway, context.store)
+        except ValueError as exc:
+            raise ConfigError("dpop_algorithms", str(exc)) from None
 
     def _key_source(self, config: dict, context: Context, symmetric: bool):
         sources = [k for k in ("jwks_file", "jwks_uri", "public_key_file", "secret_env") if k in config]
@@ -133,9 +146,17 @@ class JwtAuthenticator(BearerChallenges, Authenticator):
 
     # -- the request ------------------------------------------------------------
     def authenticate(self, request: CheckRequest) -> Outcome:
-        token = bearer_token(request)
-        if token is None or token.count(".") != 2:
+        presented = presented_token(request)
+        if presented is None or presented[1].count(".") != 2:
             return Outcome.absent()  # not a JWT: perhaps an opaque token for introspection
+        scheme, token = presented
+        outcome = self._authenticate(request, scheme, token)
+        if scheme == "dpop" and outcome.kind is OutcomeKind.INVALID and outcome.dpop_error is None:
+            # RFC 9449 §7.1: a failure of a token sent as DPoP is told in the DPoP challenge.
+            outcome = dataclasses.replace(outcome, dpop_error=dpop.INVALID_TOKEN)
+        return outcome
+
+    def _authenticate(self, request: CheckRequest, scheme: str, token: str) -> Outcome:
         if len(token) > MAX_TOKEN_BYTES:
             return Outcome.invalid(SLOT, f"token longer than {MAX_TOKEN_BYTES} bytes")
 
@@ -157,7 +178,7 @@ class JwtAuthenticator(BearerChallenges, Authenticator):
             self.cache.set(cache_key, verified, verified.expires)
         elif verified.expires <= time.time():
             return Outcome.invalid(SLOT, "token has expired", Reason.CREDENTIAL_EXPIRED)
-        return self._identity(verified, request)
+        return self._identity(verified, request, scheme, token)
 
     def _verify(self, jws: jose.CompactJWS) -> Verified | Outcome:
         signer = self.signer(jws)
@@ -194,8 +215,14 @@ class JwtAuthenticator(BearerChallenges, Authenticator):
             return Outcome.invalid(SLOT, "signature verification failed")
         return signer
 
-    def _identity(self, verified: Verified, request: CheckRequest) -> Outcome:
-        """Per request: certificate binding and revocation; the identity was derived once."""
+    def _identity(self, verified: Verified, request: CheckRequest, scheme: str, token: str) -> Outcome:
+        """Per request: certificate binding, revocation, DPoP; the identity was derived once."""
+        if verified.jkt is not None and scheme != "dpop":
+            # RFC 9449 §7.1: a DPoP-bound token is no bearer token.
+            return Outcome.invalid(SLOT, "DPoP-bound token sent as a bearer token (use Authorization: DPoP "
+                                         "with a DPoP proof)")
+        if scheme == "dpop" and verified.jkt is None:
+            return Outcome.invalid(SLOT, "token sent with the DPoP scheme is not DPoP-bound (no cnf.jkt)")
         if verified.bound_to is not None:
             # RFC 8705 §3: a bound token is only good with the certificate it names.
             presented = certificate_thumbprints(request)
@@ -206,12 +233,24 @@ class JwtAuthenticator(BearerChallenges, Authenticator):
         jti = verified.jti
         if jti is not None and self.context.store.revocations.is_revoked("jti", jti, self.issuer):
             return Outcome.invalid(SLOT, f"token {jti[:64]} is revoked", Reason.CREDENTIAL_REVOKED)
+        if verified.jkt is not None:
+            # Last: an accepted proof's jti is spent, so nothing may refuse the request after it.
+            try:
+                self.proofs.check(request, token, verified.jkt)
+            except dpop.ProofError as exc:
+                return Outcome(OutcomeKind.INVALID, reason=Reason.CREDENTIALS_INVALID, detail=str(exc), slot=SLOT,
+                               dpop_error=exc.code)
         return Outcome(OutcomeKind.VALID, verified.identity, slot=SLOT, also=verified.also)
 
     def _derive(self, verified: Verified) -> Verified | Outcome:
         """Fill the entry with the identities the claims prove (once, before caching)."""
         claims = verified.claims
         verified.bound_to = bound_to = _bound_thumbprint(claims)
+        cnf = claims.get("cnf")
+        if isinstance(cnf, dict) and "jkt" in cnf:
+            if not isinstance(cnf["jkt"], str) or not cnf["jkt"]:
+                return Outcome.invalid(SLOT, "token cnf.jkt is not a thumbprint")
+            verified.jkt = cnf["jkt"]
         jti = claims.get("jti")
         verified.jti = jti if isinstance(jti, str) else None
         principal = claims.get(self.principal_claim)
@@ -226,13 +265,13 @@ class JwtAuthenticator(BearerChallenges, Authenticator):
         user, client_id = token_layers(principal, claims.get("client_id"), self.principal_claim == "sub")
         if user is None and client_id is not None:  # a client-credentials token: the subject is the client
             verified.identity = Identity(client_id, IdentityKind.CLIENT, self.type, self.name,
-                                         scopes, roles, credential, bound_to)
+                                         scopes, roles, credential, bound_to, verified.jkt)
             return verified
         verified.identity = Identity(principal, IdentityKind.USER, self.type, self.name, scopes, roles, credential,
-                                     bound_to)
+                                     bound_to, verified.jkt)
         if client_id is not None:
             verified.also = (Identity(client_id, IdentityKind.CLIENT, self.type, self.name, scopes, frozenset(),
-                                      credential, bound_to),)
+                                      credential, bound_to, verified.jkt),)
         return verified
 
 

@@ -197,8 +197,12 @@ def _requirement(spec, path, file, authenticators, defined_in, problems) -> Requ
         problems.append(PolicyProblem(file, pointer([*path, "bind_certificate"]),
                                       "bind_certificate goes on a jwt leaf inside an 'all' that also has an mtls leaf"))
         return None
+    if spec.get("dpop") and authenticators[name].type != "jwt":
+        problems.append(PolicyProblem(file, pointer([*path, "dpop"]), "dpop goes on a jwt leaf"))
+        return None
     return Leaf(
         authenticator=authenticators[name], pointer=where, bind_certificate=bool(spec.get("bind_certificate")),
+        dpop=spec.get("dpop"),
         scopes=frozenset(spec.get("scopes", ())), roles=frozenset(spec.get("roles", ())),
         principals=tuple(spec.get("principals", ())),
     )
