@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import subprocess
 import time
 
 import jwt
@@ -20,7 +21,7 @@ from authz.authenticators import dpop
 from authz.decision import Reason
 from authz.policy import PolicyError
 from authz.request import CheckRequest
-from tests.conftest import ask_on_a_worker, engine_for, store_dir, write_policy
+from tests.conftest import BIN, ask_on_a_worker, engine_for, store_dir, write_policy
 from tests.idp import AUDIENCE, ISSUER, b64, ec_key, ed_key, mint, public_jwk, public_pem, rsa_key
 
 IDP = rsa_key()
@@ -296,8 +297,10 @@ def test_end_to_end_allow_and_a_replay_refused_by_another_worker(gunicorn, store
     write_policy(policy_dir, {
         "authenticators": {"user_jwt": {"type": "jwt", "issuer": ISSUER, "audience": AUDIENCE,
                                         "algorithms": ["RS256"], "public_key_file": "idp.pem", "realm": "api"}},
-        "routes": [{"id": "orders", "match": {"paths": ["/orders/*"]},
+        "routes": [{"id": "orders", "match": {"paths": ["/orders/*"]}, "identity_token": True,
                     "require": {"use": "user_jwt", "dpop": "required"}}]})
+    subprocess.run([str(BIN / "authz"), "--db", store.url, "db", "init"], capture_output=True, check=True,
+                   timeout=30)  # the first signing key, for X-Auth-Token
     server = gunicorn(workers=2)
     made = proof(token=TOKEN, htu="https://api.example.com/orders/7")
     door = {"X-Original-Method": "GET", "X-Original-URI": "/orders/7", "X-Original-Host": HOST,
@@ -319,6 +322,8 @@ def test_end_to_end_allow_and_a_replay_refused_by_another_worker(gunicorn, store
     fresh = {**door, "DPoP": proof(token=TOKEN, htu="https://api.example.com/orders/7")}
     answer = requests.get(server.url + "/auth-request", headers=fresh, timeout=5)
     assert answer.status_code == 200 and answer.headers["X-Auth-User"] == "alice"
+    signed = jwt.decode(answer.headers["X-Auth-Token"], options={"verify_signature": False})
+    assert signed["sub"] == "alice" and signed["cnf"] == {"jkt": jkt_of(CLIENT_EC)}  # the upstream sees the key
     log = store_dir(store) / "decisions.log"
     deadline = time.monotonic() + 10  # written in batches: wait for the last answer's line
     while '"decision":"allow"' not in (text := log.read_text() if log.exists() else "").rpartition("\n")[0][-400:]:
