@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 import subprocess
 import time
@@ -21,7 +22,7 @@ from authz.authenticators import dpop
 from authz.decision import Reason
 from authz.policy import PolicyError
 from authz.request import CheckRequest
-from tests.conftest import BIN, ask_on_a_worker, engine_for, store_dir, write_policy
+from tests.conftest import BIN, ROOT, ask_on_a_worker, engine_for, store_dir, write_policy
 from tests.idp import AUDIENCE, ISSUER, b64, ec_key, ed_key, mint, public_jwk, public_pem, rsa_key
 
 IDP = rsa_key()
@@ -286,6 +287,18 @@ def test_bad_dpop_configuration_is_refused(store, policy_dir, policy, message):
     write_policy(policy_dir, policy)
     with pytest.raises(PolicyError, match=message):
         engine_for(store, policy_dir)
+
+
+def test_the_readme_client_snippet_makes_proofs_authz_accepts(decider):
+    """The README's Python block, run as written: its key, bound into a token, and its
+    proofs (the query and fragment of the URL dropped from htu)."""
+    text = (ROOT / "README.md").read_text().split("## DPoP: tokens bound to the client's key", 1)[1]
+    namespace: dict = {}
+    exec(re.search(r"```python\n(.*?)```", text, re.S).group(1), namespace)  # noqa: S102 — our own README
+    token = mint(IDP, kid=None, cnf={"jkt": dpop.thumbprint(namespace["public_jwk"])})
+    decide = decider()
+    assert decide(token, namespace["dpop_proof"]("GET", URL + "?page=2#top", token), url=URL + "?page=2").allowed
+    assert not decide(token, namespace["dpop_proof"]("GET", URL, token), method="POST").allowed
 
 
 # -- a real server ---------------------------------------------------------------------------------
