@@ -239,6 +239,18 @@ def test_required_refuses_bearer_tokens_allowed_takes_both(decider):
     assert d.challenges[1].startswith(f'DPoP realm="api", {ALGS}, error="invalid_dpop_proof"')
 
 
+def test_missing_scopes_on_a_required_leaf_are_a_dpop_challenge(store, policy_dir):
+    (policy_dir / "idp.pem").write_bytes(public_pem(IDP))
+    write_policy(policy_dir, {"authenticators": {"user_jwt": {
+        "type": "jwt", "issuer": ISSUER, "audience": AUDIENCE, "algorithms": ["RS256"], "public_key_file": "idp.pem",
+        "realm": "api", "dpop_algorithms": ["ES256"]}},
+        "routes": [{"id": "orders", "require": {"use": "user_jwt", "dpop": "required", "scopes": ["orders:write"]}}]})
+    d = engine_for(store, policy_dir).decide(CheckRequest.from_url(
+        "GET", URL, [("Authorization", f"DPoP {TOKEN}"), ("DPoP", proof(token=TOKEN))]))
+    assert (d.status, d.reason) == (403, Reason.INSUFFICIENT_SCOPE)
+    assert d.challenges == ['DPoP realm="api", algs="ES256", error="insufficient_scope", scope="orders:write"']
+
+
 def test_an_unbound_token_sent_as_dpop_is_refused(decider):
     decide = decider("allowed")
     plain = mint(IDP, kid=None)
