@@ -16,9 +16,11 @@ import time
 import jwt
 import pytest
 import requests
+from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from authz.authenticators import dpop
+from authz.cli import main
 from authz.decision import Reason
 from authz.policy import PolicyError
 from authz.request import CheckRequest
@@ -299,6 +301,21 @@ def test_bad_dpop_configuration_is_refused(store, policy_dir, policy, message):
     write_policy(policy_dir, policy)
     with pytest.raises(PolicyError, match=message):
         engine_for(store, policy_dir)
+
+
+def test_a_dry_run_spends_no_proof(decider, store, policy_dir):
+    """``authz policy explain`` with a real proof explains the allow without spending the
+    proof's jti: the request itself is still allowed afterwards, once."""
+    decide = decider()
+    made = proof(token=TOKEN)
+    args = ["--db", str(store.url), "policy", "explain", "GET", URL, "-H", f"Authorization: DPoP {TOKEN}",
+            "-H", f"DPoP: {made}", "--policy-dir", str(policy_dir), "--json"]
+    for _ in range(2):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output)["decision"] == "allow"
+    assert decide(TOKEN, made).allowed
+    assert not decide(TOKEN, made).allowed
 
 
 def test_the_readme_client_snippet_makes_proofs_authz_accepts(decider):
