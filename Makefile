@@ -19,12 +19,14 @@ $(BIN)/authz: pyproject.toml
 	touch $@
 
 # nginx and caddy are real servers the end-to-end tests drive, PostgreSQL the store the
-# replica tests share (they start a throwaway cluster with its initdb/pg_ctl); wrk drives the benchmark.
+# replica tests share (they start a throwaway cluster with its initdb/pg_ctl), promtool (Debian's
+# prometheus package) checks deploy/prometheus/alerts.yaml; wrk drives the benchmark.
 servers:
 	@missing=""; \
 	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
 	command -v caddy >/dev/null 2>&1 || missing="$$missing caddy"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
@@ -57,6 +59,7 @@ bench: $(BIN)/authz servers
 	$(BIN)/python bench/bench.py
 	$(BIN)/python bench/flood.py
 	$(BIN)/python bench/replicas.py
+	$(BIN)/python bench/expiry.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

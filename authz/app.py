@@ -20,6 +20,7 @@ from authz.adapters.trust import check_peer
 from authz.config import Settings
 from authz.decision import Reason
 from authz.observability import metrics
+from authz.observability.store_metrics import StoreMetrics
 from authz.service import build_state
 
 
@@ -30,6 +31,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask("authz")
     app.extensions["authz"] = state
     app.wsgi_app = FrontDoors(app.wsgi_app, state)  # type: ignore[method-assign]
+    store_metrics = StoreMetrics(state.store, state.shared or state.store)  # type: ignore[arg-type]
+    state.start_background()
 
     @app.get("/healthz", provide_automatic_options=False)
     def healthz():
@@ -50,7 +53,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     def metrics_endpoint():
         if not trusted_peer():
             return jsonify(decision="deny", reason=str(Reason.UNTRUSTED_PROXY)), 403
-        body, content_type = metrics.exposition()
+        body, content_type = metrics.exposition(store_metrics)
         return Response(body, content_type=content_type)
 
     @app.get("/readyz", provide_automatic_options=False)

@@ -5,15 +5,23 @@ child inherits the flag that says "started" but not the thread. ``ProcessThread`
 forgets its thread in the child (``os.register_at_fork``), so the first call of
 ``ensure_started`` in each process starts a fresh one — exactly one, even when many
 requests race to it.
+
+What such a thread batches must also be written when the process ends, and ``atexit``
+alone does not see every end: a gunicorn worker leaves by ``sys.exit`` (atexit runs),
+but a granian worker is a ``multiprocessing`` child, which ends with ``os._exit`` after
+running multiprocessing's own finalizers only — atexit handlers never run there, so a
+SIGTERM lost whatever was batched. ``at_exit`` registers with both.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
 import weakref
 from collections.abc import Callable
+from multiprocessing import util as multiprocessing_util
 
 log = logging.getLogger("authz.background")
 
@@ -78,3 +86,20 @@ def start(name: str, target: Callable[[], None]) -> threading.Thread:
     thread = threading.Thread(target=target, name=name[:60], daemon=True)
     thread.start()
     return thread
+
+
+def at_exit(func: Callable[[], None]) -> None:
+    """Run ``func`` once when this process ends without being killed: at interpreter
+    exit (gunicorn workers, the CLI) or as a ``multiprocessing`` child ends (granian
+    workers, which skip atexit). Call it from the process it is for (a ``prepare``):
+    multiprocessing ignores a finalizer registered by a parent."""
+    done = False
+
+    def once() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            func()
+
+    atexit.register(once)
+    multiprocessing_util.Finalize(None, once, exitpriority=10)

@@ -17,11 +17,13 @@ starts (``authz.serve.prepare_worker_environment``).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from authz.credentials.x509 import MAX_CHAIN
 from authz.errors import AuthzError
@@ -109,6 +111,36 @@ def _bounded(low: float, high: float, unit: str, whole: bool = False) -> Parser:
     return parse
 
 
+def _on_off(name: str, text: str) -> bool:
+    if text not in ("on", "off"):
+        raise SettingsError(f"{name} must be 'on' or 'off'")
+    return text == "on"
+
+
+def _webhook_url(name: str, text: str) -> str:
+    """The rule ``authenticators.http_client.fetch`` enforces on every request, checked
+    at start-up: https, or http to a loopback host (events travel in clear otherwise)."""
+    parts = urlsplit(text)
+    host = parts.hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not ((parts.scheme == "https" and host) or (parts.scheme == "http" and loopback)):
+        raise SettingsError(f"{name} must be an https:// URL (http:// only for loopback hosts)")
+    return text
+
+
+def _webhook_secret(name: str, text: str) -> str:
+    from authz.credentials.webhook_signature import parse_secret
+
+    try:
+        parse_secret(text)
+    except ValueError as exc:  # the message never quotes the secret
+        raise SettingsError(f"{name} {exc}") from None
+    return text
+
+
 def _identity_token_everywhere(name: str, text: str) -> bool:
     if text not in ("routes", "all"):
         raise SettingsError(f"{name} must be 'routes' (per route option) or 'all'")
@@ -139,7 +171,12 @@ _TABLE: tuple[Setting, ...] = (
     Setting("AUTHZ_PROXY_SECRET", "proxy_secret", _text, None,
             "when set, decision requests must carry it in `X-Authz-Proxy-Secret`"),
     Setting("AUTHZ_LAST_USED_INTERVAL", "last_used_interval", _seconds, 30.0,
-            "seconds between batched writes of keys' last-use times"),
+            "seconds between batched writes of keys' last-use times and usage"),
+    Setting("AUTHZ_KEY_USAGE", "key_usage", _on_off, True,
+            "`on`: count each API key's requests per hour, client networks, last address and route "
+            "(`authz keys usage`), written with the last-use times; `off` counts nothing", shown="on"),
+    Setting("AUTHZ_USAGE_RETENTION_DAYS", "usage_retention_days", _bounded(1, 3650, "days", whole=True), 90,
+            "days API key usage is kept; older hours, networks and last requests are pruned"),
     Setting("AUTHZ_ISSUER", "issuer", _text, "authz", "`iss` of X-Auth-Token"),
     Setting("AUTHZ_IDENTITY_TOKEN", "identity_token_everywhere", _identity_token_everywhere, False,
             "`routes` (where a route says `identity_token`) or `all`", shown="routes"),
@@ -166,6 +203,15 @@ _TABLE: tuple[Setting, ...] = (
     Setting("AUTHZ_KDF_CONCURRENCY", "kdf_concurrency", _bounded(1, 256, "(a whole number)", whole=True), 2,
             "password verifications at once per worker, one of them kept for attempts with no failure "
             "on record for the name or the address; more are refused, not queued"),
+    Setting("AUTHZ_WEBHOOK_URL", "webhook_url", _webhook_url, None,
+            "where events are POSTed (keys expiring in 30, 7, 1 days, expired, grace periods ended; anomalies), "
+            "signed with `AUTHZ_WEBHOOK_SECRET`: `https://…`, or `http://` to a loopback host"),
+    Setting("AUTHZ_WEBHOOK_SECRET", "webhook_secret", _webhook_secret, None,
+            "the webhook's HMAC-SHA256 key: `whsec_` + base64 of 24 to 64 random bytes "
+            "(`authz webhooks secret` makes one); required with `AUTHZ_WEBHOOK_URL`"),
+    Setting("AUTHZ_WEBHOOK_INTERVAL", "webhook_interval", _bounded(0.1, 3600, "seconds"), 10.0,
+            "seconds between a server process's looks for expiry events and deliveries due; a failed delivery "
+            "is retried after as long, then twice as long each time (at most 6 h), and given up after 3 days"),
 )
 
 SETTINGS: dict[str, Setting] = {setting.name: setting for setting in _TABLE}
@@ -187,6 +233,8 @@ class Settings:
     proxy_secret: str | None = SETTINGS["AUTHZ_PROXY_SECRET"].default
     last_used_interval: float = SETTINGS["AUTHZ_LAST_USED_INTERVAL"].default
     max_staleness: float = SETTINGS["AUTHZ_MAX_STALENESS"].default
+    key_usage: bool = SETTINGS["AUTHZ_KEY_USAGE"].default
+    usage_retention_days: int = SETTINGS["AUTHZ_USAGE_RETENTION_DAYS"].default
     issuer: str = SETTINGS["AUTHZ_ISSUER"].default
     identity_token_ttl: float = SETTINGS["AUTHZ_IDENTITY_TOKEN_TTL"].default
     identity_token_audience: str | None = SETTINGS["AUTHZ_IDENTITY_TOKEN_AUDIENCE"].default
@@ -199,6 +247,9 @@ class Settings:
     password_user_failures: int = SETTINGS["AUTHZ_PASSWORD_USER_FAILURES"].default
     password_address_failures: int = SETTINGS["AUTHZ_PASSWORD_ADDRESS_FAILURES"].default
     kdf_concurrency: int = SETTINGS["AUTHZ_KDF_CONCURRENCY"].default
+    webhook_url: str | None = SETTINGS["AUTHZ_WEBHOOK_URL"].default
+    webhook_secret: str | None = field(default=SETTINGS["AUTHZ_WEBHOOK_SECRET"].default, repr=False)
+    webhook_interval: float = SETTINGS["AUTHZ_WEBHOOK_INTERVAL"].default
     trusted: TrustedNetworks = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -211,6 +262,9 @@ class Settings:
         object.__setattr__(self, "trusted", trusted)
         if not 2 <= self.max_chain_length <= MAX_CHAIN:
             raise SettingsError(f"AUTHZ_MAX_CHAIN_LENGTH must be from 2 to {MAX_CHAIN} certificates")
+        if self.webhook_url is not None and self.webhook_secret is None:
+            raise SettingsError("AUTHZ_WEBHOOK_URL is set but AUTHZ_WEBHOOK_SECRET is not: events are never sent "
+                                "unsigned (`authz webhooks secret` makes one)")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

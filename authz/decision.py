@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from authz.store.records import ApiKeyMatch
 
 
 class Reason(StrEnum):
@@ -97,6 +101,9 @@ class Outcome:
     # A valid credential that may not be used for this request (a publishable key from a
     # foreign origin): 403 with ``reason`` and ``detail``, as an unmet scope would be.
     forbidden: bool = False
+    # The stored API key the credential was identified as (its secret matched), valid or
+    # not (revoked, expired, used from a refused address…): what its usage counts.
+    api_key: ApiKeyMatch | None = None
     # A token presented with the DPoP scheme failed: the RFC 9449 error code its ``DPoP``
     # challenge carries (``invalid_dpop_proof`` or ``invalid_token``).
     dpop_error: str | None = None
@@ -149,6 +156,9 @@ class Decision:
     policy_revision: str | None = None
     identity_token: str | None = None
     strip_headers: list[str] = field(default_factory=list)  # consumed credential headers
+    # The API key the request presented, once identified by its secret (allowed or
+    # denied): usage is counted against it. Never rendered: the id is in the identities.
+    api_key: ApiKeyMatch | None = None
 
     @property
     def principal(self) -> Identity | None:

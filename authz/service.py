@@ -13,7 +13,7 @@ and a bad setting (``SettingsError``): all ``AuthzError``, one message for the o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from authz.authenticators import Context
 from authz.authenticators.password_guard import PasswordGuard
@@ -24,7 +24,8 @@ from authz.observability import metrics
 from authz.observability.decision_log import DecisionLog
 from authz.policy import PolicyError
 from authz.policy.reloader import PolicyReloader
-from authz.store import ServingStore, StoreError, open_store, serving_store
+from authz.store import ServingStore, Store, StoreError, open_store, serving_store
+from authz.webhooks.runner import WebhookRunner
 
 
 @dataclass
@@ -36,6 +37,15 @@ class AuthzState:
     engine: DecisionEngine
     reloader: PolicyReloader
     decision_log: DecisionLog
+    # The store itself (``store`` may be a Replica of it): what is counted at scrape time
+    # and where the webhook runner reads and writes; the runner is None without a webhook.
+    shared: Store | None = field(default=None, repr=False)
+    webhooks: WebhookRunner | None = None
+
+    def start_background(self) -> None:
+        """What a front door runs beside serving, in this process: the webhook runner."""
+        if self.webhooks is not None:
+            self.webhooks.start()
 
 
 def build_engine(settings: Settings, store: ServingStore, context: Context | None = None
@@ -57,7 +67,8 @@ def build_state(settings: Settings | None = None) -> AuthzState:
     """Store, engine, reloader and decision log for a front door (the WSGI app or the
     gRPC server), from ``settings`` or else the environment."""
     settings = settings or Settings.from_env()
-    shared = open_store(settings.db_path, last_used_interval=settings.last_used_interval, serving=True)
+    shared = open_store(settings.db_path, last_used_interval=settings.last_used_interval, serving=True,
+                        usage_retention=settings.usage_retention_days * 86400.0)
     store = serving_store(shared, settings.max_staleness)
     try:
         shared.check_ready()
@@ -73,4 +84,5 @@ def build_state(settings: Settings | None = None) -> AuthzState:
     reloader.error = error
     metrics.policy_revision(engine.policy.revision)
     return AuthzState(settings, store, engine, reloader,
-                      DecisionLog(settings.decision_log, settings.decision_log_allow_sample))
+                      DecisionLog(settings.decision_log, settings.decision_log_allow_sample),
+                      shared=shared, webhooks=WebhookRunner.from_settings(settings, shared))

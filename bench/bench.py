@@ -19,7 +19,10 @@ Issue 13's numbers (``bench/serving.py``): through real nginx and directly again
 ``authz serve`` (granian), 10,000 routes, 1,000,000 API keys, slow clients. A section
 runs alone with ``--only`` (repeatable), printing only:
 
-    .venv/bin/python bench/bench.py --quick --only serving   # in-process, gunicorn, serving, routes, keys, slow
+    .venv/bin/python bench/bench.py --quick --only serving   # in-process, usage, gunicorn, serving, routes, keys, slow
+
+``--only usage`` runs the in-process table's pair for issue 15 alone: a whole API-key
+request with usage tracking on and off.
 """
 
 from __future__ import annotations
@@ -162,12 +165,23 @@ def describe(target: str, headers: dict) -> CheckRequest:
                               client_certs.from_headers(parsed))
 
 
-def in_process(store: Store, policy_dir: Path, cases: dict, n: int, count: int, n_first: int) -> dict:
+USAGE_ON, USAGE_OFF = "API key: whole WSGI request", "API key: whole WSGI request, usage tracking off"
+
+
+def in_process(store: Store, policy_dir: Path, cases: dict, n: int, count: int, n_first: int,
+               usage_only: bool = False) -> dict:
+    """The in-process table; ``usage_only``: only the API key's WSGI rows with usage
+    tracking on (the default) and off (``AUTHZ_KEY_USAGE=off``)."""
     engine = DecisionEngine(load_policy(policy_dir, Context(store=store)))
     # The decision log on, as by default, to a file rather than this report.
-    app = create_app(Settings(db_path=store.path, policy_dir=policy_dir,
-                              decision_log=str(store.path.parent / "decisions.log")))
+    settings = Settings(db_path=store.path, policy_dir=policy_dir,
+                        decision_log=str(store.path.parent / "decisions.log"))
+    app = create_app(settings)
+    # The same app without counting usage per key: the pair of rows shows what counting costs.
+    app_off = create_app(settings.with_(key_usage=False))
     measures: dict[str, tuple] = {}
+    if usage_only:
+        cases = {"API key": cases["API key"]}
     for name, (target, headers) in cases.items():
         if callable(headers):  # first sight: a new credential for every call
             fresh = iter([headers() for _ in range(100 + n_first * count)])
@@ -188,16 +202,21 @@ def in_process(store: Store, policy_dir: Path, cases: dict, n: int, count: int, 
                    "wsgi.errors": sys.stderr, "SERVER_PROTOCOL": "HTTP/1.1"}
         environ.update({"HTTP_" + k.upper().replace("-", "_"): v for k, v in headers.items()})
 
-        def wsgi(environ=environ):
+        def wsgi(environ=environ, app=app):
             statuses = []
             for _ in app.wsgi_app(dict(environ), lambda status, headers, statuses=statuses: statuses.append(status)):
                 pass
             return statuses[0]
 
         assert decide().allowed and wsgi().startswith("200"), name
+        if usage_only:
+            measures[USAGE_ON] = (wsgi, n // 2)
+            measures[USAGE_OFF] = (lambda environ=environ: wsgi(environ, app_off), n // 2)
+            continue
         measures[f"{name}: decide()"] = (decide, n)
         measures[f"{name}: whole WSGI request"] = (wsgi, n // 2)
         if name == "API key":
+            measures[USAGE_OFF] = (lambda environ=environ: wsgi(environ, app_off), n // 2)
             # The same decision with the CheckRequest built by hand from the raw target:
             # no request-target firewall, no host or method checks. The p50 difference
             # to "decide()" is what the firewall costs on this path.
@@ -208,7 +227,7 @@ def in_process(store: Store, policy_dir: Path, cases: dict, n: int, count: int, 
 
             assert decide_raw().allowed
             measures[f"{name}: decide(), no firewall"] = (decide_raw, n)
-    for label, target in FIREWALL_TARGETS.items():
+    for label, target in FIREWALL_TARGETS.items() if not usage_only else ():
         def firewall(target=target):
             try:
                 return CheckRequest.build("GET", target, "api.example.com")
@@ -227,6 +246,13 @@ def in_process(store: Store, policy_dir: Path, cases: dict, n: int, count: int, 
             for _ in range(99):
                 func()
     return trials(measures, count)
+
+
+def usage_line(latency: dict) -> str:
+    """What counting usage per key costs a whole API-key request (target: at most 3 µs at p50)."""
+    on, off = latency[USAGE_ON], latency[USAGE_OFF]
+    return (f"Usage tracking on the API-key path (`{USAGE_ON}` minus `{USAGE_OFF}`, `AUTHZ_KEY_USAGE=off`): "
+            f"**{on[0] - off[0]:+.1f} µs** at p50 (best trials), {on[2] - off[2]:+.1f} µs (medians); target ≤ 3 µs.")
 
 
 def free_port() -> int:
@@ -296,7 +322,7 @@ def machine() -> str:
             f"Python {platform.python_version()}")
 
 
-SECTIONS = ("in-process", "gunicorn", "serving", "routes", "keys", "slow")
+SECTIONS = ("in-process", "usage", "gunicorn", "serving", "routes", "keys", "slow")
 
 
 def main() -> None:
@@ -343,7 +369,16 @@ def main() -> None:
                 "The request-target firewall on the API-key path: `decide()` minus `decide(), no firewall` "
                 f"= {latency['API key: decide()'][0] - latency['API key: decide(), no firewall'][0]:.1f} µs "
                 f"(best trials), {latency['API key: decide()'][2] - latency['API key: decide(), no firewall'][2]:.1f}"
-                " µs (medians); `firewall alone` rows time `CheckRequest.build` with no headers.", ""]
+                " µs (medians); `firewall alone` rows time `CheckRequest.build` with no headers.", "",
+                usage_line(latency), ""]
+        elif "usage" in only:  # the pair alone, with the in-process table's trials
+            latency = in_process(store, policy_dir, cases, n, count, n_first, usage_only=True)
+            sections += [
+                "## API key usage tracking", "",
+                "| case | p50 µs (best trial) | p99 µs (same trial) | p50 µs (median of trials) |",
+                "|---|---:|---:|---:|",
+                *[f"| {name} | {p50:.1f} | {p99:.1f} | {median:.1f} |" for name, (p50, p99, median) in latency.items()],
+                "", usage_line(latency), ""]
         if "gunicorn" in only:
             throughput = end_to_end(store, policy_dir, loaded, seconds, rounds)
             sections += [

@@ -1,7 +1,7 @@
 """Imports run one way through ``authz/`` (README, "Layout"):
 
     errors, request, decision, config, credentials, observability, store (interface)
-      ← authenticators ← policy ← engine ← adapters, service, app, cli, serve, wsgi
+      ← authenticators ← policy, admin, webhooks ← engine ← adapters, service, app, cli, serve, wsgi
 
 A module may import its own layer and the layers before it, never a later one: so
 ``policy/`` (compiled data) can be loaded and tested without the engine or a front
@@ -28,6 +28,7 @@ LAYERS = {
     "store": 0,  # its interface may be imported by anyone; its SQLite backend see CONCRETE_STORE
     "authenticators": 1,
     "policy": 2, "admin": 2,  # the store's administrative rules: keys, users, revocations, snapshots
+    "webhooks": 2,  # events from the store, delivered with the authenticators' bounded HTTP client
     "engine": 3,
     # Applications of the engine: front doors, the composition root, the CLI, the servers.
     "adapters": 4, "service": 4, "app": 4, "cli": 4, "serve": 4, "wsgi": 4,

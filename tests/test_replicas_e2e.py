@@ -279,3 +279,37 @@ def test_postgresql_stopped_serves_from_memory_then_fails_closed_then_recovers(p
     fleet.every_worker("/key", {"X-API-Key": revoked["key"]}, 401)
     for instance in fleet.instances:
         assert "not confirmed current" in instance.output() and "again" in instance.output()
+
+
+def test_replicas_share_the_signing_key_and_the_last_good_policy(pg_url, policy_dir, tmp_path, servers,
+                                                                  fleet_setup):
+    """Every instance publishes the same JWKS and signs X-Auth-Token with the one current
+    key; an instance started while its policy files are broken serves the snapshot
+    another instance took of the good ones (from the store: the files never were good
+    on its watch)."""
+    import jwt
+    import requests
+
+    key = cli(pg_url, "keys", "create", "--principal", "partner-a")
+    fleet = Fleet(servers, pg_url, policy_dir, tmp_path, count=2, AUTHZ_IDENTITY_TOKEN="all")
+    keysets = [requests.get(f"{i.url}/.well-known/jwks.json", timeout=5).json() for i in fleet.instances]
+    assert keysets[0]["keys"] and keysets[0] == keysets[1]
+    published = {k["kid"]: jwt.PyJWK(k) for k in keysets[0]["keys"]}
+    for instance in fleet.instances:
+        answer = requests.get(f"{instance.url}/auth-request", timeout=5, headers={
+            "X-Original-Method": "GET", "X-Original-URI": "/key", "X-API-Key": key["key"]})
+        assert answer.status_code == 200
+        token = answer.headers["X-Auth-Token"]
+        kid = jwt.get_unverified_header(token)["kid"]
+        claims = jwt.decode(token, published[kid], algorithms=[published[kid].algorithm_name],
+                            options={"verify_aud": False})
+        assert claims["sub"] == "partner-a"
+
+    # Another host's copy of the files (the same path: snapshots are kept per directory)
+    # arrives broken: the instance starting there serves the snapshot, not the files.
+    (policy_dir / "policy.json").write_text("{ not json")
+    late = Fleet(servers, pg_url, policy_dir, tmp_path, count=1)
+    late.every_worker("/key", {"X-API-Key": key["key"]}, 200)
+    late.every_worker("/staff", {}, 401)  # the snapshot's routes, with their authenticators
+    fleet.close()
+    late.close()

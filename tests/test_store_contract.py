@@ -252,6 +252,107 @@ def test_last_used_is_flushed_through_the_interface(store, admin):
     assert admin.keys.get(record.id).last_used_at == pytest.approx(time.time(), abs=5)
 
 
+# -- API key usage ------------------------------------------------------------------------------
+
+HOUR = 3600
+T0 = int(time.time() // HOUR - 10) * HOUR  # an hour's start, within any retention
+
+
+def test_usage_batches_add_up_per_key_and_hour(store, admin):
+    from authz.store.records import KeyUsage
+
+    a, _ = admin.keys.create("partner-a")
+    b, _ = admin.keys.create("partner-b")
+    store.usage.add([
+        KeyUsage(a.id, ((T0, 5, 1), (T0 + HOUR, 2, 0)), (("203.0.113.0/24", T0 + 10, T0 + 20),),
+                 T0 + HOUR + 5, True, "203.0.113.9", "orders"),
+        KeyUsage(b.id, ((T0, 0, 3),), (), T0 + 30, False, None, None, after_rotation=3),
+    ])
+    store.usage.add([  # another worker's batch: summed, first sighting kept, the later request wins
+        KeyUsage(a.id, ((T0 + HOUR, 1, 4),), (("203.0.113.0/24", T0 + 5, T0 + 15), ("2001:db8:1::/48", T0 + 7,
+                                                                                      T0 + 7)),
+                 T0 + 40, False, "2001:db8:1::2", "admin", after_rotation=2),
+    ])
+    assert [h.to_json() for h in store.usage.hours(a.id, T0)] == [
+        {"hour": T0, "allowed": 5, "denied": 1}, {"hour": T0 + HOUR, "allowed": 3, "denied": 4}]
+    assert [(h.hour, h.allowed) for h in store.usage.hours(a.id, T0 + HOUR + 1800)] == [(T0 + HOUR, 3)]
+    assert store.usage.hours(a.id, T0 + 2 * HOUR) == [] and store.usage.hours("key_nope", 0) == []
+    assert [n.to_json() for n in store.usage.networks(a.id)] == [
+        {"network": "203.0.113.0/24", "first_seen": T0 + 5, "last_seen": T0 + 20},
+        {"network": "2001:db8:1::/48", "first_seen": T0 + 7, "last_seen": T0 + 7}]
+    last = store.usage.last_request(a.id)
+    assert (last.at, last.allowed, last.client_ip, last.route, last.after_rotation) == (
+        T0 + HOUR + 5, True, "203.0.113.9", "orders", 2)
+    assert last.to_json() == {"at": T0 + HOUR + 5, "allowed": True, "client_ip": "203.0.113.9", "route": "orders"}
+    assert store.usage.last_request("key_nope") is None
+    everyone = store.usage.last_requests()
+    assert sorted(everyone) == sorted([a.id, b.id]) and everyone[b.id].after_rotation == 3
+    assert not everyone[b.id].allowed and everyone[b.id].client_ip is None
+
+
+def test_usage_is_pruned_past_the_retention(store, admin):
+    from authz.store.records import KeyUsage
+
+    old, _ = admin.keys.create("partner-a")
+    recent, _ = admin.keys.create("partner-b")
+    store.usage.add([KeyUsage(old.id, ((T0, 1, 0), (T0 + 2 * HOUR, 1, 0)), (("198.51.100.0/24", T0, T0),),
+                              T0 + 2 * HOUR, True, "198.51.100.1", "r"),
+                     KeyUsage(recent.id, ((T0 + 2 * HOUR, 1, 0),), (("192.0.2.0/24", T0, T0 + 3 * HOUR),),
+                              T0 + 3 * HOUR, True, "192.0.2.1", "r")])
+    assert store.usage.prune(T0 + HOUR + 1) == 2  # the first hour, a network last seen in it
+    assert [h.hour for h in store.usage.hours(old.id, 0)] == [T0 + 2 * HOUR]
+    assert store.usage.networks(old.id) == [] and len(store.usage.networks(recent.id)) == 1
+    assert store.usage.prune(T0 + 2 * HOUR + 1800) == 1  # its last request (the hour is the current one)
+    assert store.usage.last_request(old.id) is None and store.usage.last_request(recent.id) is not None
+    assert store.usage.prune(T0 + 2 * HOUR + 1800) == 0
+
+
+def test_networks_kept_per_key_are_bounded(store, admin, monkeypatch):
+    from authz.store import usage_rows
+    from authz.store.records import KeyUsage
+
+    monkeypatch.setattr(usage_rows, "MAX_NETWORKS", 2)
+    key, _ = admin.keys.create("web-shop")
+
+    def seen(*networks, at):
+        store.usage.add([KeyUsage(key.id, ((T0, len(networks), 0),), tuple((n, at, at) for n in networks), at,
+                                  True, None, "r")])
+
+    seen("192.0.2.0/24", at=T0)
+    seen("198.51.100.0/24", at=T0 + 1)
+    seen("203.0.113.0/24", "192.0.2.0/24", at=T0 + 2)  # full: a new network is not kept, a known one goes on
+    assert [(n.network, n.last_seen) for n in store.usage.networks(key.id)] == [
+        ("192.0.2.0/24", T0 + 2), ("198.51.100.0/24", T0 + 1)]
+    assert store.usage.hours(key.id, T0)[0].allowed == 4  # counted all the same
+
+
+def test_the_recorder_counts_requests_and_writes_them_with_last_uses(store, admin):
+    import ipaddress
+
+    key, _ = admin.keys.create("partner-a")
+    other, _ = admin.keys.create("partner-b")
+    ip = ipaddress.ip_address
+    recorder = store.last_used
+    for address in ("203.0.113.7", "203.0.113.200", "::ffff:203.0.113.9"):
+        recorder.count(key.id, True, ip(address), "orders", False)
+    recorder.count(key.id, False, ip("2001:db8:5:6::1"), "admin", True)
+    recorder.count(other.id, False, None, None, False)
+    recorder.record(key.id)
+    assert store.usage.hours(key.id, 0) == [] and admin.keys.get(key.id).last_used_at is None  # nothing per request
+    recorder.flush()
+    now = time.time()
+    [hour] = store.usage.hours(key.id, now - HOUR)
+    assert (hour.allowed, hour.denied) == (3, 1) and hour.hour == int(now // HOUR) * HOUR
+    assert [n.network for n in store.usage.networks(key.id)] == ["203.0.113.0/24", "2001:db8:5::/48"]
+    last = store.usage.last_request(key.id)
+    assert (last.allowed, last.client_ip, last.route, last.after_rotation) == (False, "2001:db8:5:6::1", "admin", 1)
+    assert admin.keys.get(key.id).last_used_at == pytest.approx(now, abs=5)
+    assert [(h.allowed, h.denied) for h in store.usage.hours(other.id, 0)] == [(0, 1)]
+    assert store.usage.networks(other.id) == []
+    recorder.flush()  # written once
+    assert store.usage.hours(key.id, 0)[0].allowed == 3
+
+
 # -- principals and users ---------------------------------------------------------------------
 
 def test_users_add_passwd_disable(store, admin):
@@ -494,7 +595,8 @@ def test_every_write_appends_to_the_change_log(store, admin):
     admin.signing_keys.ensure(60)
     save_snapshot(store.policy_snapshots, "r1", "/p", {})
     store.last_used.record(record.id)
-    store.last_used.flush()  # last use is not serving state: no entry
+    store.last_used.count(record.id, True, None, "r", False)
+    store.last_used.flush()  # last use and usage are not serving state: no entry
     changes = store.changes.since(start)
     fingerprint = apikeys.fingerprint(secret)
     assert [(c.kind, c.ref) for c in changes] == [
@@ -560,11 +662,94 @@ def test_dump_and_load_move_every_row(store, admin, tmp_path):
     admin.certificates.revoke_serial(ISSUER_DN, "0x1A")
     admin.signing_keys.ensure(60)
     save_snapshot(store.policy_snapshots, "r1", "/p", {"a": b"1"})
+    import ipaddress
+
+    store.last_used.count(admin.keys.list("partner-a")[0].id, True, ipaddress.ip_address("192.0.2.1"), "r", False)
+    store.last_used.flush()
+    store.outbox.advance("api_key_expiry", None, 1000.0, _events("e1", "e2"))
+    store.outbox.claim(time.time(), time.time() + 60, "token", 1)
     target = _migrated(str(tmp_path / "target.db"))
     for table in TABLES:
         target.load(table, store.dump(table))
     assert {table: target.dump(table) for table in TABLES} == {table: store.dump(table) for table in TABLES}
+    assert all(store.dump(table) for table in ("key_usage_hours", "key_networks", "key_last_requests"))
     assert target.keys.find(apikeys.fingerprint(old_secret)).status == "deprecated"
     assert [(r.publishable, r.origins) for r in Admin(target).keys.list("web-shop")] == [
         (True, ("https://*.example.com", "http://localhost:3000"))]
     Admin(target).users.add("bob", "pw")  # ids continue after the copied ones
+    assert target.outbox.cursor("api_key_expiry") == 1000.0 and target.outbox.counts().pending == 2
+
+
+# -- expiring keys and the webhook outbox ------------------------------------------------------------
+
+def test_expiring_keys_are_a_range_on_the_expiry(store, admin):
+    now = time.time()
+    soon, _ = admin.keys.create("partner-a", expires_at=now + 100)
+    later, _ = admin.keys.create("partner-b", expires_at=now + 1000)
+    admin.keys.create("partner-c", expires_at=now + 5000)
+    admin.keys.create("partner-d")
+    revoked, _ = admin.keys.create("partner-e", expires_at=now + 200)
+    admin.keys.revoke(revoked.id)
+    rotated, _ = admin.keys.create("partner-f")
+    rotated, _, _ = admin.keys.rotate(rotated.id, 300)
+    assert [k.id for k in store.keys.expiring(now, now + 1000)] == [soon.id, rotated.id, later.id]
+    assert [k.id for k in store.keys.expiring(now + 100, now + 999)] == [rotated.id]  # (after, until]
+    # Counted: active keys only (the deprecated one is replaced, the revoked one gone).
+    assert store.keys.count_expiring(now, (150.0, 1000.0, 10_000.0)) == [1, 2, 3]
+    assert store.keys.count_expiring(now, ()) == []
+
+
+def _events(*ids: str, at: float | None = None) -> list:
+    from authz.store.records import NewWebhookEvent
+
+    at = time.time() if at is None else at
+    return [NewWebhookEvent(i, "api_key.expired", f'{{"id":"{i}"}}', at) for i in ids]
+
+
+def test_the_outbox_leases_each_event_to_one_deliverer(store):
+    outbox, now = store.outbox, time.time()
+    assert outbox.enqueue(_events("e1", "e2", "e3")) == 3
+    assert outbox.enqueue(_events("e2", "e4")) == 1  # e2 is kept as it was
+    assert outbox.has_due(now + 1)
+    first = outbox.claim(now + 1, now + 60, "token-1", 2)
+    second = outbox.claim(now + 1, now + 60, "token-2", 10)
+    assert len(first) == 2 and len(second) == 2 and not {e.id for e in first} & {e.id for e in second}
+    assert outbox.claim(now + 1, now + 60, "token-3", 10) == [] and not outbox.has_due(now + 1)
+    assert first[0].body == f'{{"id":"{first[0].id}"}}' and first[0].attempts == 0
+
+    done, retried = first
+    assert not outbox.delivered(done.id, "token-2", now + 2)  # only the lease holder settles
+    assert outbox.delivered(done.id, "token-1", now + 2)
+    assert outbox.failed(retried.id, "token-1", now + 2, "HTTP 500", retry_at=now + 30)
+    assert not outbox.has_due(now + 29)
+    [again] = outbox.claim(now + 31, now + 90, "token-4", 10)
+    assert (again.id, again.attempts, again.last_error) == (retried.id, 1, "HTTP 500")
+    assert outbox.failed(again.id, "token-4", now + 32, "HTTP 503", retry_at=None)  # given up
+
+    # A lease that runs out (its deliverer died mid-send) makes the event due again.
+    lost = second[0]
+    [taken] = outbox.claim(now + 61, now + 120, "token-5", 1)
+    assert taken.id == lost.id and not outbox.delivered(lost.id, "token-2", now + 62)
+    assert outbox.delivered(lost.id, "token-5", now + 62)
+
+    states = {e.id: (e.state, e.attempts) for e in outbox.list()}
+    assert states[done.id] == ("delivered", 1) and states[again.id] == ("failed", 2)
+    assert [e.id for e in outbox.list("failed")] == [again.id]
+    counts = outbox.counts()
+    assert (counts.pending, counts.delivered, counts.failed) == (1, 2, 1) and counts.oldest_pending is not None
+    assert outbox.prune(finished_before=now + 1000, pending_before=now - 1000) == 3
+    assert [e.state for e in outbox.list()] == ["pending"]
+    assert outbox.prune(finished_before=now, pending_before=now + 1000) == 1
+    assert outbox.counts().oldest_pending is None
+
+
+def test_a_cursor_advances_only_from_what_was_read(store):
+    outbox = store.outbox
+    assert outbox.cursor("scan") is None
+    assert outbox.advance("scan", None, 10.0, _events("a"))
+    assert not outbox.advance("scan", None, 20.0, _events("b"))  # someone looked first
+    assert outbox.cursor("scan") == 10.0
+    assert not outbox.advance("scan", 5.0, 20.0, _events("b"))
+    assert outbox.advance("scan", 10.0, 20.0, _events("b", "a"))
+    assert outbox.cursor("scan") == 20.0 and outbox.cursor("other") is None
+    assert sorted(e.id for e in outbox.list()) == ["a", "b"]

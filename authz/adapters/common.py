@@ -97,10 +97,15 @@ def unset_identity_headers(decision: Decision) -> list[str]:
 
 
 def observe(state, decision: Decision, check: CheckRequest | None, request_id: str | None, started: float) -> None:
-    """Every decision is counted and logged, whichever door it came through."""
+    """Every decision is counted and logged, whichever door it came through; one that
+    identified an API key counts in that key's usage (unless ``AUTHZ_KEY_USAGE=off``)."""
     metrics.decision(decision.route, decision.allowed, str(decision.reason) if decision.reason else None,
                      time.perf_counter() - started)
     state.decision_log.record(decision, check, request_id, started)
+    key = decision.api_key
+    if key is not None and state.settings.key_usage:
+        state.store.last_used.count(key.id, decision.allowed, check.client_ip if check is not None else None,
+                                    decision.route, key.status == "deprecated")
 
 
 def serve(state, environ: dict, describe, extra=None, with_body: bool = True) -> Answer:

@@ -160,6 +160,7 @@ class GrpcServer:
         signal.signal(signal.SIGHUP, reload)
         self.server.start()
         state.reloader.ensure_running()
+        state.start_background()
         say(f"authz grpc: listening on {self.host}:{self.port}, policy revision {state.engine.policy.revision}")
         while not stopping.wait(1.0):
             pass

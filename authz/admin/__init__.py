@@ -14,6 +14,7 @@ from __future__ import annotations
 from authz.admin.keys import KeyAdmin
 from authz.admin.revocations import CertificateAdmin, InvalidToken, TokenAdmin
 from authz.admin.signing_keys import SigningKeyAdmin
+from authz.admin.usage import UsageAdmin
 from authz.admin.users import HtpasswdImport, UserAdmin
 from authz.store.interface import Store
 
@@ -30,6 +31,7 @@ class Admin:
         self.tokens = TokenAdmin(store)
         self.certificates = CertificateAdmin(store)
         self.signing_keys = SigningKeyAdmin(store)
+        self.usage = UsageAdmin(store)
 
     def init(self, keep_retired_for: float) -> tuple[int, int]:
         """Create or migrate the store, and give it a signing key if it has none;

@@ -1,7 +1,7 @@
 """``authz db copy``: move a whole store between backends (SQLite ⇄ PostgreSQL), verified.
 
 Every table of ``authz.store.tables.TABLES`` (principals, keys, revocations,
-certificates, signing keys, policy snapshots) is copied row for row into a target that
+certificates, signing keys, policy snapshots, key usage) is copied row for row into a target that
 has the schema and nothing else, then both sides are counted and checksummed (SHA-256
 over every row in primary-key order): a copy that differs in one value is an error. The
 change log is not copied: replicas of the target start from its state.

@@ -73,6 +73,15 @@ class KeyAdmin:
     def list(self, principal: str | None = None) -> list[ApiKeyRecord]:
         return self.store.keys.list(principal)
 
+    def expiring(self, within: float, now: float | None = None) -> list[ApiKeyRecord]:
+        """Keys that stop working within ``within`` seconds, soonest first: active keys
+        reaching their expiry, and deprecated ones (rotated) whose grace period ends.
+        Revoked and already expired keys are not listed."""
+        if within <= 0:
+            raise StoreError("the span must be positive, e.g. 14d")
+        now = time.time() if now is None else now
+        return self.store.keys.expiring(now, now + within)
+
     def revoke(self, key_id: str) -> ApiKeyRecord:
         if not self.store.keys.revoke(key_id, time.time()):
             raise StoreError(f"no API key with id {key_id!r}")

@@ -4,7 +4,9 @@ authenticator says ``allow_query``, because URLs end up in logs).
 
 Per request: one SHA-256 and one indexed read. A key is refused when revoked,
 expired, of a disabled principal, of an environment this authenticator does not
-accept, or used from outside its CIDR allowlist.
+accept, or used from outside its CIDR allowlist. Once its secret matched a stored key,
+the outcome names that key (``Outcome.api_key``), refused or not: the request counts
+in the key's usage (``authz keys usage``), which a wrong secret never touches.
 
 **Publishable keys** (``pk_…``, meant for browser and mobile code) are taken only by an
 authenticator with ``"publishable": true``, and such an authenticator takes nothing
@@ -115,6 +117,12 @@ class ApiKeyAuthenticator(Authenticator):
         match = self.context.store.keys.find(fingerprint)
         if match is None or not hmac.compare_digest(match.hash, fingerprint):
             return Outcome.invalid(slot, "unknown API key")
+        outcome = self._judge(request, slot, match, publishable)
+        outcome.api_key = match  # identified: its usage counts this request, whatever the verdict
+        return outcome
+
+    def _judge(self, request: CheckRequest, slot: str, match: ApiKeyMatch, publishable: bool) -> Outcome:
+        """The outcome for a key whose secret matched ``match``: always a fresh Outcome."""
         if match.status == "revoked":
             return Outcome.invalid(slot, f"API key {match.id} is revoked", Reason.CREDENTIAL_REVOKED)
         if match.principal_disabled:

@@ -39,7 +39,8 @@ from authz.cli import (  # noqa: E402  (registers the command groups on main)
     signing_keys,
     tokens,
     users,
+    webhooks,
 )
 from authz.cli.base import main  # noqa: E402
 
-__all__ = ["certs", "db", "keys", "main", "policy", "servers", "signing_keys", "tokens", "users"]
+__all__ = ["certs", "db", "keys", "main", "policy", "servers", "signing_keys", "tokens", "users", "webhooks"]

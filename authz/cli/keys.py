@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from authz.config import default_from_env
 
 @main.group()
 def keys() -> None:
-    """API keys: create, list, rotate, revoke."""
+    """API keys: create, list, show, usage, expiring, rotate, revoke."""
 
 
 @command(keys, "create")
@@ -65,19 +66,135 @@ def _writing_scopes(policy_dir: Path) -> dict[str, str]:
 
 @command(keys, "list")
 @click.option("--principal", help="Only this principal's keys.")
-def keys_list(principal) -> None:
-    """Keys with their status, rotation and last use (never the secret)."""
-    records = admin().keys.list(principal)
+@click.option("--unused-since", help="Only usable keys nobody presented for this long, e.g. 30d.")
+def keys_list(principal, unused_since) -> None:
+    """Keys with their status, rotation and last use (never the secret); a rotated key
+    says how many requests presented it since the rotation."""
+    unused_for = parse_duration(unused_since, "'--unused-since'") if unused_since is not None else None
+    views = admin().usage.views(principal, unused_for)
     rows = [("ID", "PRINCIPAL", "KEY", "ENV", "STATUS", "SCOPES", "CREATED", "EXPIRES",
              "LAST USED", "ROTATION")]
-    for r in records:
-        rotation = (f"-> {r.replaced_by}" if r.replaced_by else f"<- {r.rotated_from}" if r.rotated_from else "-")
+    for view in views:
+        r = view.key
         rows.append((r.id, r.principal, r.display, r.env, r.current_status, " ".join(r.scopes) or "-",
-                     when(r.created_at), when(r.expires_at), ago(r.last_used_at), rotation))
+                     when(r.created_at), when(r.expires_at), ago(r.last_used_at), _rotation(view)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     text = "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
                      for row in rows)
-    emit(click.get_current_context(), [r.to_json() for r in records], text if records else "no API keys")
+    empty = f"no API key unused for {unused_since}" if unused_since is not None else "no API keys"
+    emit(click.get_current_context(), [view.to_json() for view in views], text if views else empty)
+
+
+def _rotation(view) -> str:
+    r, since = view.key, view.rotation
+    if since is not None:
+        used = f"{since.requests} request(s) since" if since.still_used else "none since"
+        return f"-> {r.replaced_by}, {used}"
+    return f"<- {r.rotated_from}" if r.rotated_from else "-"
+
+
+@command(keys, "show")
+@click.argument("key_id")
+def keys_show(key_id) -> None:
+    """One key: its record, its latest request and, once rotated, whether anything still
+    presents it (safe to revoke)."""
+    view = admin().usage.view(key_id)
+    r, last = view.key, view.last_request
+    lines = [f"{r.id} ({r.principal}, {r.principal_kind})",
+             f"  key:           {r.display} ({'publishable, ' if r.publishable else ''}{r.env})",
+             f"  status:        {r.current_status}",
+             f"  scopes:        {' '.join(r.scopes) or '-'}",
+             f"  allowed IPs:   {' '.join(r.allow_ips) or 'any'}"]
+    if r.publishable:
+        lines.append(f"  origins:       {' '.join(r.origins)}")
+    origin = f" (rotated from {r.rotated_from})" if r.rotated_from else ""
+    lines += [f"  created:       {when(r.created_at)}{origin}",
+              f"  expires:       {when(r.expires_at)}",
+              f"  last used:     {ago(r.last_used_at)}",
+              f"  last request:  {_last_request(last)}"]
+    if view.rotation is not None:
+        lines.append(f"  rotated:       {ago(view.rotation.rotated_at)} to {r.replaced_by}; {_since_rotation(view)}")
+    emit(click.get_current_context(), view.to_json(), "\n".join(lines))
+
+
+def _last_request(last) -> str:
+    if last is None:
+        return "none recorded"
+    verdict = "allowed" if last.allowed else "denied"
+    return f"{ago(last.at)}, {verdict}, from {last.client_ip or 'an unknown address'} on route {last.route or '-'}"
+
+
+def _since_rotation(view) -> str:
+    """What presented a rotated key since: safe to revoke while it still works and nothing did."""
+    since, key = view.rotation, view.key
+    status = key.current_status
+    if not since.still_used:
+        return "no request since" + (f": safe to revoke (authz keys revoke {key.id})" if status == "deprecated" else "")
+    said = f"since then {since.requests} request(s), the last {ago(since.last_request_at)}"
+    if status == "deprecated":
+        return f"{said}: still in use until {when(key.expires_at)}"
+    return f"{said}: still presented, and refused ({status})"
+
+
+@command(keys, "usage")
+@click.argument("key_id")
+@click.option("--since", "since", default="7d", show_default=True, help="How far back, in whole UTC days: 7d, 2w…")
+def keys_usage(key_id, since) -> None:
+    """Requests per day (allowed, denied) with a sparkline, the client networks and the
+    latest request of one key."""
+    days = math.ceil(parse_duration(since, "'--since'") / 86400)
+    retention = default_from_env("AUTHZ_USAGE_RETENTION_DAYS")()  # what the servers keep
+    report = admin().usage.report(key_id, days, retention)
+    emit(click.get_current_context(), report.to_json(), _usage_text(report))
+
+
+def _usage_text(report) -> str:
+    rows = [("DAY", "ALLOWED", "DENIED", "TOTAL")]
+    rows += [(day.to_json()["day"], str(day.allowed), str(day.denied), str(day.total)) for day in report.days]
+    rows.append(("total", str(report.allowed), str(report.denied), str(report.allowed + report.denied)))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    table = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+             for row in rows]
+    key = report.key
+    lines = [f"{key.id} ({key.principal}): {len(report.days)} day(s) to today, UTC", "", *table, "",
+             f"{report.sparkline}  requests per day", ""]
+    networks = report.networks
+    more = " (the first ones: no more are kept)" if report.networks_capped else ""
+    lines.append(f"client networks: {len(networks)}{more}" + ("" if networks else " (none recorded)"))
+    lines += [f"  {n.network:<20} first seen {when(n.first_seen)}, last {ago(n.last_seen)}" for n in networks]
+    lines.append(f"last used: {ago(key.last_used_at)}; last request: {_last_request(report.view.last_request)}")
+    if report.view.rotation is not None:
+        lines.append(f"rotated {ago(report.view.rotation.rotated_at)} to {key.replaced_by}; "
+                     f"{_since_rotation(report.view)}")
+    return "\n".join(lines)
+
+
+@command(keys, "expiring")
+@click.option("--within", default="30d", show_default=True, help="How far ahead to look, e.g. 14d.")
+def keys_expiring(within) -> None:
+    """Keys that stop working soon: expiring, or rotated and at the end of their grace."""
+    span = parse_duration(within, "'--within'")
+    records = admin().keys.expiring(span)
+    rows = [("ID", "PRINCIPAL", "ENV", "STATUS", "EXPIRES", "IN", "LAST USED", "ROTATION")]
+    now = time.time()
+    for r in records:
+        rows.append((r.id, r.principal, r.env, r.status, when(r.expires_at), _left(r.expires_at - now),
+                     ago(r.last_used_at), f"-> {r.replaced_by}" if r.replaced_by else "-"))
+    emit(click.get_current_context(), [r.to_json() for r in records],
+         _table(rows) if records else f"no API key expires within {within}")
+
+
+def _left(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{max(0, int(seconds))}s"
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    """Columns padded to their widest cell (the first row is the header)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
 @command(keys, "revoke")
@@ -97,5 +214,5 @@ def keys_rotate(key_id, grace) -> None:
     emit(click.get_current_context(), {"old": old.to_json(), "new": {**new.to_json(), "key": secret}},
          f"Created {new.id} for {new.principal} to replace {key_id}\n{secret}\n"
          f"Store this key now: it is not kept and will not be shown again.\n"
-         f"{key_id} keeps working until {when(old.expires_at)}; `authz keys list` shows "
-         "when it was last used.")
+         f"{key_id} keeps working until {when(old.expires_at)}; `authz keys show {key_id}` tells "
+         "whether anything still presents it (safe to revoke).")

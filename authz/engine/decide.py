@@ -77,6 +77,7 @@ class DecisionEngine:
         try:
             result = route.requirement.evaluate(evaluation)
             decision = _verdict(route, result, evaluation, policy.revision)
+            decision.api_key = evaluation.api_key
             if decision.allowed:
                 self._finish(route, decision, evaluation)
         except StoreUnreachable:

@@ -19,7 +19,6 @@ at ``MAX_PATH`` characters.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import fcntl
 import json
@@ -32,7 +31,7 @@ import time
 import uuid
 import weakref
 
-from authz.background import ProcessThread
+from authz.background import ProcessThread, at_exit
 from authz.decision import Decision
 from authz.observability import metrics
 from authz.request import CheckRequest
@@ -108,9 +107,7 @@ class DecisionLog:
         self._write_lock = threading.Lock()  # one flush at a time: truncation must see its own write
         self._episode_drops = 0
         self._error: str | None = None
-        self._flusher = ProcessThread("authz-decision-log", self.flush, FLUSH_SECONDS, prepare=self._reopen)
-        ref = weakref.ref(self)
-        atexit.register(lambda: (log := ref()) and log.flush())
+        self._flusher = ProcessThread("authz-decision-log", self.flush, FLUSH_SECONDS, prepare=self._prepare)
 
     def _open(self) -> int:
         if self._fd is None:
@@ -132,10 +129,13 @@ class DecisionLog:
         elif not self._flusher.started:
             self._flusher.ensure_started()
 
-    def _reopen(self) -> None:
-        """A new process opens the file again rather than share the parent's descriptor."""
+    def _prepare(self) -> None:
+        """In each process that logs: open the file again rather than share the parent's
+        descriptor, and write what is buffered as the process ends (a granian worker too)."""
         with self._lock:
             self._fd = None if self.target != "stderr" else self._fd
+        ref = weakref.ref(self)
+        at_exit(lambda: (log := ref()) and log.flush())
 
     def flush(self) -> None:
         with self._write_lock:

@@ -15,7 +15,6 @@ therefore miss another worker's last quarter second; nothing is lost.
 
 from __future__ import annotations
 
-import atexit
 import os
 import threading
 from bisect import bisect_left
@@ -30,8 +29,9 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.registry import Collector
 
-from authz.background import ProcessThread
+from authz.background import ProcessThread, at_exit
 
 DECISIONS = Counter("authz_decisions_total", "Decisions by route, outcome and reason.",
                     ["route", "decision", "reason"])
@@ -53,6 +53,9 @@ PASSWORD_THROTTLED = Counter("authz_password_throttled_total",
 DECISION_LOG_DROPPED = Counter("authz_decision_log_dropped_total",
                                "Decision log lines that could not be written (full disk, unwritable file).")
 
+WEBHOOK_DELIVERIES = Counter("authz_webhook_deliveries_total",
+                             "Webhook delivery attempts by result (delivered, retrying, given_up).", ["result"])
+
 _children: dict[tuple, object] = {}
 FLUSH_SECONDS = 0.25
 
@@ -69,7 +72,7 @@ class _Tally:
             DURATION, "_sum")
         self._reset()
         self.thread = ProcessThread("authz-metrics", self.flush, FLUSH_SECONDS,
-                                    prepare=lambda: atexit.register(self.flush), after_fork=self._reset)
+                                    prepare=lambda: at_exit(self.flush), after_fork=self._reset)
 
     def _reset(self) -> None:
         """Also in a forked child: the parent's counts are the parent's to write."""
@@ -150,15 +153,24 @@ def reload_result(result: str) -> None:
     _child(RELOADS, result).inc()
 
 
+def webhook_delivery(result: str) -> None:
+    _child(WEBHOOK_DELIVERIES, result).inc()
+
+
 def flush() -> None:
     """Write this process's pending counts now (``/metrics`` does, and tests)."""
     _TALLY.flush()
 
 
-def exposition() -> tuple[bytes, str]:
+def exposition(*collectors: Collector) -> tuple[bytes, str]:
+    """Every worker's metrics, and what ``collectors`` read now, in this process (values
+    that are the store's, not a worker's: ``authz.observability.store_metrics``)."""
     flush()
+    extra = CollectorRegistry()
+    for collector in collectors:
+        extra.register(collector)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # prometheus_client's own variable, not a Settings field
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+        return generate_latest(registry) + generate_latest(extra), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY) + generate_latest(extra), CONTENT_TYPE_LATEST

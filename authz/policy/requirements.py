@@ -23,6 +23,7 @@ from authz.authenticators.base import Authenticator
 from authz.decision import Identity, Outcome, OutcomeKind, Reason
 from authz.observability import metrics
 from authz.request import CheckRequest
+from authz.store.records import ApiKeyMatch
 
 
 class State(Enum):
@@ -54,14 +55,16 @@ class TraceEntry:
 
 
 class Evaluation:
-    """Per-request state: memoised authenticator outcomes and, when explaining, the trace."""
+    """Per-request state: memoised authenticator outcomes, the API key identified (the
+    first, if several authenticators identified one) and, when explaining, the trace."""
 
-    __slots__ = ("outcomes", "request", "trace")
+    __slots__ = ("api_key", "outcomes", "request", "trace")
 
     def __init__(self, request: CheckRequest, explain: bool = False) -> None:
         self.request = request
         self.outcomes: dict[str, Outcome] = {}
         self.trace: list[TraceEntry] | None = [] if explain else None
+        self.api_key: ApiKeyMatch | None = None
 
     def outcome(self, authenticator: Authenticator) -> Outcome:
         outcome = self.outcomes.get(authenticator.name)
@@ -69,6 +72,8 @@ class Evaluation:
             outcome = authenticator.authenticate(self.request)
             self.outcomes[authenticator.name] = outcome
             metrics.outcome(authenticator.name, authenticator.type, outcome.kind.value)
+            if outcome.api_key is not None and self.api_key is None:
+                self.api_key = outcome.api_key
         return outcome
 
 

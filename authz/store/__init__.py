@@ -49,20 +49,24 @@ def sqlite_path(url: str | os.PathLike[str]) -> str | None:
     return rest[1:]
 
 
-def open_store(url: str | os.PathLike[str], *, last_used_interval: float = 30.0, serving: bool = False) -> Store:
+def open_store(url: str | os.PathLike[str], *, last_used_interval: float = 30.0, serving: bool = False,
+               usage_retention: float | None = None) -> Store:
     """The store a URL names. ``serving`` is for long-running servers (they log store
-    faults once per episode and never delete a WAL on close); the CLI leaves it off."""
+    faults once per episode and never delete a WAL on close); the CLI leaves it off.
+    ``usage_retention``: seconds API key usage is kept (what its writer prunes past;
+    default 90 days)."""
+    extra = {} if usage_retention is None else {"usage_retention": usage_retention}
     path = sqlite_path(url)
     if path is None:
         scheme = urlsplit(os.fspath(url)).scheme or os.fspath(url).partition("://")[0]
         if scheme.lower() in ("postgresql", "postgres"):
             from authz.store.postgres import PostgresStore
 
-            return PostgresStore(os.fspath(url), last_used_interval=last_used_interval, serving=serving)
+            return PostgresStore(os.fspath(url), last_used_interval=last_used_interval, serving=serving, **extra)
         raise StoreError(f"unsupported store URL scheme {scheme!r}: use a path, sqlite:///path or postgresql://…")
     from authz.store.sqlite import SqliteStore
 
-    return SqliteStore(path, last_used_interval=last_used_interval, serving=serving)
+    return SqliteStore(path, last_used_interval=last_used_interval, serving=serving, **extra)
 
 
 def serving_store(store: Store, max_staleness: float) -> ServingStore:

@@ -14,7 +14,7 @@ snapshot is kept) live in ``authz.admin`` and are the same for every backend.
 from __future__ import annotations
 
 import json
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from authz.store.records import (
     ApiKeyMatch,
@@ -22,15 +22,25 @@ from authz.store.records import (
     CertificateStatus,
     Change,
     IdentitySigningKey,
+    KeyNetwork,
+    KeyUsage,
+    LastRequest,
     NewApiKey,
     NewIdentitySigningKey,
+    NewWebhookEvent,
+    OutboxCounts,
     PolicySnapshot,
     Principal,
     RegisteredCertificate,
     Revocation,
     SigningKeyRecord,
+    UsageHour,
     UserCredentials,
+    WebhookEvent,
 )
+
+if TYPE_CHECKING:
+    from authz.request import IPAddress
 
 ANY_ISSUER = ""  # a revocation that holds for every issuer
 REVOCATION_KINDS = ("jti", "cert_fingerprint", "cert_serial")
@@ -63,8 +73,16 @@ class ApiKeyLookup(Protocol):
 
 
 class LastUseRecorder(Protocol):
+    """A key's last use and its usage, noted in memory and written in batches (never a
+    write per request), both by one background thread per process."""
+
     def record(self, key_id: str) -> None:
-        """Note a key's use now (in memory: written in batches, never a write per request)."""
+        """Note a key's use now: it was accepted (what ``authz keys list`` shows as last used)."""
+
+    def count(self, key_id: str, allowed: bool, client_ip: IPAddress | None, route: str | None,
+              deprecated: bool) -> None:
+        """Count one request that presented the key, identified by its secret, whatever
+        the verdict (``deprecated``: the key was rotated)."""
 
     def flush(self) -> None:
         """Write what is noted so far."""
@@ -131,6 +149,50 @@ class ChangeFeed(Protocol):
         """Entries with an id above ``after``, oldest first, at most ``limit``."""
 
 
+class WebhookOutbox(Protocol):
+    """Events to send to the operator's webhook, kept until delivered (``authz.webhooks``).
+
+    At least once, by one deliverer at a time: ``claim`` leases due events to one caller
+    (a transaction on SQLite, ``FOR UPDATE SKIP LOCKED`` on PostgreSQL), and only the
+    holder of a lease (its ``token``) may settle an event; a lease that runs out (a
+    deliverer killed mid-send) makes the event due again. Events are not serving state:
+    no change-log entry.
+    """
+
+    def enqueue(self, events: list[NewWebhookEvent]) -> int:
+        """Insert events due now, one transaction; an id already in the outbox is left as
+        it is (producers dedupe by id). Returns how many were new."""
+
+    def cursor(self, name: str) -> float | None:
+        """Up to when the producer ``name`` has looked (None: never)."""
+
+    def advance(self, name: str, expected: float | None, to: float, events: list[NewWebhookEvent]) -> bool:
+        """In one transaction: if ``name``'s cursor is still ``expected``, enqueue ``events``
+        and move the cursor to ``to``; else write nothing and return False (another
+        process looked at that span first)."""
+
+    def has_due(self, now: float) -> bool:
+        """Whether any event is due and not leased (a read: deliverers poll with it)."""
+
+    def claim(self, now: float, lease_until: float, token: str, limit: int) -> list[WebhookEvent]:
+        """Lease up to ``limit`` due events to ``token`` until ``lease_until``, oldest due first."""
+
+    def delivered(self, event_id: str, token: str, at: float) -> bool:
+        """The receiver took it (2xx); False when ``token`` no longer holds the lease."""
+
+    def failed(self, event_id: str, token: str, at: float, error: str, retry_at: float | None) -> bool:
+        """An attempt failed: due again at ``retry_at``, or given up (``failed``) when None."""
+
+    def list(self, state: str | None = None, limit: int = 100) -> list[WebhookEvent]:
+        """Newest first."""
+
+    def counts(self) -> OutboxCounts: ...
+
+    def prune(self, finished_before: float, pending_before: float) -> int:
+        """Drop delivered and failed events finished before ``finished_before``, and
+        pending ones created before ``pending_before`` (nobody delivers them); how many."""
+
+
 class CredentialReads(Protocol):
     """What authenticators may ask (``authenticators.Context.store``)."""
 
@@ -164,6 +226,10 @@ class ServingStore(CredentialReads, Protocol):
 
     @property
     def changes(self) -> ChangeFeed: ...
+
+    @property
+    def outbox(self) -> WebhookOutbox:
+        """Where events for the webhook go (anomalies are noticed while serving)."""
 
     @property
     def location(self) -> str:
@@ -208,6 +274,38 @@ class ApiKeyTable(ApiKeyLookup, Protocol):
 
     def touch(self, last_used: dict[str, float]) -> None:
         """Record last uses (key id → time), never moving one back."""
+
+    def expiring(self, after: float, until: float) -> list[ApiKeyRecord]:
+        """Keys not revoked whose expiry is in (``after``, ``until``], soonest first (indexed)."""
+
+    def count_expiring(self, now: float, within: tuple[float, ...]) -> list[int]:
+        """For each span in ``within`` (seconds), how many active keys expire in
+        (``now``, ``now`` + span]: one indexed range count."""
+
+
+class KeyUsageTable(Protocol):
+    """Usage per key (``authz.store.usage_rows``): written in batches by serving
+    processes; not serving state, so no change-log entry."""
+
+    def add(self, usage: list[KeyUsage]) -> None:
+        """In one transaction: hourly counts summed, each network's first sighting kept and
+        its last raised (at most ``usage_rows.MAX_NETWORKS`` networks kept per key), the
+        later last request kept, requests after the rotation summed."""
+
+    def hours(self, key_id: str, since: float) -> list[UsageHour]:
+        """Hours with requests from the one ``since`` falls in on, oldest first."""
+
+    def networks(self, key_id: str) -> list[KeyNetwork]:
+        """The client networks the key was presented from, first seen first."""
+
+    def last_request(self, key_id: str) -> LastRequest | None: ...
+
+    def last_requests(self) -> dict[str, LastRequest]:
+        """Every key's latest request, by key id (listings)."""
+
+    def prune(self, before: float) -> int:
+        """Drop hours begun before the hour of ``before``, networks last seen and last
+        requests made before it; how many rows went."""
 
 
 class PrincipalTable(UserLookup, Protocol):
@@ -268,6 +366,9 @@ class Store(ServingStore, Protocol):
 
     @property
     def signing_keys(self) -> SigningKeyTable: ...
+
+    @property
+    def usage(self) -> KeyUsageTable: ...
 
     @property
     def url(self) -> str:

@@ -1,8 +1,8 @@
 """A store for dry runs (``authz policy explain --as-key/--as-user``): it answers like the
 store underneath, except that a stand-in secret resolves to a chosen key and a stand-in
-password to a chosen user, it records no key's last use (a dry run is no use), and a DPoP
-proof's jti is remembered for the dry run only.
-Nothing is written for the stand-ins; the store underneath is never modified."""
+password to a chosen user, and it records no key's last use or usage (a dry run is no
+use), sends no webhook event (nothing happened) and keeps a DPoP proof's jti for the dry
+run only. Nothing is written for the stand-ins; the store underneath is never modified."""
 
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ from authz.store.records import ApiKeyMatch, UserCredentials
 
 class _NoLastUse:
     def record(self, key_id: str) -> None:
+        pass
+
+    def count(self, key_id: str, allowed: bool, client_ip, route: str | None, deprecated: bool) -> None:
         pass
 
     def flush(self) -> None:
@@ -36,6 +39,13 @@ class _DryRunNonces:
             return False
         self.seen[(scope, value)] = expires_at
         return True
+
+
+class _NoEvents:
+    """The outbox of a dry run: what a decision would announce is dropped."""
+
+    def enqueue(self, events: list) -> int:
+        return 0
 
 
 class _Keys:
@@ -76,6 +86,7 @@ class StandInStore:
         self.nonces = _DryRunNonces()
         self.signing_keys = base.signing_keys
         self.policy_snapshots = base.policy_snapshots
+        self.outbox = _NoEvents()
 
     @property
     def location(self) -> str:

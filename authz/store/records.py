@@ -97,6 +97,70 @@ class ApiKeyRecord:
         }
 
 
+# -- API key usage (written in batches by each serving process) -------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KeyUsage:
+    """One key's requests counted by one process since its last write: what the usage
+    table adds (counts summed, first sightings kept, the later last request wins).
+
+    ``hours``: (hour start, allowed, denied); ``networks``: (network, first seen, last
+    seen), a network being the client's IPv4 /24 or IPv6 /48; ``after_rotation``: how
+    many of the requests came while the key was deprecated, i.e. after its rotation."""
+
+    key_id: str
+    hours: tuple[tuple[int, int, int], ...]
+    networks: tuple[tuple[str, float, float], ...]
+    last_at: float
+    last_allowed: bool
+    last_client_ip: str | None
+    last_route: str | None
+    after_rotation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class UsageHour:
+    """Requests that presented a key in one hour (``hour``: its start, seconds since the
+    epoch): allowed, and denied although the key was identified (revoked, expired, used
+    from a refused address, short of a scope…)."""
+
+    hour: int
+    allowed: int
+    denied: int
+
+    def to_json(self) -> dict:
+        return {"hour": self.hour, "allowed": self.allowed, "denied": self.denied}
+
+
+@dataclass(frozen=True, slots=True)
+class KeyNetwork:
+    """A client network (IPv4 /24, IPv6 /48) a key was presented from."""
+
+    network: str
+    first_seen: float
+    last_seen: float
+
+    def to_json(self) -> dict:
+        return {"network": self.network, "first_seen": self.first_seen, "last_seen": self.last_seen}
+
+
+@dataclass(frozen=True, slots=True)
+class LastRequest:
+    """The latest request that presented a key (allowed or denied), and how many came
+    while it was deprecated (since its rotation)."""
+
+    key_id: str
+    at: float
+    allowed: bool
+    client_ip: str | None
+    route: str | None
+    after_rotation: int
+
+    def to_json(self) -> dict:
+        return {"at": self.at, "allowed": self.allowed, "client_ip": self.client_ip, "route": self.route}
+
+
 # -- principals and users -----------------------------------------------------------------
 
 
@@ -259,3 +323,51 @@ class Change:
     id: int
     kind: str
     ref: str
+
+
+# -- the webhook outbox ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NewWebhookEvent:
+    """An event to deliver: ``id`` is its delivery id (``webhook-id``, the same on every
+    retry, so receivers deduplicate by it), ``body`` the exact JSON that will be signed
+    and sent (``authz.webhooks.events`` builds it; it never holds a secret)."""
+
+    id: str
+    type: str
+    body: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEvent:
+    """An outbox row as deliverers and operators see it. ``state``: ``pending`` (to
+    send, at ``next_attempt_at``), ``delivered`` or ``failed`` (given up); ``finished_at``
+    is when it became one of the last two."""
+
+    id: str
+    type: str
+    body: str
+    state: str
+    created_at: float
+    attempts: int
+    next_attempt_at: float
+    finished_at: float | None
+    last_error: str | None
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "type": self.type, "state": self.state, "created_at": self.created_at,
+                "attempts": self.attempts, "next_attempt_at": self.next_attempt_at,
+                "finished_at": self.finished_at, "last_error": self.last_error, "body": self.body}
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxCounts:
+    """What the outbox holds, for ``/metrics``: events by state, and when the oldest
+    event still to deliver was created (None when there is none)."""
+
+    pending: int
+    delivered: int
+    failed: int
+    oldest_pending: float | None

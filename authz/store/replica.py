@@ -87,6 +87,7 @@ class Replica:
         self.policy_snapshots = base.policy_snapshots
         self.nonces = base.nonces  # one-time values must be seen by every replica: the shared store's
         self.changes = base.changes
+        self.outbox = base.outbox  # events are written through, never cached
         self.last_used = base.last_used
         self.queries = 0  # credential reads that went to the store (tests and the bench count them)
         self.polls = 0  # reads of the change log
@@ -286,6 +287,12 @@ class Replica:
 
     def check_ready(self) -> None:
         self.base.check_ready()
+
+    def staleness(self) -> float:
+        """Seconds since this process last confirmed it is current (``/metrics``: a
+        replica that keeps growing this is heading for AUTHZ_MAX_STALENESS)."""
+        self._ensure_following()
+        return time.monotonic() - self._confirmed
 
     def problem(self) -> str | None:
         """Stale past the bound: why; else the store's own problem, if it answers."""

@@ -16,6 +16,15 @@ TABLES: dict[str, tuple[tuple[str, ...], str]] = {
     "signing_keys": (("kid", "algorithm", "private_pem", "public_jwk", "created_at", "retired_at", "publish_until"),
                      "kid"),
     "policy_snapshots": (("revision", "directory", "files", "created_at"), "revision"),
+    # API key usage (authz.store.usage_rows): a copy keeps the history an operator reads.
+    "key_usage_hours": (("key_id", "hour", "allowed", "denied"), "key_id, hour"),
+    "key_networks": (("key_id", "network", "first_seen", "last_seen"), "key_id, network"),
+    "key_last_requests": (("key_id", "at", "allowed", "client_ip", "route", "after_rotation"), "key_id"),
+    # Events not yet delivered move with the store, and so does how far the expiry scan
+    # has looked (a copy neither loses a warning nor sends one again).
+    "webhook_outbox": (("id", "type", "body", "state", "created_at", "attempts", "next_attempt_at", "lease_until",
+                        "claim", "finished_at", "last_error"), "id"),
+    "webhook_cursors": (("name", "at"), "name"),
 }
 
 

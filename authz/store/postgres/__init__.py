@@ -7,16 +7,18 @@ everything else types against ``authz.store.interface``. Serving processes wrap 
 
 from __future__ import annotations
 
-from authz.store.last_used import LastUsedRecorder
+from authz.store.last_used import DEFAULT_RETENTION, LastUsedRecorder
 from authz.store.postgres.api_keys import PostgresApiKeys
 from authz.store.postgres.certificates import PostgresCertificates
 from authz.store.postgres.changes import PostgresChanges
 from authz.store.postgres.database import CHANNEL, Database, Listener
 from authz.store.postgres.nonces import PostgresNonces
+from authz.store.postgres.outbox import PostgresOutbox
 from authz.store.postgres.policy_snapshots import PostgresPolicySnapshots
 from authz.store.postgres.principals import PostgresPrincipals
 from authz.store.postgres.revocations import PostgresRevocations
 from authz.store.postgres.signing_keys import PostgresSigningKeys
+from authz.store.postgres.usage import PostgresKeyUsage
 from authz.store.tables import insert_into, select_all
 
 __all__ = ["CHANNEL", "PostgresStore"]
@@ -25,7 +27,8 @@ __all__ = ["CHANNEL", "PostgresStore"]
 class PostgresStore:
     """One PostgreSQL database (implements ``authz.store.interface.Store``)."""
 
-    def __init__(self, url: str, last_used_interval: float = 30.0, serving: bool = False) -> None:
+    def __init__(self, url: str, last_used_interval: float = 30.0, serving: bool = False,
+                 usage_retention: float = DEFAULT_RETENTION) -> None:
         self.database = Database(url, serving=serving)
         self.principals = PostgresPrincipals(self.database)
         self.keys = PostgresApiKeys(self.database)
@@ -35,7 +38,9 @@ class PostgresStore:
         self.signing_keys = PostgresSigningKeys(self.database)
         self.policy_snapshots = PostgresPolicySnapshots(self.database)
         self.changes = PostgresChanges(self.database)
-        self.last_used = LastUsedRecorder(self.keys.touch, last_used_interval)
+        self.outbox = PostgresOutbox(self.database)
+        self.usage = PostgresKeyUsage(self.database)
+        self.last_used = LastUsedRecorder(self.keys.touch, last_used_interval, self.usage, usage_retention)
 
     @property
     def url(self) -> str:

@@ -6,7 +6,14 @@ from authz.store.interface import CHANGE_API_KEY
 from authz.store.postgres.database import Database, Transaction
 from authz.store.postgres.principals import ensure_principal
 from authz.store.records import ApiKeyMatch, ApiKeyRecord, NewApiKey
-from authz.store.rows import FIND_API_KEY, LIST_API_KEYS, api_key_match, api_key_record
+from authz.store.rows import (
+    EXPIRING_API_KEYS,
+    FIND_API_KEY,
+    LIST_API_KEYS,
+    api_key_match,
+    api_key_record,
+    count_expiring_sql,
+)
 
 
 class PostgresApiKeys:
@@ -66,6 +73,16 @@ class PostgresApiKeys:
                 "UPDATE api_keys SET last_used_at = GREATEST(COALESCE(last_used_at, 0), %s) WHERE id = %s",
                 [(last_used[key_id], key_id) for key_id in sorted(last_used)],
             )
+
+    def expiring(self, after: float, until: float) -> list[ApiKeyRecord]:
+        return [api_key_record(row) for row in self.database.query(EXPIRING_API_KEYS.format("%s"), (after, until))]
+
+    def count_expiring(self, now: float, within: tuple[float, ...]) -> list[int]:
+        if not within:
+            return []
+        ends = [now + span for span in within]
+        row = self.database.one(count_expiring_sql(len(ends), "%s"), (*ends, now, max(ends)))
+        return [int(count) for count in row]
 
 
 def _insert(tx: Transaction, key: NewApiKey) -> None:

@@ -84,7 +84,57 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE api_keys ADD COLUMN origins TEXT NOT NULL DEFAULT ''",
     ],
     [
-        # One-time values (DPoP proof ids), as in SQLite's migration 7.
+        # API key usage, as in SQLite's migration 7 (authz.store.usage_rows).
+        """CREATE TABLE key_usage_hours (
+            key_id TEXT NOT NULL,
+            hour BIGINT NOT NULL,
+            allowed BIGINT NOT NULL DEFAULT 0,
+            denied BIGINT NOT NULL DEFAULT 0,
+            PRIMARY KEY (key_id, hour)
+        )""",
+        "CREATE INDEX key_usage_hours_hour ON key_usage_hours(hour)",
+        """CREATE TABLE key_networks (
+            key_id TEXT NOT NULL,
+            network TEXT NOT NULL,
+            first_seen DOUBLE PRECISION NOT NULL,
+            last_seen DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (key_id, network)
+        )""",
+        "CREATE INDEX key_networks_last_seen ON key_networks(last_seen)",
+        """CREATE TABLE key_last_requests (
+            key_id TEXT PRIMARY KEY,
+            at DOUBLE PRECISION NOT NULL,
+            allowed INTEGER NOT NULL CHECK (allowed IN (0, 1)),
+            client_ip TEXT,
+            route TEXT,
+            after_rotation BIGINT NOT NULL DEFAULT 0
+        )""",
+        "CREATE INDEX key_last_requests_at ON key_last_requests(at)",
+    ],
+    [
+        # Expiry warnings and the webhook outbox, as in SQLite's migration 8.
+        "CREATE INDEX api_keys_expiry ON api_keys(expires_at, status)",
+        """CREATE TABLE webhook_outbox (
+            id TEXT PRIMARY KEY,
+            type TEXT NOT NULL,
+            body TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'failed')),
+            created_at DOUBLE PRECISION NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at DOUBLE PRECISION NOT NULL,
+            lease_until DOUBLE PRECISION,
+            claim TEXT,
+            finished_at DOUBLE PRECISION,
+            last_error TEXT
+        )""",
+        "CREATE INDEX webhook_outbox_due ON webhook_outbox(state, next_attempt_at)",
+        """CREATE TABLE webhook_cursors (
+            name TEXT PRIMARY KEY,
+            at DOUBLE PRECISION NOT NULL
+        )""",
+    ],
+    [
+        # One-time values (DPoP proof ids), as in SQLite's migration 9.
         """CREATE TABLE nonces (
             scope TEXT NOT NULL,
             value TEXT NOT NULL,

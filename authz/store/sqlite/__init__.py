@@ -9,26 +9,30 @@ from __future__ import annotations
 
 import os
 
-from authz.store.last_used import LastUsedRecorder
+from authz.store.last_used import DEFAULT_RETENTION, LastUsedRecorder
 from authz.store.sqlite.api_keys import SqliteApiKeys
 from authz.store.sqlite.certificates import SqliteCertificates
 from authz.store.sqlite.changes import SqliteChanges
 from authz.store.sqlite.database import Database
 from authz.store.sqlite.nonces import SqliteNonces
+from authz.store.sqlite.outbox import SqliteOutbox
 from authz.store.sqlite.policy_snapshots import SqlitePolicySnapshots
 from authz.store.sqlite.principals import SqlitePrincipals
 from authz.store.sqlite.revocations import SqliteRevocations
 from authz.store.sqlite.signing_keys import SqliteSigningKeys
+from authz.store.sqlite.usage import SqliteKeyUsage
 from authz.store.tables import insert_into, select_all
 
 __all__ = ["SqliteStore"]
 
 
 class SqliteStore:
-    """One SQLite file: principals and users, API keys, revocations, certificates, signing
-    keys and policy snapshots (implements ``authz.store.interface.Store``)."""
+    """One SQLite file: principals and users, API keys and their usage, revocations,
+    certificates, signing keys, policy snapshots and the webhook outbox (implements
+    ``authz.store.interface.Store``)."""
 
-    def __init__(self, path: str | os.PathLike[str], last_used_interval: float = 30.0, serving: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike[str], last_used_interval: float = 30.0, serving: bool = False,
+                 usage_retention: float = DEFAULT_RETENTION) -> None:
         self.database = Database(path, serving=serving)
         self.principals = SqlitePrincipals(self.database)
         self.keys = SqliteApiKeys(self.database)
@@ -38,7 +42,9 @@ class SqliteStore:
         self.signing_keys = SqliteSigningKeys(self.database)
         self.policy_snapshots = SqlitePolicySnapshots(self.database)
         self.changes = SqliteChanges(self.database)
-        self.last_used = LastUsedRecorder(self.keys.touch, last_used_interval)
+        self.outbox = SqliteOutbox(self.database)
+        self.usage = SqliteKeyUsage(self.database)
+        self.last_used = LastUsedRecorder(self.keys.touch, last_used_interval, self.usage, usage_retention)
 
     @property
     def path(self):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from authz.store.interface import CHANGE_API_KEY
 from authz.store.records import ApiKeyMatch, ApiKeyRecord, NewApiKey
+from authz.store.rows import EXPIRING_API_KEYS, count_expiring_sql
 from authz.store.rows import FIND_API_KEY as _FIND
 from authz.store.rows import LIST_API_KEYS as _LIST
 from authz.store.rows import api_key_match as _match
@@ -70,6 +71,17 @@ class SqliteApiKeys:
                 "UPDATE api_keys SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE id = ?",
                 [(ts, key_id) for key_id, ts in last_used.items()],
             )
+
+    def expiring(self, after: float, until: float) -> list[ApiKeyRecord]:
+        rows = self.database.execute(EXPIRING_API_KEYS.format("?"), (after, until)).fetchall()
+        return [_record(row) for row in rows]
+
+    def count_expiring(self, now: float, within: tuple[float, ...]) -> list[int]:
+        if not within:
+            return []
+        ends = [now + span for span in within]
+        row = self.database.execute(count_expiring_sql(len(ends), "?"), (*ends, now, max(ends))).fetchone()
+        return [int(count) for count in row]
 
 
 def _insert(db, key: NewApiKey) -> None:

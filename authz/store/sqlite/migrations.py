@@ -97,6 +97,66 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE api_keys ADD COLUMN origins TEXT NOT NULL DEFAULT ''",
     ],
     [
+        # API key usage, written in batches by serving processes (authz.store.usage_rows):
+        # requests per key and hour, the client networks a key was presented from, and
+        # its latest request. Pruned past AUTHZ_USAGE_RETENTION_DAYS (the indexes on
+        # time serve the pruning, and later the "last hours of every key" reads).
+        """CREATE TABLE key_usage_hours (
+            key_id TEXT NOT NULL,
+            hour INTEGER NOT NULL,
+            allowed INTEGER NOT NULL DEFAULT 0,
+            denied INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (key_id, hour)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX key_usage_hours_hour ON key_usage_hours(hour)",
+        """CREATE TABLE key_networks (
+            key_id TEXT NOT NULL,
+            network TEXT NOT NULL,
+            first_seen REAL NOT NULL,
+            last_seen REAL NOT NULL,
+            PRIMARY KEY (key_id, network)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX key_networks_last_seen ON key_networks(last_seen)",
+        """CREATE TABLE key_last_requests (
+            key_id TEXT PRIMARY KEY,
+            at REAL NOT NULL,
+            allowed INTEGER NOT NULL CHECK (allowed IN (0, 1)),
+            client_ip TEXT,
+            route TEXT,
+            after_rotation INTEGER NOT NULL DEFAULT 0
+        )""",
+        "CREATE INDEX key_last_requests_at ON key_last_requests(at)",
+    ],
+    [
+        # Expiry warnings: keys crossing a threshold (30, 7, 1 days left) are found, and
+        # the /metrics gauge counted, by a range on expires_at; status is in the index so
+        # that the count reads the index alone.
+        "CREATE INDEX api_keys_expiry ON api_keys(expires_at, status)",
+        # Events for the operator's webhook, kept until delivered (authz.webhooks): id is
+        # the delivery id, body the exact JSON signed and sent. A deliverer leases due
+        # rows (lease_until, claim) so that only one sends each.
+        """CREATE TABLE webhook_outbox (
+            id TEXT PRIMARY KEY,
+            type TEXT NOT NULL,
+            body TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'failed')),
+            created_at REAL NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL NOT NULL,
+            lease_until REAL,
+            claim TEXT,
+            finished_at REAL,
+            last_error TEXT
+        )""",
+        "CREATE INDEX webhook_outbox_due ON webhook_outbox(state, next_attempt_at)",
+        # Up to when each producer of events has looked (the expiry scan): a span of time
+        # is looked at once, whatever the number of workers and replicas.
+        """CREATE TABLE webhook_cursors (
+            name TEXT PRIMARY KEY,
+            at REAL NOT NULL
+        )""",
+    ],
+    [
         # One-time values seen within their window (DPoP proof ids): a value is accepted
         # once, by whichever worker sees it first. Not copied by `authz db copy`.
         """CREATE TABLE nonces (
