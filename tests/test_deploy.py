@@ -18,7 +18,7 @@ pytestmark = pytest.mark.both_stores
 
 DEPLOY = ROOT / "deploy"
 CONTRACT_HEADERS = ["X-Auth-Principal", "X-Auth-User", "X-Auth-Client", "X-Auth-Service", "X-Auth-Methods",
-                    "X-Auth-Scopes", "X-Auth-Route", "X-Auth-Token"]
+                    "X-Auth-Scopes", "X-Auth-Route", "X-Auth-Token", "X-Auth-Jkt"]
 
 
 def test_readme_nginx_blocks_are_the_deploy_files():

@@ -364,6 +364,7 @@ def test_end_to_end_allow_and_a_replay_refused_by_another_worker(gunicorn, store
     fresh = {**door, "DPoP": proof(token=TOKEN, htu="https://api.example.com/orders/7")}
     answer = requests.get(server.url + "/auth-request", headers=fresh, timeout=5)
     assert answer.status_code == 200 and answer.headers["X-Auth-User"] == "alice"
+    assert answer.headers["X-Auth-Jkt"] == jkt_of(CLIENT_EC)
     signed = jwt.decode(answer.headers["X-Auth-Token"], options={"verify_signature": False})
     assert signed["sub"] == "alice" and signed["cnf"] == {"jkt": jkt_of(CLIENT_EC)}  # the upstream sees the key
     log = store_dir(store) / "decisions.log"
