@@ -25,7 +25,7 @@ from authz.decision import Reason
 from authz.policy import PolicyError
 from authz.request import CheckRequest
 from tests.conftest import BIN, ROOT, ask_on_a_worker, engine_for, store_dir, write_policy
-from tests.idp import AUDIENCE, ISSUER, b64, ec_key, ed_key, mint, public_jwk, public_pem, rsa_key
+from tests.idp import AUDIENCE, ISSUER, IdentityProvider, b64, ec_key, ed_key, mint, public_jwk, public_pem, rsa_key
 
 IDP = rsa_key()
 CLIENT_EC = ec_key()
@@ -288,7 +288,7 @@ def test_configured_algorithms_and_max_age(decider):
 @pytest.mark.parametrize(("policy", "message"), [
     ({"authenticators": {"k": {"type": "api_key"}},
       "routes": [{"id": "r", "require": {"use": "k", "dpop": "required"}}]},
-     "dpop goes on a jwt leaf"),
+     "dpop goes on a jwt or oauth2_introspection leaf"),
     ({"authenticators": {"j": {"type": "jwt", "issuer": "i", "audience": "a", "algorithms": ["RS256"],
                                "public_key_file": "idp.pem", "dpop_algorithms": ["HS256"]}},
       "routes": [{"id": "r", "require": "j"}]}, "HS256"),
@@ -328,6 +328,43 @@ def test_the_readme_client_snippet_makes_proofs_authz_accepts(decider):
     decide = decider()
     assert decide(token, namespace["dpop_proof"]("GET", URL + "?page=2#top", token), url=URL + "?page=2").allowed
     assert not decide(token, namespace["dpop_proof"]("GET", URL, token), method="POST").allowed
+
+
+# -- oauth2_introspection leaves --------------------------------------------------------------------
+
+def test_an_introspected_token_bound_by_cnf_jkt(store, policy_dir, monkeypatch):
+    """RFC 9449 §6.2: the introspection answer carries cnf.jkt; the opaque token is then
+    taken only with the DPoP scheme and a proof of that key, once."""
+    idp = IdentityProvider()
+    try:
+        monkeypatch.setenv("AS_SECRET", idp.client_secret)
+        write_policy(policy_dir, {"authenticators": {"as_token": {
+            "type": "oauth2_introspection", "url": idp.url + "/introspect", "client_id": "authz",
+            "client_secret_env": "AS_SECRET", "realm": "api", "dpop_algorithms": ["ES256", "EdDSA"]}},
+            "routes": [{"id": "orders", "require": {"use": "as_token", "dpop": "allowed"}}]})
+        engine = engine_for(store, policy_dir)
+        answer = {"active": True, "sub": "alice", "scope": "orders:read", "exp": int(time.time()) + 600}
+        idp.introspection["opaque-bound"] = {**answer, "cnf": {"jkt": jkt_of(CLIENT_EC)}}
+        idp.introspection["opaque-plain"] = answer
+
+        def decide(token, scheme="DPoP", made=None):
+            headers = [("Authorization", f"{scheme} {token}")] + ([("DPoP", made)] if made else [])
+            return engine.decide(CheckRequest.from_url("GET", URL, headers))
+
+        made = proof(token="opaque-bound")
+        d = decide("opaque-bound", made=made)
+        assert d.allowed and d.principal.jkt == jkt_of(CLIENT_EC)
+        _refused(decide("opaque-bound", made=made), detail="replayed", algs='algs="ES256 EdDSA"',
+                 before=['Bearer realm="api"'])
+        d = decide("opaque-bound", "Bearer", proof(token="opaque-bound"))
+        assert not d.allowed and "DPoP-bound token sent as a bearer token" in d.detail
+        _refused(decide("opaque-bound", made=proof(OTHER, token="opaque-bound")), error="invalid_token",
+                 detail="cnf.jkt", algs='algs="ES256 EdDSA"', before=['Bearer realm="api"'])
+        assert decide("opaque-plain", "Bearer").allowed  # "allowed": unbound bearer tokens too
+        _refused(decide("opaque-plain", made=proof(token="opaque-plain")), error="invalid_token",
+                 detail="not DPoP-bound", algs='algs="ES256 EdDSA"', before=['Bearer realm="api"'])
+    finally:
+        idp.stop()
 
 
 # -- a real server ---------------------------------------------------------------------------------

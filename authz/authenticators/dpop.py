@@ -29,6 +29,7 @@ Server-provided nonces (``DPoP-Nonce``, §8-9) are not issued: freshness rests o
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -40,6 +41,7 @@ from jwt.utils import base64url_encode
 from authz.authenticators import jose
 from authz.authenticators.keysets import _PRIVATE, ASYMMETRIC_ALGORITHMS, _algorithms_for
 from authz.credentials.key_strength import key_problem
+from authz.decision import Outcome, OutcomeKind, Reason
 from authz.request import BadRequest, CheckRequest, host_port, normalise_host, normalise_path, split_absolute
 from authz.store.interface import CredentialReads
 
@@ -135,6 +137,35 @@ def htu_matches(htu: str, request: CheckRequest) -> bool:
     return (port if port is not None else DEFAULT_PORTS.get(scheme)) == wanted
 
 
+def bound_key(claims: dict) -> str | None:
+    """The ``cnf.jkt`` a token (or an introspection answer, RFC 9449 §6.2) binds it to;
+    ``ValueError`` when it has one that is not a non-empty string."""
+    cnf = claims.get("cnf")
+    if not isinstance(cnf, dict) or "jkt" not in cnf:
+        return None
+    if not isinstance(cnf["jkt"], str) or not cnf["jkt"]:
+        raise ValueError("token cnf.jkt is not a thumbprint")
+    return cnf["jkt"]
+
+
+def scheme_problem(scheme: str, jkt: str | None, slot: str) -> Outcome | None:
+    """RFC 9449 §7: a bound token only with the DPoP scheme, the DPoP scheme only with a
+    bound token; the refusal, or None."""
+    if jkt is not None and scheme != "dpop":
+        return Outcome.invalid(slot, "DPoP-bound token sent as a bearer token (use Authorization: DPoP with a "
+                                     "DPoP proof)")
+    if scheme == "dpop" and jkt is None:
+        return Outcome.invalid(slot, "token sent with the DPoP scheme is not DPoP-bound (no cnf.jkt)")
+    return None
+
+
+def as_dpop_failure(outcome: Outcome, scheme: str) -> Outcome:
+    """A token sent with the DPoP scheme that failed is told in the DPoP challenge (§7.1)."""
+    if scheme == "dpop" and outcome.kind is OutcomeKind.INVALID and outcome.dpop_error is None:
+        return dataclasses.replace(outcome, dpop_error=INVALID_TOKEN)
+    return outcome
+
+
 class ProofVerifier:
     """Checks the ``DPoP`` proof of a request against the token it came with."""
 
@@ -163,6 +194,15 @@ class ProofVerifier:
             request.memo[memo_key] = verdict
         if verdict is not True:
             raise verdict
+
+    def problem(self, request: CheckRequest, token: str, bound_to: str, slot: str) -> Outcome | None:
+        """``check`` as an outcome: the refusal, with its DPoP error code, or None."""
+        try:
+            self.check(request, token, bound_to)
+        except ProofError as exc:
+            return Outcome(OutcomeKind.INVALID, reason=Reason.CREDENTIALS_INVALID, detail=str(exc), slot=slot,
+                           dpop_error=exc.code)
+        return None
 
     def _check(self, request: CheckRequest, token: str, bound_to: str) -> None:
         proof = request.headers.get(HEADER)

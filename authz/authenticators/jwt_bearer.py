@@ -20,7 +20,6 @@ every request.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import logging
 import time
@@ -150,11 +149,7 @@ class JwtAuthenticator(BearerChallenges, Authenticator):
         if presented is None or presented[1].count(".") != 2:
             return Outcome.absent()  # not a JWT: perhaps an opaque token for introspection
         scheme, token = presented
-        outcome = self._authenticate(request, scheme, token)
-        if scheme == "dpop" and outcome.kind is OutcomeKind.INVALID and outcome.dpop_error is None:
-            # RFC 9449 §7.1: a failure of a token sent as DPoP is told in the DPoP challenge.
-            outcome = dataclasses.replace(outcome, dpop_error=dpop.INVALID_TOKEN)
-        return outcome
+        return dpop.as_dpop_failure(self._authenticate(request, scheme, token), scheme)
 
     def _authenticate(self, request: CheckRequest, scheme: str, token: str) -> Outcome:
         if len(token) > MAX_TOKEN_BYTES:
@@ -217,12 +212,9 @@ class JwtAuthenticator(BearerChallenges, Authenticator):
 
     def _identity(self, verified: Verified, request: CheckRequest, scheme: str, token: str) -> Outcome:
         """Per request: certificate binding, revocation, DPoP; the identity was derived once."""
-        if verified.jkt is not None and scheme != "dpop":
-            # RFC 9449 §7.1: a DPoP-bound token is no bearer token.
-            return Outcome.invalid(SLOT, "DPoP-bound token sent as a bearer token (use Authorization: DPoP "
-                                         "with a DPoP proof)")
-        if scheme == "dpop" and verified.jkt is None:
-            return Outcome.invalid(SLOT, "token sent with the DPoP scheme is not DPoP-bound (no cnf.jkt)")
+        refused = dpop.scheme_problem(scheme, verified.jkt, SLOT)
+        if refused is not None:
+            return refused
         if verified.bound_to is not None:
             # RFC 8705 §3: a bound token is only good with the certificate it names.
             presented = certificate_thumbprints(request)
@@ -235,22 +227,19 @@ class JwtAuthenticator(BearerChallenges, Authenticator):
             return Outcome.invalid(SLOT, f"token {jti[:64]} is revoked", Reason.CREDENTIAL_REVOKED)
         if verified.jkt is not None:
             # Last: an accepted proof's jti is spent, so nothing may refuse the request after it.
-            try:
-                self.proofs.check(request, token, verified.jkt)
-            except dpop.ProofError as exc:
-                return Outcome(OutcomeKind.INVALID, reason=Reason.CREDENTIALS_INVALID, detail=str(exc), slot=SLOT,
-                               dpop_error=exc.code)
+            refused = self.proofs.problem(request, token, verified.jkt, SLOT)
+            if refused is not None:
+                return refused
         return Outcome(OutcomeKind.VALID, verified.identity, slot=SLOT, also=verified.also)
 
     def _derive(self, verified: Verified) -> Verified | Outcome:
         """Fill the entry with the identities the claims prove (once, before caching)."""
         claims = verified.claims
         verified.bound_to = bound_to = _bound_thumbprint(claims)
-        cnf = claims.get("cnf")
-        if isinstance(cnf, dict) and "jkt" in cnf:
-            if not isinstance(cnf["jkt"], str) or not cnf["jkt"]:
-                return Outcome.invalid(SLOT, "token cnf.jkt is not a thumbprint")
-            verified.jkt = cnf["jkt"]
+        try:
+            verified.jkt = dpop.bound_key(claims)
+        except ValueError as exc:
+            return Outcome.invalid(SLOT, str(exc))
         jti = claims.get("jti")
         verified.jti = jti if isinstance(jti, str) else None
         principal = claims.get(self.principal_claim)
