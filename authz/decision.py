@@ -57,9 +57,12 @@ class Identity:
     # RFC 8705 certificate thumbprint: of the certificate itself (mtls), or the one a
     # token is bound to (its cnf."x5t#S256").
     x5t: str | None = None
+    # RFC 9449: the RFC 7638 thumbprint of the key whose DPoP proof came with the token
+    # (equal to its cnf.jkt); None for a credential without a proof of possession.
+    jkt: str | None = None
 
     def to_json(self) -> dict:
-        return {
+        data = {
             "id": self.id,
             "kind": str(self.kind),
             "method": self.method,
@@ -68,6 +71,9 @@ class Identity:
             "roles": sorted(self.roles),
             "credential": self.credential,
         }
+        if self.jkt is not None:
+            data["jkt"] = self.jkt
+        return data
 
 
 class OutcomeKind(StrEnum):
@@ -98,6 +104,9 @@ class Outcome:
     # The stored API key the credential was identified as (its secret matched), valid or
     # not (revoked, expired, used from a refused address…): what its usage counts.
     api_key: ApiKeyMatch | None = None
+    # A token presented with the DPoP scheme failed: the RFC 9449 error code its ``DPoP``
+    # challenge carries (``invalid_dpop_proof`` or ``invalid_token``).
+    dpop_error: str | None = None
 
     @classmethod
     def absent(cls, slot: str | None = None, detail: str = "") -> Outcome:

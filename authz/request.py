@@ -345,6 +345,12 @@ class CheckRequest:
     # Other (method, path) readings an upstream framework may give this request: the
     # request must be allowed as each of them too (see ``_other_readings``).
     other_readings: tuple[tuple[str, str], ...] = ()
+    # The port the door named with the host; None when it named none (the scheme's
+    # default). Only a DPoP proof's htu compares it: the policy matches hosts without.
+    port: int | None = None
+    # Results that must be reached once per request however many readings of it are
+    # decided (the readings share this dict): a DPoP proof's one-time jti.
+    memo: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def client_cert_chain(self) -> tuple[bytes, ...]:
@@ -383,7 +389,7 @@ class CheckRequest:
         if override or method == "HEAD" or method not in _COMMON_METHODS or (path[-1] == "/" and len(path) > 1):
             readings = _other_readings(method, path, override)
         return cls(method, path, normalise_host(host), scheme.lower() or "http", query, headers, client_ip,
-                   client_certs, readings)
+                   client_certs, readings, host_port(host))
 
     @classmethod
     def from_url(cls, method: str, url: str, headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
@@ -487,6 +493,22 @@ def _other_readings(method: str, path: str, override: str | None) -> tuple[tuple
         methods.add("GET")
     paths = {path, path[:-1]} if len(path) > 1 and path.endswith("/") else {path}
     return tuple(sorted((m, p) for m in methods for p in paths if (m, p) != (method, path)))
+
+
+@lru_cache(maxsize=4096)
+def host_port(host: str) -> int | None:
+    """The port a Host value names (``api.example.com:8443`` → 8443, ``[::1]:80`` → 80),
+    None when it names none. Not validated beyond digits: ``normalise_host`` judges the
+    host, and a port no URL can name (0, 70000) simply matches no DPoP proof."""
+    host = host.strip()
+    if host.startswith("["):
+        rest = host[host.find("]") + 1:]
+    elif host.count(":") == 1:
+        rest = host[host.index(":"):]
+    else:
+        return None
+    digits = rest[1:]
+    return int(digits) if rest.startswith(":") and digits.isascii() and digits.isdigit() and len(digits) <= 5 else None
 
 
 _HOST = re.compile(r"(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]{0,5})?")

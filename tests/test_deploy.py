@@ -18,7 +18,7 @@ pytestmark = pytest.mark.both_stores
 
 DEPLOY = ROOT / "deploy"
 CONTRACT_HEADERS = ["X-Auth-Principal", "X-Auth-User", "X-Auth-Client", "X-Auth-Service", "X-Auth-Methods",
-                    "X-Auth-Scopes", "X-Auth-Route", "X-Auth-Token"]
+                    "X-Auth-Scopes", "X-Auth-Route", "X-Auth-Token", "X-Auth-Jkt"]
 
 
 def test_readme_nginx_blocks_are_the_deploy_files():
@@ -149,6 +149,21 @@ def test_every_door_passes_the_origin_to_authz():
     for conf in ("nginx/authz.conf", "nginx/authz-mtls.conf", "ingress-nginx/ingress.yaml"):
         assert not re.search(r"proxy_set_header\s+origin\b", (DEPLOY / conf).read_text(), re.I), conf
     assert not re.search(r"request_header\s+-origin\b", (DEPLOY / "caddy" / "Caddyfile").read_text(), re.I)
+
+
+def test_every_door_passes_the_dpop_proof_to_authz():
+    """A DPoP-bound token is judged with its proof (RFC 9449), which arrives in the
+    ``DPoP`` request header: each door hands it to authz (Envoy's HTTP check and Traefik
+    list the headers they pass; nginx and Caddy pass every request header)."""
+    hcm, ext, _ = envoy("envoy-http.yaml")
+    assert {"exact": "dpop"} in ext["http_service"]["authorization_request"]["allowed_headers"]["patterns"]
+    assert "dpop" not in envoy_removes(hcm) and "dpop" not in envoy_removes(envoy("envoy-grpc.yaml")[0])
+    forward = yaml.safe_load((DEPLOY / "traefik" / "dynamic.yaml").read_text())["http"]["middlewares"]["authz"]
+    assert "dpop" in {h.lower() for h in forward["forwardAuth"]["authRequestHeaders"]}
+    for conf in ("nginx/authz.conf", "nginx/authz-mtls.conf", "ingress-nginx/ingress.yaml"):
+        assert not re.search(r"proxy_set_header\s+dpop\b", (DEPLOY / conf).read_text(), re.I), conf
+        assert not re.search(r"proxy_pass_request_headers\s+off", (DEPLOY / conf).read_text(), re.I), conf
+    assert not re.search(r"request_header\s+-dpop\b", (DEPLOY / "caddy" / "Caddyfile").read_text(), re.I)
 
 
 def test_ingress_nginx():

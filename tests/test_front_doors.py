@@ -10,17 +10,21 @@ through every door."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
+import secrets
 import time
 
 import grpc
+import jwt
 import pytest
 import requests
 import yaml
 from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, external_auth_pb2_grpc
 
 from authz.admin import Admin
+from authz.authenticators import dpop
 from authz.credentials import passwords
 from tests.conftest import (
     BIN,
@@ -32,6 +36,7 @@ from tests.conftest import (
     nginx_binary,
     start_caddy,
 )
+from tests.idp import AUDIENCE, ISSUER, b64, ec_key, mint, public_jwk, public_pem, rsa_key
 
 pytestmark = pytest.mark.both_stores
 
@@ -41,6 +46,12 @@ POLICY = json.loads((ROOT / "policies" / "api.json").read_text())
 BROWSER_POLICY = {"authenticators": {"browser": {"type": "api_key", "publishable": True}},
                   "routes": [{"id": "catalog", "match": {"paths": ["/v1/catalog/**"]}, "require": "browser"}]}
 SHOP = "https://shop.example.com"
+# Beside them: payments need a DPoP-bound token (RFC 9449) with a fresh proof per request.
+IDP, CLIENT = rsa_key(), ec_key()
+DPOP_POLICY = {"authenticators": {"payments_jwt": {"type": "jwt", "issuer": ISSUER, "audience": AUDIENCE,
+                                                   "algorithms": ["RS256"], "public_key_file": "idp.pem"}},
+               "routes": [{"id": "payments", "match": {"paths": ["/v1/payments/**"]},
+                           "require": {"use": "payments_jwt", "dpop": "required"}}]}
 
 
 def _passed_on(door: str) -> set[str]:
@@ -73,6 +84,8 @@ def stack(tmp_path_factory, new_store):
     policy_dir.mkdir()
     (policy_dir / "api.json").write_text(json.dumps(POLICY))
     (policy_dir / "browser.json").write_text(json.dumps(BROWSER_POLICY))
+    (policy_dir / "dpop.json").write_text(json.dumps(DPOP_POLICY))
+    (policy_dir / "idp.pem").write_bytes(public_pem(IDP))
     store.principals.add_user("alice", passwords.hash_password("alice-pw"), roles=["admin", "approver"])
     creds = {
         "reader": Admin(store).keys.create("partner-a", ["orders:read"])[1],
@@ -231,6 +244,33 @@ def test_same_decision_through_every_door(stack, door):
     got = [(m, p, DOORS[door](stack, m, p, headers_for(stack, names))) for m, p, names, *_ in TABLE]
     expected = [(m, p, (status, principal)) for m, p, _, status, principal in TABLE]
     assert got == expected
+
+
+# The scheme each door tells authz (nginx $scheme, Caddy's X-Forwarded-Proto; the Envoy
+# HTTP check without X-Forwarded-Proto is http; Traefik's and the gRPC request's https).
+DOOR_SCHEMES = {"nginx": "http", "caddy": "http", "envoy-http": "http", "traefik": "https", "envoy-grpc": "https"}
+
+
+@pytest.mark.parametrize("door", list(DOORS))
+def test_dpop_through_every_door(stack, door):
+    """A DPoP-bound token with a proof made here (PyJWT) is allowed through every door;
+    the same proof again, a proof for another method, and the token as Bearer are 401."""
+    jwk = public_jwk(CLIENT, None, "ES256")
+    token = mint(IDP, kid=None, cnf={"jkt": dpop.thumbprint(jwk)})
+    path = "/v1/payments/7"
+    url = f"{DOOR_SCHEMES[door]}://api.example.com{path}"
+
+    def proof(method="GET"):
+        claims = {"jti": secrets.token_urlsafe(16), "htm": method, "htu": url, "iat": int(time.time()),
+                  "ath": b64(hashlib.sha256(token.encode()).digest())}
+        return jwt.encode(claims, CLIENT, algorithm="ES256", headers={"typ": "dpop+jwt", "jwk": jwk})
+
+    made = proof()
+    headers = {"Authorization": f"DPoP {token}", "DPoP": made}
+    assert DOORS[door](stack, "GET", path + "?page=2", headers) == (200, "alice")
+    assert DOORS[door](stack, "GET", path, headers)[0] == 401  # replayed
+    assert DOORS[door](stack, "GET", path, {**headers, "DPoP": proof("POST")})[0] == 401
+    assert DOORS[door](stack, "GET", path, {"Authorization": f"Bearer {token}", "DPoP": proof()})[0] == 401
 
 
 def test_envoy_http_decides_options_and_keeps_the_query(stack):

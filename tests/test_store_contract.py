@@ -516,6 +516,56 @@ def test_policy_snapshots_newest_and_retention(store):
     assert store.policy_snapshots.latest_revision("/q") == f"x{KEEP - 1}"
 
 
+# -- one-time values (DPoP proof ids) ----------------------------------------------------------------
+
+def test_a_nonce_is_accepted_once_until_it_expires(store):
+    later = time.time() + 60
+    assert store.nonces.first_use("dpop", "jti-1", later)
+    assert not store.nonces.first_use("dpop", "jti-1", later)  # a replay
+    assert not store.nonces.first_use("dpop", "jti-1", later + 60)  # a replay cannot extend its own window
+    assert store.nonces.first_use("other", "jti-1", later)  # scopes are apart
+    assert store.nonces.first_use("dpop", "jti-2", later)
+    gone = time.time() - 1
+    assert store.nonces.first_use("dpop", "expired", gone)
+    assert store.nonces.first_use("dpop", "expired", later)  # its record had expired: a new window
+
+
+def test_a_nonce_is_seen_by_another_handle_and_another_thread(file_store):
+    import threading
+
+    later = time.time() + 60
+    assert file_store.nonces.first_use("dpop", "shared", later)
+    other = open_store(file_store.url)
+    seen: list[bool] = []
+    thread = threading.Thread(target=lambda: seen.append(other.nonces.first_use("dpop", "shared", later)))
+    thread.start()
+    thread.join()
+    assert seen == [False]
+    other.close()
+
+
+def test_concurrent_first_uses_of_one_nonce_accept_exactly_one(file_store):
+    import threading
+
+    later = time.time() + 60
+    handles = [open_store(file_store.url) for _ in range(4)]
+    results: list[bool] = []
+    barrier = threading.Barrier(len(handles))
+
+    def claim(handle):
+        barrier.wait()
+        results.append(handle.nonces.first_use("dpop", "raced", later))
+
+    threads = [threading.Thread(target=claim, args=(h,)) for h in handles]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [False, False, False, True]
+    for handle in handles:
+        handle.close()
+
+
 # -- a second handle on the same store ---------------------------------------------------------------
 
 def test_writes_are_seen_by_another_handle_at_once(file_store, tmp_path):

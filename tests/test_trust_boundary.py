@@ -278,7 +278,7 @@ def test_forged_certificate_header_never_allows(stack, header, verify):
 
 
 # --------------------------------------------------------------------------- 2. identity headers
-IDENTITY_NAMES = ("Principal", "User", "Client", "Service", "Methods", "Scopes", "Route", "Token")
+IDENTITY_NAMES = ("Principal", "User", "Client", "Service", "Methods", "Scopes", "Route", "Token", "Jkt")
 SPELLINGS = {
     "canonical": lambda n: f"X-Auth-{n}",
     "lower": lambda n: f"x-auth-{n.lower()}",

@@ -23,7 +23,7 @@ from authz.request import BadRequest, CheckRequest, Headers
 # Every identity header an allow may carry: a front door that can remove request
 # headers removes those a decision does not set, so a client cannot forge them.
 IDENTITY_HEADERS = ("X-Auth-Principal", "X-Auth-User", "X-Auth-Client", "X-Auth-Service", "X-Auth-Scopes",
-                    "X-Auth-Token")
+                    "X-Auth-Token", "X-Auth-Jkt")
 _LAYER_HEADERS = ((IdentityKind.USER, "X-Auth-User"), (IdentityKind.CLIENT, "X-Auth-Client"),
                   (IdentityKind.SERVICE, "X-Auth-Service"))
 _SKIP = frozenset({SECRET_HEADER})
@@ -81,7 +81,15 @@ def identity_headers(decision: Decision) -> list[tuple[str, str]]:
         if identity is not None:
             headers.append((name, header_safe(identity.id)))
     headers.append(("X-Auth-Scopes", " ".join(decision.scopes)))
+    jkt = proof_key(decision)
+    if jkt is not None:
+        headers.append(("X-Auth-Jkt", jkt))
     return headers
+
+
+def proof_key(decision: Decision) -> str | None:
+    """The RFC 7638 thumbprint of the key a DPoP proof proved for this decision, if any."""
+    return next((i.jkt for i in decision.identities if i.jkt is not None), None)
 
 
 def unset_identity_headers(decision: Decision) -> list[str]:
@@ -93,6 +101,8 @@ def unset_identity_headers(decision: Decision) -> list[str]:
         present.update(name for kind, name in _LAYER_HEADERS if decision.layer(kind) is not None)
     if decision.identity_token:
         present.add("X-Auth-Token")
+    if decision.principal is not None and proof_key(decision) is not None:
+        present.add("X-Auth-Jkt")
     return [h for h in IDENTITY_HEADERS if h not in present]
 
 

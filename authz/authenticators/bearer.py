@@ -21,6 +21,19 @@ def bearer_token(request: CheckRequest) -> str | None:
     return token.strip()
 
 
+def presented_token(request: CheckRequest) -> tuple[str, str] | None:
+    """(scheme, token) of ``Authorization: Bearer <token>`` or ``Authorization: DPoP
+    <token>`` (RFC 9449 §7.1), the scheme lower-cased; None for any other scheme."""
+    header = request.headers.get(SLOT)
+    if not header:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    scheme = scheme.lower()
+    if scheme not in ("bearer", "dpop"):
+        return None
+    return scheme, token.strip()
+
+
 def as_tokens(value: object) -> frozenset[str]:
     """A space-separated string or a list of strings, as a set."""
     if isinstance(value, str):
@@ -50,9 +63,23 @@ def description(text: str) -> str:
 
 class BearerChallenges:
     """RFC 6750 §3: no error when no token came, ``invalid_token`` when one failed,
-    ``insufficient_scope`` with the needed scopes on 403."""
+    ``insufficient_scope`` with the needed scopes on 403. RFC 9449 §7.1 the same for the
+    ``DPoP`` scheme, with the proof algorithms accepted (``algs``) and
+    ``invalid_dpop_proof`` when the proof failed."""
 
     realm: str
+    dpop_algorithms: tuple[str, ...] = ()
+
+    def dpop_challenge(self, outcome: Outcome | None = None) -> str:
+        value = f'DPoP realm={quote(self.realm)}, algs="{" ".join(self.dpop_algorithms)}"'
+        if outcome is not None and outcome.reason is not Reason.UPSTREAM_UNAVAILABLE:
+            value += (f', error="{outcome.dpop_error or "invalid_token"}", '
+                      f'error_description="{description(outcome.detail)}"')
+        return value
+
+    def dpop_insufficient_scope_challenge(self, scopes: frozenset[str]) -> str:
+        return (f'DPoP realm={quote(self.realm)}, algs="{" ".join(self.dpop_algorithms)}", '
+                f'error="insufficient_scope", scope="{description(" ".join(sorted(scopes)))}"')
 
     def challenge(self, outcome: Outcome | None = None) -> str | None:
         value = f"Bearer realm={quote(self.realm)}"

@@ -7,6 +7,10 @@ algorithm from the configured list only (``none`` never), key by ``kid`` from th
 configured key source only, signature, ``exp`` (required), ``nbf``, ``iat``, ``iss``,
 ``aud``, ``typ`` and ``required_claims``, with ``leeway``.
 
+A token bound to a key (``cnf.jkt``, RFC 9449 DPoP) is accepted only as
+``Authorization: DPoP`` with a valid proof of that key (``authenticators/dpop.py``);
+whether a route takes such tokens at all is its leaf's ``dpop`` option.
+
 A verified token is cached per worker (key: a MAC of the whole token; entry: its
 claims and the kid that verified it) until it expires, so a repeated token costs no
 cryptography; revocation (``jti``), key withdrawal and scope checks still apply on
@@ -21,9 +25,9 @@ import logging
 import time
 from dataclasses import dataclass
 
-from authz.authenticators import jose
+from authz.authenticators import dpop, jose
 from authz.authenticators.base import AUTHORIZATION, Authenticator, ConfigError, Context
-from authz.authenticators.bearer import SLOT, BearerChallenges, as_tokens, bearer_token, token_layers
+from authz.authenticators.bearer import SLOT, BearerChallenges, as_tokens, presented_token, token_layers
 from authz.authenticators.cache import SecretKeyer
 from authz.authenticators.http_client import url_problem
 from authz.authenticators.keysets import (
@@ -54,6 +58,7 @@ class Verified:
     also: tuple[Identity, ...] = ()
     jti: str | None = None
     bound_to: str | None = None
+    jkt: str | None = None  # RFC 9449 cnf.jkt: the key whose proof must come with the token
 
 
 def claim_path(claims: dict, path: str):
@@ -94,6 +99,13 @@ class JwtAuthenticator(BearerChallenges, Authenticator):
             raise ConfigError("algorithms", "HS* algorithms cannot be mixed with asymmetric ones "
                                             "(a public key would become an HMAC secret)")
         self.keys = self._key_source(config, context, bool(symmetric))
+        self.dpop_algorithms = tuple(config.get("dpop_algorithms", dpop.DEFAULT_ALGORITHMS))
+        try:
+            self.proofs = dpop.ProofVerifier(list(self.dpop_algorithms),
+                                             float(config.get("dpop_max_age", dpop.DEFAULT_MAX_AGE)),
+                                             self.leeway, context.store)
+        except ValueError as exc:
+            raise ConfigError("dpop_algorithms", str(exc)) from None
 
     def _key_source(self, config: dict, context: Context, symmetric: bool):
         sources = [k for k in ("jwks_file", "jwks_uri", "public_key_file", "secret_env") if k in config]
@@ -133,9 +145,13 @@ class JwtAuthenticator(BearerChallenges, Authenticator):
 
     # -- the request ------------------------------------------------------------
     def authenticate(self, request: CheckRequest) -> Outcome:
-        token = bearer_token(request)
-        if token is None or token.count(".") != 2:
+        presented = presented_token(request)
+        if presented is None or presented[1].count(".") != 2:
             return Outcome.absent()  # not a JWT: perhaps an opaque token for introspection
+        scheme, token = presented
+        return dpop.as_dpop_failure(self._authenticate(request, scheme, token), scheme)
+
+    def _authenticate(self, request: CheckRequest, scheme: str, token: str) -> Outcome:
         if len(token) > MAX_TOKEN_BYTES:
             return Outcome.invalid(SLOT, f"token longer than {MAX_TOKEN_BYTES} bytes")
 
@@ -157,7 +173,7 @@ class JwtAuthenticator(BearerChallenges, Authenticator):
             self.cache.set(cache_key, verified, verified.expires)
         elif verified.expires <= time.time():
             return Outcome.invalid(SLOT, "token has expired", Reason.CREDENTIAL_EXPIRED)
-        return self._identity(verified, request)
+        return self._identity(verified, request, scheme, token)
 
     def _verify(self, jws: jose.CompactJWS) -> Verified | Outcome:
         signer = self.signer(jws)
@@ -194,8 +210,11 @@ class JwtAuthenticator(BearerChallenges, Authenticator):
             return Outcome.invalid(SLOT, "signature verification failed")
         return signer
 
-    def _identity(self, verified: Verified, request: CheckRequest) -> Outcome:
-        """Per request: certificate binding and revocation; the identity was derived once."""
+    def _identity(self, verified: Verified, request: CheckRequest, scheme: str, token: str) -> Outcome:
+        """Per request: certificate binding, revocation, DPoP; the identity was derived once."""
+        refused = dpop.scheme_problem(scheme, verified.jkt, SLOT)
+        if refused is not None:
+            return refused
         if verified.bound_to is not None:
             # RFC 8705 §3: a bound token is only good with the certificate it names.
             presented = certificate_thumbprints(request)
@@ -206,12 +225,21 @@ class JwtAuthenticator(BearerChallenges, Authenticator):
         jti = verified.jti
         if jti is not None and self.context.store.revocations.is_revoked("jti", jti, self.issuer):
             return Outcome.invalid(SLOT, f"token {jti[:64]} is revoked", Reason.CREDENTIAL_REVOKED)
+        if verified.jkt is not None:
+            # Last: an accepted proof's jti is spent, so nothing may refuse the request after it.
+            refused = self.proofs.problem(request, token, verified.jkt, SLOT)
+            if refused is not None:
+                return refused
         return Outcome(OutcomeKind.VALID, verified.identity, slot=SLOT, also=verified.also)
 
     def _derive(self, verified: Verified) -> Verified | Outcome:
         """Fill the entry with the identities the claims prove (once, before caching)."""
         claims = verified.claims
         verified.bound_to = bound_to = _bound_thumbprint(claims)
+        try:
+            verified.jkt = dpop.bound_key(claims)
+        except ValueError as exc:
+            return Outcome.invalid(SLOT, str(exc))
         jti = claims.get("jti")
         verified.jti = jti if isinstance(jti, str) else None
         principal = claims.get(self.principal_claim)
@@ -226,13 +254,13 @@ class JwtAuthenticator(BearerChallenges, Authenticator):
         user, client_id = token_layers(principal, claims.get("client_id"), self.principal_claim == "sub")
         if user is None and client_id is not None:  # a client-credentials token: the subject is the client
             verified.identity = Identity(client_id, IdentityKind.CLIENT, self.type, self.name,
-                                         scopes, roles, credential, bound_to)
+                                         scopes, roles, credential, bound_to, verified.jkt)
             return verified
         verified.identity = Identity(principal, IdentityKind.USER, self.type, self.name, scopes, roles, credential,
-                                     bound_to)
+                                     bound_to, verified.jkt)
         if client_id is not None:
             verified.also = (Identity(client_id, IdentityKind.CLIENT, self.type, self.name, scopes, frozenset(),
-                                      credential, bound_to),)
+                                      credential, bound_to, verified.jkt),)
         return verified
 
 

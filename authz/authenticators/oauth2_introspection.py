@@ -6,7 +6,9 @@ authz authenticates itself to the endpoint (``client_secret_basic`` by default, 
 ``client_id``, ``sub``/``username``. Answers are cached per worker under a MAC of
 the token — never the token itself —: active ones until ``min(exp, max_ttl)``,
 inactive ones for ``negative_ttl`` seconds. Scope and principal constraints are
-checked after the cache. An unreachable endpoint denies with
+checked after the cache. An answer with ``cnf.jkt`` (RFC 9449 §6.2) binds the token to a
+DPoP key: it is then accepted only as ``Authorization: DPoP`` with a valid proof
+(``authenticators/dpop.py``), on leaves that take DPoP. An unreachable endpoint denies with
 ``upstream_unavailable`` and is logged (without the token). ``timeout`` bounds a whole
 call (connect, headers, body); while the endpoint fails, tokens without a cached answer
 are denied at once and a background attempt is made at most once a second
@@ -22,17 +24,19 @@ import time
 from urllib.parse import quote as urlquote
 from urllib.parse import urlencode
 
+from authz.authenticators import dpop
 from authz.authenticators.base import AUTHORIZATION, Authenticator, ConfigError, Context
-from authz.authenticators.bearer import SLOT, BearerChallenges, as_tokens, bearer_token, token_layers
+from authz.authenticators.bearer import SLOT, BearerChallenges, as_tokens, presented_token, token_layers
 from authz.authenticators.cache import secret_key
 from authz.authenticators.http_client import FetchError, Upstream, fetch, url_problem
 from authz.config import environment_secret
-from authz.decision import Identity, IdentityKind, Outcome, Reason
+from authz.decision import Identity, IdentityKind, Outcome, OutcomeKind, Reason
 from authz.request import CheckRequest
 
 log = logging.getLogger("authz.introspection")
 MAX_TOKEN_BYTES = 8192
 _INACTIVE = "inactive"
+LEEWAY = 30.0  # clock skew allowed on nbf and on a DPoP proof's iat ahead
 
 
 class IntrospectionAuthenticator(BearerChallenges, Authenticator):
@@ -68,11 +72,22 @@ class IntrospectionAuthenticator(BearerChallenges, Authenticator):
             self._extra: dict[str, str] = {}
         else:
             self._headers, self._extra = {}, {"client_id": self.client_id, "client_secret": secret}
+        self.dpop_algorithms = tuple(config.get("dpop_algorithms", dpop.DEFAULT_ALGORITHMS))
+        try:
+            self.proofs = dpop.ProofVerifier(list(self.dpop_algorithms),
+                                             float(config.get("dpop_max_age", dpop.DEFAULT_MAX_AGE)), LEEWAY,
+                                             context.store)
+        except ValueError as exc:
+            raise ConfigError("dpop_algorithms", str(exc)) from None
 
     def authenticate(self, request: CheckRequest) -> Outcome:
-        token = bearer_token(request)
-        if token is None:
+        presented = presented_token(request)
+        if presented is None:
             return Outcome.absent()
+        scheme, token = presented
+        return dpop.as_dpop_failure(self._authenticate(request, scheme, token), scheme)
+
+    def _authenticate(self, request: CheckRequest, scheme: str, token: str) -> Outcome:
         if not token or len(token) > MAX_TOKEN_BYTES or not token.isascii() or not token.isprintable():
             return Outcome.invalid(SLOT, "malformed bearer token")
         key = secret_key(self.trust, token)
@@ -88,7 +103,20 @@ class IntrospectionAuthenticator(BearerChallenges, Authenticator):
                 return Outcome.invalid(SLOT, "introspection endpoint unavailable", Reason.UPSTREAM_UNAVAILABLE)
         if answer == _INACTIVE:
             return Outcome.invalid(SLOT, "token is not active")
-        return self._judge(answer)
+        try:
+            jkt = dpop.bound_key(answer)
+        except ValueError as exc:
+            return Outcome.invalid(SLOT, str(exc))
+        refused = dpop.scheme_problem(scheme, jkt, SLOT)
+        if refused is not None:
+            return refused
+        outcome = self._judge(answer, jkt)
+        if jkt is not None and outcome.kind is OutcomeKind.VALID:
+            # Last: an accepted proof's jti is spent, so nothing may refuse the request after it.
+            refused = self.proofs.problem(request, token, jkt, SLOT)
+            if refused is not None:
+                return refused
+        return outcome
 
     def _fetch_into_cache(self, token: str, key) -> dict | str | None:
         """Ask the endpoint (bounded by ``timeout`` in total) and cache the answer; None on
@@ -135,7 +163,7 @@ class IntrospectionAuthenticator(BearerChallenges, Authenticator):
             expires = min(expires, float(exp))
         return answer, expires
 
-    def _judge(self, answer: dict) -> Outcome:
+    def _judge(self, answer: dict, jkt: str | None) -> Outcome:
         now = time.time()
         exp, nbf = answer.get("exp"), answer.get("nbf")
         if isinstance(exp, int | float) and exp <= now:
@@ -147,12 +175,12 @@ class IntrospectionAuthenticator(BearerChallenges, Authenticator):
             return Outcome.invalid(SLOT, "token audience is not accepted here")
         scopes = as_tokens(answer.get("scope"))
         user, client_id = token_layers(answer.get("sub") or answer.get("username"), answer.get("client_id"))
-        client = Identity(client_id, IdentityKind.CLIENT, self.type, self.name, scopes) if client_id else None
+        client = Identity(client_id, IdentityKind.CLIENT, self.type, self.name, scopes, jkt=jkt) if client_id else None
         if user is None:
             if client is None:
                 return Outcome.invalid(SLOT, "introspection named neither a subject nor a client")
             return Outcome.valid(SLOT, client)
-        outcome = Outcome.valid(SLOT, Identity(user, IdentityKind.USER, self.type, self.name, scopes))
+        outcome = Outcome.valid(SLOT, Identity(user, IdentityKind.USER, self.type, self.name, scopes, jkt=jkt))
         if client is not None:
             outcome.also = (client,)
         return outcome

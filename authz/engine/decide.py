@@ -118,9 +118,7 @@ def _verdict(route: Route, result: Result, evaluation: Evaluation, revision: str
     )
     if result.state is State.FORBIDDEN:
         for leaf in result.leaves:
-            challenge = leaf.authenticator.insufficient_scope_challenge(result.missing_scopes)
-            if challenge:
-                decision.challenges.append(challenge)
+            decision.challenges += leaf.insufficient_scope_challenges(result.missing_scopes)
         return decision
     if result.state is State.ABSENT:
         unclaimed = _unclaimed(evaluation)
@@ -133,14 +131,12 @@ def _verdict(route: Route, result: Result, evaluation: Evaluation, revision: str
         leaves = result.leaves
     else:
         failed = result.leaves[0]
-        first = failed.authenticator.challenge(evaluation.outcomes[failed.authenticator.name])
-        if first:
-            decision.challenges.append(first)
+        decision.challenges += failed.challenges(evaluation.outcomes[failed.authenticator.name])
         leaves = [leaf for leaf in route.requirement.leaves() if leaf.authenticator is not failed.authenticator]
     for leaf in leaves:
-        challenge = leaf.authenticator.challenge(None)
-        if challenge and challenge not in decision.challenges:
-            decision.challenges.append(challenge)
+        for challenge in leaf.challenges(None):
+            if challenge not in decision.challenges:
+                decision.challenges.append(challenge)
     return decision
 
 

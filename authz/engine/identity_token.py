@@ -4,7 +4,9 @@ and a JWT library) instead of trusting a plain header.
 
 Claims: ``iss`` (AUTHZ_ISSUER), ``sub`` (the principal; absent for anonymous routes),
 ``iat``/``nbf``/``exp`` (lifetime AUTHZ_IDENTITY_TOKEN_TTL, at most 300 s), ``jti``,
-``route``, ``methods``, ``scope``, and ``identities`` (id, kind, method of each layer).
+``route``, ``methods``, ``scope``, ``identities`` (id, kind, method of each layer), and
+``cnf.jkt`` when the principal proved possession of a key with a DPoP proof (RFC 9449:
+the key's RFC 7638 thumbprint, so an upstream can hold its own checks to the same key).
 Signed EdDSA (Ed25519) with ``kid`` set.
 """
 
@@ -66,6 +68,8 @@ class IdentitySigner:
         principal = decision.principal
         if principal is not None:
             claims["sub"] = principal.id
+            if principal.jkt is not None:
+                claims["cnf"] = {"jkt": principal.jkt}
         if self.audience:
             claims["aud"] = self.audience
         return jwt.encode(claims, private_key, algorithm=key.algorithm, headers={"kid": key.kid, "typ": "JWT"})

@@ -197,8 +197,13 @@ def _requirement(spec, path, file, authenticators, defined_in, problems) -> Requ
         problems.append(PolicyProblem(file, pointer([*path, "bind_certificate"]),
                                       "bind_certificate goes on a jwt leaf inside an 'all' that also has an mtls leaf"))
         return None
+    if spec.get("dpop") and authenticators[name].type not in ("jwt", "oauth2_introspection"):
+        problems.append(PolicyProblem(file, pointer([*path, "dpop"]),
+                                      "dpop goes on a jwt or oauth2_introspection leaf"))
+        return None
     return Leaf(
         authenticator=authenticators[name], pointer=where, bind_certificate=bool(spec.get("bind_certificate")),
+        dpop=spec.get("dpop"),
         scopes=frozenset(spec.get("scopes", ())), roles=frozenset(spec.get("roles", ())),
         principals=tuple(spec.get("principals", ())),
     )

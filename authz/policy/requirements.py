@@ -95,6 +95,7 @@ class Leaf(Requirement):
     roles: frozenset[str] = frozenset()
     principals: tuple[str, ...] = ()
     bind_certificate: bool = False
+    dpop: str | None = None  # RFC 9449 on a jwt leaf: "required", "allowed", or None (DPoP-bound tokens refused)
     _principal_patterns: tuple[re.Pattern[str], ...] = ()
 
     def __post_init__(self) -> None:
@@ -125,6 +126,12 @@ class Leaf(Requirement):
         if self.bind_certificate and identity.x5t is None:
             return Result(State.INVALID, reason=Reason.CREDENTIALS_INVALID, leaves=[self],
                           detail="this route needs a certificate-bound token (cnf.x5t#S256)")
+        if identity.jkt is not None and self.dpop is None:
+            return Result(State.INVALID, reason=Reason.CREDENTIALS_INVALID, leaves=[self],
+                          detail="this route does not take DPoP-bound tokens")
+        if self.dpop == "required" and identity.jkt is None:
+            return Result(State.INVALID, reason=Reason.CREDENTIALS_INVALID, leaves=[self],
+                          detail="this route needs a DPoP-bound token (Authorization: DPoP with a DPoP proof)")
         if outcome.forbidden:
             return Result(State.FORBIDDEN, reason=outcome.reason, leaves=[self], detail=outcome.detail)
         missing = self.scopes - identity.scopes
@@ -147,6 +154,31 @@ class Leaf(Requirement):
                 detail=f"{identity.id} is not among the allowed principals",
             )
         return Result(State.SATISFIED, identities=[identity, *outcome.also], methods=methods)
+
+
+    def challenges(self, outcome: Outcome | None) -> list[str]:
+        """The ``WWW-Authenticate`` values of a 401 for this leaf: its authenticator's,
+        and on a ``dpop`` leaf the ``DPoP`` one (alone where DPoP is required). A failure
+        is told in the challenge of the scheme it concerns (RFC 9449 §7.1-7.2)."""
+        authenticator = self.authenticator
+        if self.dpop is None or not hasattr(authenticator, "dpop_challenge"):
+            challenge = authenticator.challenge(outcome)
+            return [challenge] if challenge else []
+        on_dpop = outcome is not None and (outcome.dpop_error is not None or self.dpop == "required")
+        found = []
+        if self.dpop == "allowed":
+            challenge = authenticator.challenge(None if on_dpop else outcome)
+            if challenge:
+                found.append(challenge)
+        found.append(authenticator.dpop_challenge(outcome if on_dpop else None))
+        return found
+
+    def insufficient_scope_challenges(self, scopes: frozenset[str]) -> list[str]:
+        """The ``WWW-Authenticate`` values of a 403 for missing scopes."""
+        if self.dpop == "required" and hasattr(self.authenticator, "dpop_insufficient_scope_challenge"):
+            return [self.authenticator.dpop_insufficient_scope_challenge(scopes)]
+        challenge = self.authenticator.insufficient_scope_challenge(scopes)
+        return [challenge] if challenge else []
 
 
 @dataclass(eq=False)

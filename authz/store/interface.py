@@ -101,6 +101,15 @@ class TokenRevocations(Protocol):
         """Revoked for this issuer or for every issuer: one indexed read."""
 
 
+class ReplayGuard(Protocol):
+    """One-time values (a DPoP proof's ``jti``): the store remembers each until it
+    expires, for every worker and replica at once, so a value is accepted only once."""
+
+    def first_use(self, scope: str, value: str, expires_at: float) -> bool:
+        """Record ``value`` in ``scope`` until ``expires_at``: True when it was not already
+        recorded (or its record had expired), False for a replay. One write."""
+
+
 class CertificateLookup(Protocol):
     def check(self, fingerprint: str, issuer_dn: str, serial_hex: str) -> CertificateStatus:
         """Revocation and registration of one certificate, in one indexed read."""
@@ -201,6 +210,9 @@ class CredentialReads(Protocol):
 
     @property
     def certificates(self) -> CertificateLookup: ...
+
+    @property
+    def nonces(self) -> ReplayGuard: ...
 
 
 class ServingStore(CredentialReads, Protocol):

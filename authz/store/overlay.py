@@ -1,13 +1,14 @@
 """A store for dry runs (``authz policy explain --as-key/--as-user``): it answers like the
 store underneath, except that a stand-in secret resolves to a chosen key and a stand-in
 password to a chosen user, and it records no key's last use or usage (a dry run is no
-use) and sends no webhook event (nothing happened). Nothing is written for the
-stand-ins; the store underneath is never modified."""
+use), sends no webhook event (nothing happened) and keeps a DPoP proof's jti for the dry
+run only. Nothing is written for the stand-ins; the store underneath is never modified."""
 
 from __future__ import annotations
 
 import dataclasses
 import secrets
+import time
 
 from authz.credentials import apikeys, passwords
 from authz.store.errors import StoreError
@@ -24,6 +25,20 @@ class _NoLastUse:
 
     def flush(self) -> None:
         pass
+
+
+class _DryRunNonces:
+    """One-time values seen by this dry run alone: explaining a request with a DPoP proof
+    neither spends the proof's jti in the store nor reads whether it was spent."""
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[str, str], float] = {}
+
+    def first_use(self, scope: str, value: str, expires_at: float) -> bool:
+        if self.seen.get((scope, value), float("-inf")) > time.time():
+            return False
+        self.seen[(scope, value)] = expires_at
+        return True
 
 
 class _NoEvents:
@@ -68,6 +83,7 @@ class StandInStore:
         self.last_used: LastUseRecorder = base.last_used
         self.revocations = base.revocations
         self.certificates = base.certificates
+        self.nonces = _DryRunNonces()
         self.signing_keys = base.signing_keys
         self.policy_snapshots = base.policy_snapshots
         self.outbox = _NoEvents()

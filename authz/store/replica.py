@@ -85,6 +85,7 @@ class Replica:
         self.certificates = _Certificates(self)
         self.signing_keys = _SigningKeys(self)
         self.policy_snapshots = base.policy_snapshots
+        self.nonces = base.nonces  # one-time values must be seen by every replica: the shared store's
         self.changes = base.changes
         self.outbox = base.outbox  # events are written through, never cached
         self.last_used = base.last_used

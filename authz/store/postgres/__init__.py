@@ -12,6 +12,7 @@ from authz.store.postgres.api_keys import PostgresApiKeys
 from authz.store.postgres.certificates import PostgresCertificates
 from authz.store.postgres.changes import PostgresChanges
 from authz.store.postgres.database import CHANNEL, Database, Listener
+from authz.store.postgres.nonces import PostgresNonces
 from authz.store.postgres.outbox import PostgresOutbox
 from authz.store.postgres.policy_snapshots import PostgresPolicySnapshots
 from authz.store.postgres.principals import PostgresPrincipals
@@ -33,6 +34,7 @@ class PostgresStore:
         self.keys = PostgresApiKeys(self.database)
         self.revocations = PostgresRevocations(self.database)
         self.certificates = PostgresCertificates(self.database)
+        self.nonces = PostgresNonces(self.database)
         self.signing_keys = PostgresSigningKeys(self.database)
         self.policy_snapshots = PostgresPolicySnapshots(self.database)
         self.changes = PostgresChanges(self.database)

@@ -133,6 +133,16 @@ MIGRATIONS: list[list[str]] = [
             at DOUBLE PRECISION NOT NULL
         )""",
     ],
+    [
+        # One-time values (DPoP proof ids), as in SQLite's migration 9.
+        """CREATE TABLE nonces (
+            scope TEXT NOT NULL,
+            value TEXT NOT NULL,
+            expires_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (scope, value)
+        )""",
+        "CREATE INDEX nonces_expiry ON nonces(expires_at)",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)

@@ -14,6 +14,7 @@ from authz.store.sqlite.api_keys import SqliteApiKeys
 from authz.store.sqlite.certificates import SqliteCertificates
 from authz.store.sqlite.changes import SqliteChanges
 from authz.store.sqlite.database import Database
+from authz.store.sqlite.nonces import SqliteNonces
 from authz.store.sqlite.outbox import SqliteOutbox
 from authz.store.sqlite.policy_snapshots import SqlitePolicySnapshots
 from authz.store.sqlite.principals import SqlitePrincipals
@@ -37,6 +38,7 @@ class SqliteStore:
         self.keys = SqliteApiKeys(self.database)
         self.revocations = SqliteRevocations(self.database)
         self.certificates = SqliteCertificates(self.database)
+        self.nonces = SqliteNonces(self.database)
         self.signing_keys = SqliteSigningKeys(self.database)
         self.policy_snapshots = SqlitePolicySnapshots(self.database)
         self.changes = SqliteChanges(self.database)

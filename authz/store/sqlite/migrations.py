@@ -156,6 +156,17 @@ MIGRATIONS: list[list[str]] = [
             at REAL NOT NULL
         )""",
     ],
+    [
+        # One-time values seen within their window (DPoP proof ids): a value is accepted
+        # once, by whichever worker sees it first. Not copied by `authz db copy`.
+        """CREATE TABLE nonces (
+            scope TEXT NOT NULL,
+            value TEXT NOT NULL,
+            expires_at REAL NOT NULL,
+            PRIMARY KEY (scope, value)
+        )""",
+        "CREATE INDEX nonces_expiry ON nonces(expires_at)",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)
