@@ -177,6 +177,17 @@ _TABLE: tuple[Setting, ...] = (
             "(`authz keys usage`), written with the last-use times; `off` counts nothing", shown="on"),
     Setting("AUTHZ_USAGE_RETENTION_DAYS", "usage_retention_days", _bounded(1, 3650, "days", whole=True), 90,
             "days API key usage is kept; older hours, networks and last requests are pruned"),
+    # Anomalies (authz.webhooks.anomalies): judged as usage is written, against the store.
+    Setting("AUTHZ_ANOMALY_LEARNING_DAYS", "anomaly_learning_days", _bounded(0, 365, "days"), 7.0,
+            "days of a key's history before a client network it was never seen from, or an hour far above "
+            "its median, is an anomaly (a new key's first networks and bursts are its normal)"),
+    Setting("AUTHZ_ANOMALY_VOLUME_FACTOR", "anomaly_volume_factor", _bounded(1.5, 1000, "(a factor)"), 10.0,
+            "an hour's requests above this many times the key's median hour (over its trailing days) is "
+            "an anomaly"),
+    Setting("AUTHZ_ANOMALY_VOLUME_MIN", "anomaly_volume_min", _bounded(1, 1e9, "requests", whole=True), 1000,
+            "fewer requests in an hour than this is never a volume anomaly (tiny keys do not alert)"),
+    Setting("AUTHZ_ANOMALY_TRAILING_DAYS", "anomaly_trailing_days", _bounded(1, 90, "days", whole=True), 7,
+            "the hours a key's median hour is taken over"),
     Setting("AUTHZ_ISSUER", "issuer", _text, "authz", "`iss` of X-Auth-Token"),
     Setting("AUTHZ_IDENTITY_TOKEN", "identity_token_everywhere", _identity_token_everywhere, False,
             "`routes` (where a route says `identity_token`) or `all`", shown="routes"),
@@ -235,6 +246,10 @@ class Settings:
     max_staleness: float = SETTINGS["AUTHZ_MAX_STALENESS"].default
     key_usage: bool = SETTINGS["AUTHZ_KEY_USAGE"].default
     usage_retention_days: int = SETTINGS["AUTHZ_USAGE_RETENTION_DAYS"].default
+    anomaly_learning_days: float = SETTINGS["AUTHZ_ANOMALY_LEARNING_DAYS"].default
+    anomaly_volume_factor: float = SETTINGS["AUTHZ_ANOMALY_VOLUME_FACTOR"].default
+    anomaly_volume_min: int = SETTINGS["AUTHZ_ANOMALY_VOLUME_MIN"].default
+    anomaly_trailing_days: int = SETTINGS["AUTHZ_ANOMALY_TRAILING_DAYS"].default
     issuer: str = SETTINGS["AUTHZ_ISSUER"].default
     identity_token_ttl: float = SETTINGS["AUTHZ_IDENTITY_TOKEN_TTL"].default
     identity_token_audience: str | None = SETTINGS["AUTHZ_IDENTITY_TOKEN_AUDIENCE"].default

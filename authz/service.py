@@ -25,6 +25,7 @@ from authz.observability.decision_log import DecisionLog
 from authz.policy import PolicyError
 from authz.policy.reloader import PolicyReloader
 from authz.store import ServingStore, Store, StoreError, open_store, serving_store
+from authz.webhooks.anomalies import AnomalyDetector, Thresholds
 from authz.webhooks.runner import WebhookRunner
 
 
@@ -83,6 +84,9 @@ def build_state(settings: Settings | None = None) -> AuthzState:
                               on_result=metrics.reload_result)
     reloader.error = error
     metrics.policy_revision(engine.policy.revision)
-    return AuthzState(settings, store, engine, reloader,
-                      DecisionLog(settings.decision_log, settings.decision_log_allow_sample),
+    decision_log = DecisionLog(settings.decision_log, settings.decision_log_allow_sample)
+    if settings.key_usage:  # anomalies are judged from usage, in the thread that writes it
+        shared.last_used.after_write = AnomalyDetector(shared, Thresholds.from_settings(settings), decision_log.event,
+                                                       announce=settings.webhook_url is not None).look
+    return AuthzState(settings, store, engine, reloader, decision_log,
                       shared=shared, webhooks=WebhookRunner.from_settings(settings, shared))

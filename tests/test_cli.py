@@ -246,6 +246,8 @@ EVERY_COMMAND_BAD_INPUT = [
     (["keys", "usage", "key_nope", "--since", "1 week"], "'1 week' is not a duration", 1),
     (["keys", "list", "--unused-since", "ages"], "'ages' is not a duration", 1),
     (["keys", "expiring", "--within", "14x"], "'14x' is not a duration", 1),
+    (["keys", "anomalies", "--ack", "an_nope"], "no anomaly with id 'an_nope'", 1),
+    (["keys", "update", "key_nope", "--on-anomaly", "deny"], "no API key with id 'key_nope'", 1),
     (["webhooks", "secret", "--bits", "8"], "No such option '--bits'", 1),
     (["webhooks", "deliver"], "AUTHZ_WEBHOOK_URL is not set", 1),
     (["webhooks", "list", "--state", "lost"], "'lost' is not one of", 1),

@@ -353,6 +353,80 @@ def test_the_recorder_counts_requests_and_writes_them_with_last_uses(store, admi
     assert store.usage.hours(key.id, 0)[0].allowed == 3
 
 
+def test_the_recorder_hands_each_written_batch_to_after_write(store, admin):
+    import ipaddress
+
+    key, _ = admin.keys.create("partner-a")
+    seen: list = []
+    store.last_used.after_write = seen.append
+    store.last_used.count(key.id, True, ipaddress.ip_address("203.0.113.7"), "orders", False)
+    store.last_used.flush()
+    [[usage]] = seen
+    assert usage.key_id == key.id and store.usage.hours(key.id, 0)[0].allowed == 1  # written before
+
+
+# -- API key anomalies ----------------------------------------------------------------------------
+
+def _anomaly(key_id: str, kind: str, span: str, at: float):
+    from authz.store.anomaly_rows import anomaly_id
+    from authz.store.records import KeyAnomaly
+
+    return KeyAnomaly(anomaly_id(key_id, kind, span), key_id, kind, span, at, f"{kind} of {key_id}")
+
+
+def test_anomalies_are_stored_once_listed_and_acknowledged(store, admin):
+    a, _ = admin.keys.create("partner-a")
+    b, _ = admin.keys.create("partner-b")
+    first = _anomaly(a.id, "new_network", "198.51.100.0/24", T0)
+    assert store.anomalies.add(first)
+    assert not store.anomalies.add(_anomaly(a.id, "new_network", "198.51.100.0/24", T0 + 60))  # the same one
+    second = _anomaly(a.id, "volume", "hour", T0 + 10)
+    other = _anomaly(b.id, "revoked_presented", "day", T0 + 20)
+    assert store.anomalies.add(second) and store.anomalies.add(other)
+    assert first.id.startswith("an_") and len({first.id, second.id, other.id}) == 3
+    assert store.anomalies.get(first.id) == first and store.anomalies.get("an_nope") is None
+    assert store.anomalies.since(T0 + 5) == [other, second]  # newest first
+    assert store.anomalies.open(a.id) == [first, second]
+    assert store.anomalies.ack(first.id, T0 + 30) and not store.anomalies.ack(first.id, T0 + 40)
+    assert not store.anomalies.ack("an_nope", T0)
+    assert store.anomalies.get(first.id).acked_at == T0 + 30
+    assert store.anomalies.open(a.id) == [second] and len(store.anomalies.since(0)) == 3
+    assert not store.anomalies.add(first)  # acknowledged, still raised for its span
+
+
+def test_a_key_refused_on_anomaly_reads_its_open_anomaly_with_the_lookup(store, admin):
+    from authz.credentials import apikeys
+
+    guarded, guarded_secret = admin.keys.create("partner-a", on_anomaly="deny")
+    reported, reported_secret = admin.keys.create("partner-b")
+    assert (guarded.on_anomaly, reported.on_anomaly) == ("deny", "allow")
+    find = store.keys.find
+
+    def open_anomaly(secret: str) -> str | None:
+        return find(apikeys.fingerprint(secret)).open_anomaly
+
+    logged = store.changes.latest()
+    raised = _anomaly(guarded.id, "new_network", "198.51.100.0/24", T0)
+    store.anomalies.add(raised)
+    assert store.changes.latest() > logged  # replicas re-read the key
+    logged = store.changes.latest()
+    store.anomalies.add(_anomaly(reported.id, "new_network", "198.51.100.0/24", T0))
+    assert store.changes.latest() == logged  # a key only reported: nothing a replica serves changed
+    assert open_anomaly(guarded_secret) == f"new_network {raised.id}"
+    assert open_anomaly(reported_secret) is None
+    assert store.keys.find_by_id(guarded.id).open_anomaly == f"new_network {raised.id}"
+    store.anomalies.ack(raised.id, T0 + 1)
+    assert open_anomaly(guarded_secret) is None and store.changes.latest() > logged
+    assert admin.keys.set_on_anomaly(reported.id, "deny").on_anomaly == "deny"
+    assert open_anomaly(reported_secret).startswith("new_network an_")
+    with pytest.raises(StoreError, match="no API key with id 'key_nope'"):
+        admin.keys.set_on_anomaly("key_nope", "deny")
+    with pytest.raises(StoreError, match="on-anomaly must be one of allow, deny"):
+        admin.keys.create("partner-c", on_anomaly="block")
+    _, successor, _ = admin.keys.rotate(reported.id, 3600)
+    assert successor.on_anomaly == "deny"  # a rotation keeps the choice
+
+
 # -- principals and users ---------------------------------------------------------------------
 
 def test_users_add_passwd_disable(store, admin):

@@ -11,6 +11,7 @@ long revocations and policy snapshots are kept. The store only reads and writes.
 
 from __future__ import annotations
 
+from authz.admin.anomalies import AnomalyAdmin
 from authz.admin.keys import KeyAdmin
 from authz.admin.revocations import CertificateAdmin, InvalidToken, TokenAdmin
 from authz.admin.signing_keys import SigningKeyAdmin
@@ -32,6 +33,7 @@ class Admin:
         self.certificates = CertificateAdmin(store)
         self.signing_keys = SigningKeyAdmin(store)
         self.usage = UsageAdmin(store)
+        self.anomalies = AnomalyAdmin(store)
 
     def init(self, keep_retired_for: float) -> tuple[int, int]:
         """Create or migrate the store, and give it a signing key if it has none;

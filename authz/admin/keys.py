@@ -24,14 +24,17 @@ class KeyAdmin:
 
     def create(self, principal: str, scopes: Iterable[str] = (), env: str = "live", allow_ips: Iterable[str] = (),
                expires_at: float | None = None, *, publishable: bool = False, origins: Iterable[str] = (),
-               writing_scopes: Mapping[str, str] | None = None) -> tuple[ApiKeyRecord, str]:
+               writing_scopes: Mapping[str, str] | None = None, on_anomaly: str = "allow"
+               ) -> tuple[ApiKeyRecord, str]:
         """Create a key (its principal as a client if new); returns (its record, the
         secret — to show once, never store).
 
         ``publishable``: a ``pk_`` key, used only from ``origins``; ``writing_scopes``
         (scope → why the policy says it writes, ``authz.policy.writing``) is then
         required as soon as it holds a scope, and none of its scopes may be among them.
+        ``on_anomaly``: ``deny`` refuses the key while it has an anomaly nobody acknowledged.
         """
+        _check_on_anomaly(on_anomaly)
         if env not in apikeys.ENVIRONMENTS:
             raise StoreError(f"environment must be one of {', '.join(apikeys.ENVIRONMENTS)}")
         name, granted, networks = check_name(principal), check_tokens(scopes, "scope"), parse_cidrs(allow_ips)
@@ -41,7 +44,7 @@ class KeyAdmin:
         elif allowed_origins:
             raise StoreError("origins restrict publishable keys only: create a publishable key to use them")
         key, secret = _new_key(name, granted, env, networks, time.time(), expires_at,
-                               publishable=publishable, origins=allowed_origins)
+                               publishable=publishable, origins=allowed_origins, on_anomaly=on_anomaly)
         if expires_at is not None and expires_at <= key.created_at:
             raise StoreError("expiry must be in the future")
         self.store.keys.insert(key)
@@ -87,8 +90,15 @@ class KeyAdmin:
             raise StoreError(f"no API key with id {key_id!r}")
         return self.get(key_id)
 
+    def set_on_anomaly(self, key_id: str, on_anomaly: str) -> ApiKeyRecord:
+        """``deny``: refuse the key while it has an anomaly nobody acknowledged; ``allow``: only report."""
+        _check_on_anomaly(on_anomaly)
+        if not self.store.keys.set_on_anomaly(key_id, on_anomaly):
+            raise StoreError(f"no API key with id {key_id!r}")
+        return self.get(key_id)
+
     def rotate(self, key_id: str, grace_seconds: float) -> tuple[ApiKeyRecord, ApiKeyRecord, str]:
-        """Issue a successor with the same principal, scopes, IPs, lifetime and kind
+        """Issue a successor with the same principal, scopes, IPs, lifetime, kind, on-anomaly
         (a publishable key's successor is publishable, with the same origins).
 
         The old key becomes ``deprecated`` and stays valid until the grace period ends
@@ -101,7 +111,8 @@ class KeyAdmin:
         _check_rotatable(old, now)
         new_expiry = None if old.expires_at is None else now + (old.expires_at - old.created_at)
         new, secret = _new_key(old.principal, old.scopes, old.env, old.allow_ips, now, new_expiry,
-                               rotated_from=key_id, publishable=old.publishable, origins=old.origins)
+                               rotated_from=key_id, publishable=old.publishable, origins=old.origins,
+                               on_anomaly=old.on_anomaly)
         old_expiry = now + grace_seconds if old.expires_at is None else min(old.expires_at, now + grace_seconds)
         if not self.store.keys.replace(key_id, new, old_expiry):
             _check_rotatable(self.get(key_id), now)  # changed meanwhile: say how
@@ -111,12 +122,20 @@ class KeyAdmin:
 
 def _new_key(principal: str, scopes: tuple[str, ...], env: str, allow_ips: tuple[str, ...], now: float,
              expires_at: float | None, rotated_from: str | None = None, publishable: bool = False,
-             origins: tuple[str, ...] = ()) -> tuple[NewApiKey, str]:
+             origins: tuple[str, ...] = (), on_anomaly: str = "allow") -> tuple[NewApiKey, str]:
     secret = apikeys.generate(env, publishable)
     return NewApiKey(id=apikeys.new_key_id(), principal=principal, fingerprint=apikeys.fingerprint(secret),
                      display=apikeys.display(secret), env=env, scopes=scopes, allow_ips=allow_ips, created_at=now,
                      expires_at=expires_at, rotated_from=rotated_from, publishable=publishable,
-                     origins=origins), secret
+                     origins=origins, on_anomaly=on_anomaly), secret
+
+
+ON_ANOMALY = ("allow", "deny")
+
+
+def _check_on_anomaly(value: str) -> None:
+    if value not in ON_ANOMALY:
+        raise StoreError(f"on-anomaly must be one of {', '.join(ON_ANOMALY)}, not {value!r}")
 
 
 def _check_rotatable(key: ApiKeyRecord, now: float) -> None:

@@ -18,6 +18,10 @@ origins it was created for — the request's ``Origin`` header, read strictly
 ``principal_not_allowed`` — and only for safe methods (``authz.request.SAFE_METHODS``):
 it is read-only whatever the route. Its identity is always a client with the key's
 scopes and no roles (a principal's roles are not lent to a public key).
+
+**Refused on anomaly.** A key created or updated with ``--on-anomaly deny`` that has an
+anomaly nobody acknowledged (``authz.webhooks.anomalies``; the lookup reads it in the
+same statement) is 403 ``principal_not_allowed``, the detail naming the anomaly.
 """
 
 from __future__ import annotations
@@ -61,6 +65,13 @@ def _origin_refusal(request: CheckRequest, match: ApiKeyMatch) -> str | None:
     if origin not in origins.allowed(match.origins):
         return f"publishable API key {match.id} may not be used from origin {origin}"
     return None
+
+
+def _anomaly_refusal(match: ApiKeyMatch) -> str:
+    """A key created or updated with ``--on-anomaly deny`` that has an open anomaly."""
+    kind, _, anomaly_id = (match.open_anomaly or "").partition(" ")
+    return (f"API key {match.id} is refused on anomaly: {kind} ({anomaly_id}) is not acknowledged "
+            f"(authz keys anomalies --ack {anomaly_id})")
 
 
 class ApiKeyAuthenticator(Authenticator):
@@ -138,11 +149,12 @@ class ApiKeyAuthenticator(Authenticator):
             )
         if publishable:
             return self._publishable(request, slot, match)
+        identity = Identity(id=match.principal, kind=_KINDS[match.kind], method=self.type,
+                            authenticator=self.name, scopes=match.scopes, roles=match.roles, credential=match.id)
+        if match.open_anomaly is not None:
+            return Outcome.refused(slot, identity, _anomaly_refusal(match))
         self.context.store.last_used.record(match.id)
-        return Outcome.valid(slot, Identity(
-            id=match.principal, kind=_KINDS[match.kind], method=self.type,
-            authenticator=self.name, scopes=match.scopes, roles=match.roles, credential=match.id,
-        ))
+        return Outcome.valid(slot, identity)
 
     def _publishable(self, request: CheckRequest, slot: str, match: ApiKeyMatch) -> Outcome:
         """A publishable key that passed every check of a secret one: its kind as stored,
@@ -153,6 +165,8 @@ class ApiKeyAuthenticator(Authenticator):
         identity = Identity(id=match.principal, kind=IdentityKind.CLIENT, method=self.type,
                             authenticator=self.name, scopes=match.scopes, credential=match.id)
         refusal = _origin_refusal(request, match)
+        if refusal is None and match.open_anomaly is not None:
+            refusal = _anomaly_refusal(match)
         if refusal is None and request.method not in SAFE_METHODS:
             refusal = f"publishable API key {match.id} is read-only: {request.method} is not GET, HEAD or OPTIONS"
         if refusal is not None:

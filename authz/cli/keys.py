@@ -14,7 +14,7 @@ from authz.config import default_from_env
 
 @main.group()
 def keys() -> None:
-    """API keys: create, list, show, usage, expiring, rotate, revoke."""
+    """API keys: create, update, list, show, usage, anomalies, expiring, rotate, revoke."""
 
 
 @command(keys, "create")
@@ -30,13 +30,15 @@ def keys() -> None:
                    "https://*.example.com (repeatable).")
 @click.option("--policy-dir", default=default_from_env("AUTHZ_POLICY_DIR"), type=click.Path(path_type=Path),
               help="The policy that says which scopes write (checked for --publishable).")
-def keys_create(principal, scopes, env, allow_ips, expires_in, publishable, origins, policy_dir) -> None:
+@click.option("--on-anomaly", "on_anomaly", type=click.Choice(["allow", "deny"]), default="allow", show_default=True,
+              help="deny: refuse the key while it has an anomaly nobody acknowledged (authz keys anomalies --ack).")
+def keys_create(principal, scopes, env, allow_ips, expires_in, publishable, origins, policy_dir, on_anomaly) -> None:
     """Create a key and print it once."""
     expires_at = time.time() + parse_duration(expires_in, "'--expires-in'") if expires_in else None
     keys = admin().keys
     writing = _writing_scopes(policy_dir) if publishable and scopes and origins else None
     record, secret = keys.create(principal, scopes, env, allow_ips, expires_at, publishable=publishable,
-                                 origins=origins, writing_scopes=writing)
+                                 origins=origins, writing_scopes=writing, on_anomaly=on_anomaly)
     if publishable:
         kind, keep = (f"publishable; origins: {' '.join(record.origins)}",
                       "This key is not secret (it goes into your web or mobile app), but it is not kept: copy it now.")
@@ -108,6 +110,7 @@ def keys_show(key_id) -> None:
     if r.publishable:
         lines.append(f"  origins:       {' '.join(r.origins)}")
     origin = f" (rotated from {r.rotated_from})" if r.rotated_from else ""
+    lines.append(f"  on anomaly:    {r.on_anomaly}")
     lines += [f"  created:       {when(r.created_at)}{origin}",
               f"  expires:       {when(r.expires_at)}",
               f"  last used:     {ago(r.last_used_at)}",
@@ -167,6 +170,38 @@ def _usage_text(report) -> str:
         lines.append(f"rotated {ago(report.view.rotation.rotated_at)} to {key.replaced_by}; "
                      f"{_since_rotation(report.view)}")
     return "\n".join(lines)
+
+
+@command(keys, "update")
+@click.argument("key_id")
+@click.option("--on-anomaly", "on_anomaly", type=click.Choice(["allow", "deny"]), required=True,
+              help="deny: refuse the key while it has an anomaly nobody acknowledged; allow: only report.")
+def keys_update(key_id, on_anomaly) -> None:
+    """Change what an anomaly does to a key."""
+    record = admin().keys.set_on_anomaly(key_id, on_anomaly)
+    said = ("refused while it has an anomaly nobody acknowledged" if on_anomaly == "deny"
+            else "never refused for an anomaly (they are reported)")
+    emit(click.get_current_context(), record.to_json(), f"{key_id} ({record.principal}): {said}")
+
+
+@command(keys, "anomalies")
+@click.option("--since", "since", default="7d", show_default=True, help="How far back, e.g. 7d, 12h.")
+@click.option("--ack", "ack", metavar="ID", help="Acknowledge this anomaly (a key with --on-anomaly deny "
+              "is accepted again).")
+def keys_anomalies(since, ack) -> None:
+    """Anomalies of API keys (new client network, volume, deprecated key in its last day,
+    revoked or expired key presented), newest first; or acknowledge one."""
+    if ack is not None:
+        anomaly = admin().anomalies.ack(ack)
+        emit(click.get_current_context(), anomaly.to_json(),
+             f"Acknowledged {anomaly.id} ({anomaly.kind} of {anomaly.key_id}, {anomaly.span})")
+        return
+    found = admin().anomalies.since(parse_duration(since, "'--since'"))
+    rows = [("ID", "KEY", "KIND", "SPAN", "RAISED", "ACKED", "DETAIL")]
+    rows += [(a.id, a.key_id, a.kind, a.span, when(a.at), when(a.acked_at) if a.acked_at else "no", a.detail)
+             for a in found]
+    emit(click.get_current_context(), [a.to_json() for a in found],
+         _table(rows) if found else f"no API key anomaly in the last {since}")
 
 
 @command(keys, "expiring")

@@ -11,6 +11,9 @@ to its last whole line, so every line is whole or absent. Lines that cannot be
 written are dropped, counted in
 ``authz_decision_log_dropped_total`` and reported on stderr once per episode.
 
+Events that are no decision (an API key anomaly, noticed in a background thread) are
+lines of the same log with an ``event`` field instead of ``decision`` (``_event_line``).
+
 Client-supplied values are bounded: a request id must be 1 to 128 characters of
 ``[A-Za-z0-9._:-]`` (nginx ``$request_id``, UUIDs, Envoy and Traefik ids); any other is
 replaced by a fresh one and the line says so (``request_id_replaced``). Paths are cut
@@ -95,6 +98,17 @@ def _line(decision: Decision, request: CheckRequest | None, request_id: str | No
     ))
 
 
+def _event_line(event: str, fields: tuple[tuple[str, str | float | None], ...]) -> str:
+    """An event that is no decision (``api_key.anomaly``): ``ts``, ``event``, then the
+    event's fields in their order (names are ours, values escaped as in ``_line``).
+    Readers tell the two apart by ``event``, which a decision line never has."""
+    parts = ['{"ts":"', _timestamp(), '","event":', _quote(event)]
+    for name, value in fields:
+        parts += [',"', name, '":', _text(value) if value is None or isinstance(value, str) else repr(value)]
+    parts.append("}\n")
+    return "".join(parts)
+
+
 class DecisionLog:
     def __init__(self, target: str = "stderr", allow_sample: float = 1.0) -> None:
         self.enabled = target != "off"
@@ -119,7 +133,15 @@ class DecisionLog:
                started: float) -> None:
         if not self.enabled or (decision.allowed and random.random() >= self.allow_sample):
             return
-        line = _line(decision, request, request_id, started)
+        self._append(_line(decision, request, request_id, started))
+
+    def event(self, event: str, *fields: tuple[str, str | float | None]) -> None:
+        """Log an event line (always, as denies are): a background thread's finding, not a request's."""
+        if not self.enabled:
+            return
+        self._append(_event_line(event, fields))
+
+    def _append(self, line: str) -> None:
         with self._lock:
             self._buffer.append(line)
             self._size += len(line)

@@ -56,6 +56,10 @@ DECISION_LOG_DROPPED = Counter("authz_decision_log_dropped_total",
 WEBHOOK_DELIVERIES = Counter("authz_webhook_deliveries_total",
                              "Webhook delivery attempts by result (delivered, retrying, given_up).", ["result"])
 
+# Counted by the one process whose insert stored the anomaly (the store dedupes), so the
+# sum over workers and replicas is the number of anomalies. Kinds: authz.webhooks.anomalies.
+ANOMALIES = Counter("authz_api_key_anomalies_total", "API key anomalies raised, by kind.", ["kind"])
+
 _children: dict[tuple, object] = {}
 FLUSH_SECONDS = 0.25
 
@@ -155,6 +159,17 @@ def reload_result(result: str) -> None:
 
 def webhook_delivery(result: str) -> None:
     _child(WEBHOOK_DELIVERIES, result).inc()
+
+
+def anomaly(kind: str) -> None:
+    _TALLY.count(_child(ANOMALIES, kind))
+
+
+def anomaly_kinds(kinds: tuple[str, ...]) -> None:
+    """Expose every kind at 0 before the first anomaly: ``increase()`` in an alert rule
+    needs the series to exist before it grows."""
+    for kind in kinds:
+        _child(ANOMALIES, kind)
 
 
 def flush() -> None:

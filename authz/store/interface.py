@@ -22,6 +22,7 @@ from authz.store.records import (
     CertificateStatus,
     Change,
     IdentitySigningKey,
+    KeyAnomaly,
     KeyNetwork,
     KeyUsage,
     LastRequest,
@@ -272,6 +273,9 @@ class ApiKeyTable(ApiKeyLookup, Protocol):
     def revoke(self, key_id: str, at: float) -> bool:
         """Mark revoked (if not already); False when there is no such key."""
 
+    def set_on_anomaly(self, key_id: str, on_anomaly: str) -> bool:
+        """What an open anomaly does to the key (``allow``, ``deny``); False when there is no such key."""
+
     def touch(self, last_used: dict[str, float]) -> None:
         """Record last uses (key id → time), never moving one back."""
 
@@ -306,6 +310,27 @@ class KeyUsageTable(Protocol):
     def prune(self, before: float) -> int:
         """Drop hours begun before the hour of ``before``, networks last seen and last
         requests made before it; how many rows went."""
+
+
+class KeyAnomalyTable(Protocol):
+    """Anomalies of API keys (``authz.store.anomaly_rows``): raised by serving processes
+    as they write usage, listed and acknowledged by operators; not serving state, so no
+    change-log entry."""
+
+    def add(self, anomaly: KeyAnomaly) -> bool:
+        """Insert unless its id is stored already (the same key, kind and span): True
+        only for the one caller whose insert wrote the row."""
+
+    def get(self, anomaly_id: str) -> KeyAnomaly | None: ...
+
+    def since(self, at: float) -> list[KeyAnomaly]:
+        """Anomalies raised at or after ``at``, newest first."""
+
+    def open(self, key_id: str) -> list[KeyAnomaly]:
+        """The key's anomalies nobody acknowledged yet, oldest first."""
+
+    def ack(self, anomaly_id: str, at: float) -> bool:
+        """Acknowledge (once); False when there is no such anomaly or it was acknowledged already."""
 
 
 class PrincipalTable(UserLookup, Protocol):
@@ -369,6 +394,9 @@ class Store(ServingStore, Protocol):
 
     @property
     def usage(self) -> KeyUsageTable: ...
+
+    @property
+    def anomalies(self) -> KeyAnomalyTable: ...
 
     @property
     def url(self) -> str:

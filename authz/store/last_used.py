@@ -20,6 +20,11 @@ and then every ``PRUNE_SECONDS``, it prunes usage older than ``retention`` secon
 (every process does: indexed deletes that find nothing cost next to nothing).
 Everything is written once more as the process ends (``background.at_exit``: gunicorn
 and granian workers alike), so a SIGTERM loses nothing.
+
+**After a write.** ``after_write``, when set (the serving composition root sets anomaly
+detection, ``authz.webhooks.anomalies``), is handed each batch the store took, in this
+thread: whatever it reads or writes costs the requests nothing. What it raises is
+logged and dropped; the batch stays written.
 """
 
 from __future__ import annotations
@@ -96,6 +101,7 @@ class LastUsedRecorder:
         self.usage = usage
         self.interval = interval
         self.retention = retention
+        self.after_write: Callable[[list[KeyUsage]], None] | None = None
         self._pending: dict[str, float] = {}
         self._events: deque[tuple[str, bool, IPAddress | None, str | None, bool, float]] = deque()
         self._tallies: dict[str, _Tally] = {}
@@ -167,6 +173,8 @@ class LastUsedRecorder:
             usage = [tally.record(key_id) for key_id, tally in self._tallies.items()]
             if self._attempt(self.usage.add, usage, f"could not record usage of {len(usage)} API key(s)"):
                 self._tallies = {}
+                if self.after_write is not None:
+                    self._attempt(self.after_write, usage, "could not look for API key anomalies")
 
     @staticmethod
     def _attempt(write: Callable, argument, failure: str) -> bool:

@@ -37,6 +37,8 @@ class ApiKeyMatch:
     hash: str
     publishable: bool = False
     origins: str = ""  # a publishable key's allowed origins, space-separated
+    # With ``--on-anomaly deny``: the oldest anomaly nobody acknowledged, "kind id" (None: none, or not opted in).
+    open_anomaly: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,7 @@ class NewApiKey:
     rotated_from: str | None = None
     publishable: bool = False
     origins: tuple[str, ...] = ()
+    on_anomaly: str = "allow"  # "deny": refused while an anomaly of it is not acknowledged
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +82,7 @@ class ApiKeyRecord:
     principal_disabled: bool
     publishable: bool = False
     origins: tuple[str, ...] = ()
+    on_anomaly: str = "allow"  # "deny": refused while an anomaly of it is not acknowledged
 
     @property
     def current_status(self) -> str:
@@ -93,7 +97,7 @@ class ApiKeyRecord:
             "allow_ips": list(self.allow_ips), "created_at": self.created_at, "expires_at": self.expires_at,
             "revoked_at": self.revoked_at, "last_used_at": self.last_used_at, "rotated_from": self.rotated_from,
             "replaced_by": self.replaced_by, "principal_disabled": self.principal_disabled,
-            "publishable": self.publishable, "origins": list(self.origins),
+            "publishable": self.publishable, "origins": list(self.origins), "on_anomaly": self.on_anomaly,
         }
 
 
@@ -159,6 +163,26 @@ class LastRequest:
 
     def to_json(self) -> dict:
         return {"at": self.at, "allowed": self.allowed, "client_ip": self.client_ip, "route": self.route}
+
+
+@dataclass(frozen=True, slots=True)
+class KeyAnomaly:
+    """Something unusual about a key's use (``authz.webhooks.anomalies``): one row per
+    key, ``kind`` and ``span`` (the hour, day, network or grace period it is about), so
+    that the same anomaly noticed by many workers or in many batches is one row. ``id``
+    is derived from those three (``an_`` and 16 hex digits): what ``--ack`` takes."""
+
+    id: str
+    key_id: str
+    kind: str
+    span: str
+    at: float
+    detail: str
+    acked_at: float | None = None
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "key_id": self.key_id, "kind": self.kind, "span": self.span, "at": self.at,
+                "detail": self.detail, "acked_at": self.acked_at}
 
 
 # -- principals and users -----------------------------------------------------------------

@@ -9,7 +9,8 @@ TABLES: dict[str, tuple[tuple[str, ...], str]] = {
     "principals": (("id", "name", "kind", "scopes", "roles", "password_hash", "disabled", "created_at",
                     "updated_at"), "id"),
     "api_keys": (("id", "principal_id", "hash", "display", "env", "scopes", "allow_ips", "status", "created_at",
-                  "expires_at", "revoked_at", "last_used_at", "rotated_from", "replaced_by", "publishable", "origins"),
+                  "expires_at", "revoked_at", "last_used_at", "rotated_from", "replaced_by", "publishable", "origins",
+                  "on_anomaly"),
                  "id"),
     "revocations": (("kind", "issuer", "value", "expires_at", "created_at"), "kind, issuer, value"),
     "certificates": (("fingerprint", "principal_id", "subject", "not_after", "created_at"), "fingerprint"),
@@ -25,6 +26,8 @@ TABLES: dict[str, tuple[tuple[str, ...], str]] = {
     "webhook_outbox": (("id", "type", "body", "state", "created_at", "attempts", "next_attempt_at", "lease_until",
                         "claim", "finished_at", "last_error"), "id"),
     "webhook_cursors": (("name", "at"), "name"),
+    # Anomalies, acknowledged or not: a copy neither raises one again nor forgets an ack.
+    "key_anomalies": (("id", "key_id", "kind", "span", "at", "detail", "acked_at"), "id"),
 }
 
 

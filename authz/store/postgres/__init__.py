@@ -8,6 +8,7 @@ everything else types against ``authz.store.interface``. Serving processes wrap 
 from __future__ import annotations
 
 from authz.store.last_used import DEFAULT_RETENTION, LastUsedRecorder
+from authz.store.postgres.anomalies import PostgresKeyAnomalies
 from authz.store.postgres.api_keys import PostgresApiKeys
 from authz.store.postgres.certificates import PostgresCertificates
 from authz.store.postgres.changes import PostgresChanges
@@ -40,6 +41,7 @@ class PostgresStore:
         self.changes = PostgresChanges(self.database)
         self.outbox = PostgresOutbox(self.database)
         self.usage = PostgresKeyUsage(self.database)
+        self.anomalies = PostgresKeyAnomalies(self.database)
         self.last_used = LastUsedRecorder(self.keys.touch, last_used_interval, self.usage, usage_retention)
 
     @property

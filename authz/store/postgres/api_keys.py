@@ -66,6 +66,15 @@ class PostgresApiKeys:
             tx.change(CHANGE_API_KEY, row[0])
         return True
 
+    def set_on_anomaly(self, key_id: str, on_anomaly: str) -> bool:
+        with self.database.write() as tx:
+            row = tx.execute("SELECT hash FROM api_keys WHERE id = %s", (key_id,)).fetchone()
+            if row is None:
+                return False
+            tx.execute("UPDATE api_keys SET on_anomaly = %s WHERE id = %s", (on_anomaly, key_id))
+            tx.change(CHANGE_API_KEY, row[0])
+        return True
+
     def touch(self, last_used: dict[str, float]) -> None:
         # Sorted: two workers flushing overlapping batches lock rows in one order.
         with self.database.write(changes=False) as tx, tx.conn.cursor() as cursor:
@@ -89,10 +98,10 @@ def _insert(tx: Transaction, key: NewApiKey) -> None:
     principal_id = ensure_principal(tx, key.principal, "client")
     tx.execute(
         "INSERT INTO api_keys (id, principal_id, hash, display, env, scopes, allow_ips, status, created_at, "
-        "expires_at, rotated_from, publishable, origins) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, 'active', %s, %s, %s, %s, %s)",
+        "expires_at, rotated_from, publishable, origins, on_anomaly) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, 'active', %s, %s, %s, %s, %s, %s)",
         (key.id, principal_id, key.fingerprint, key.display, key.env, " ".join(key.scopes),
          " ".join(key.allow_ips), key.created_at, key.expires_at, key.rotated_from, int(key.publishable),
-         " ".join(key.origins)),
+         " ".join(key.origins), key.on_anomaly),
     )
     tx.change(CHANGE_API_KEY, key.fingerprint)

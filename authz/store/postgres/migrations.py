@@ -143,6 +143,23 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX nonces_expiry ON nonces(expires_at)",
     ],
+    [
+        # API key anomalies, as in SQLite's migration 10 (authz.store.anomaly_rows).
+        """CREATE TABLE key_anomalies (
+            id TEXT PRIMARY KEY,
+            key_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            span TEXT NOT NULL,
+            at DOUBLE PRECISION NOT NULL,
+            detail TEXT NOT NULL,
+            acked_at DOUBLE PRECISION
+        )""",
+        "CREATE INDEX key_anomalies_at ON key_anomalies(at)",
+        "CREATE INDEX key_anomalies_key ON key_anomalies(key_id, acked_at)",
+        # Per key: what an open anomaly does to it ('deny': refused until acknowledged).
+        "ALTER TABLE api_keys ADD COLUMN on_anomaly TEXT NOT NULL DEFAULT 'allow' "
+        "CHECK (on_anomaly IN ('allow', 'deny'))",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from authz.store.last_used import DEFAULT_RETENTION, LastUsedRecorder
+from authz.store.sqlite.anomalies import SqliteKeyAnomalies
 from authz.store.sqlite.api_keys import SqliteApiKeys
 from authz.store.sqlite.certificates import SqliteCertificates
 from authz.store.sqlite.changes import SqliteChanges
@@ -44,6 +45,7 @@ class SqliteStore:
         self.changes = SqliteChanges(self.database)
         self.outbox = SqliteOutbox(self.database)
         self.usage = SqliteKeyUsage(self.database)
+        self.anomalies = SqliteKeyAnomalies(self.database)
         self.last_used = LastUsedRecorder(self.keys.touch, last_used_interval, self.usage, usage_retention)
 
     @property

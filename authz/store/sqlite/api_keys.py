@@ -65,6 +65,15 @@ class SqliteApiKeys:
             append_change(db, CHANGE_API_KEY, row[0])
         return True
 
+    def set_on_anomaly(self, key_id: str, on_anomaly: str) -> bool:
+        with self.database.write() as db:
+            row = db.execute("SELECT hash FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+            if row is None:
+                return False
+            db.execute("UPDATE api_keys SET on_anomaly = ? WHERE id = ?", (on_anomaly, key_id))
+            append_change(db, CHANGE_API_KEY, row[0])
+        return True
+
     def touch(self, last_used: dict[str, float]) -> None:
         with self.database.write() as db:
             db.conn.executemany(
@@ -88,9 +97,10 @@ def _insert(db, key: NewApiKey) -> None:
     principal_id = ensure_principal(db, key.principal, "client")
     db.execute(
         "INSERT INTO api_keys (id, principal_id, hash, display, env, scopes, allow_ips, status, created_at, "
-        "expires_at, rotated_from, publishable, origins) VALUES (?, ?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?)",
+        "expires_at, rotated_from, publishable, origins, on_anomaly) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?, ?)",
         (key.id, principal_id, key.fingerprint, key.display, key.env, " ".join(key.scopes),
          " ".join(key.allow_ips), key.created_at, key.expires_at, key.rotated_from, int(key.publishable),
-         " ".join(key.origins)),
+         " ".join(key.origins), key.on_anomaly),
     )
     append_change(db, CHANGE_API_KEY, key.fingerprint)

@@ -167,6 +167,25 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX nonces_expiry ON nonces(expires_at)",
     ],
+    [
+        # API key anomalies (authz.store.anomaly_rows): the id is derived from key, kind
+        # and span, so the same anomaly noticed twice is one row. acked_at: when an
+        # operator acknowledged it (`authz keys anomalies --ack ID`).
+        """CREATE TABLE key_anomalies (
+            id TEXT PRIMARY KEY,
+            key_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            span TEXT NOT NULL,
+            at REAL NOT NULL,
+            detail TEXT NOT NULL,
+            acked_at REAL
+        )""",
+        "CREATE INDEX key_anomalies_at ON key_anomalies(at)",
+        "CREATE INDEX key_anomalies_key ON key_anomalies(key_id, acked_at)",
+        # Per key: what an open anomaly does to it ('deny': refused until acknowledged).
+        "ALTER TABLE api_keys ADD COLUMN on_anomaly TEXT NOT NULL DEFAULT 'allow' "
+        "CHECK (on_anomaly IN ('allow', 'deny'))",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)
