@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import re
 import statistics
 import sys
 import tempfile
@@ -31,6 +30,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from results import replace_section  # noqa: E402  (bench/, the script's directory)
 
 from authz.admin import Admin  # noqa: E402
 from authz.store import open_store  # noqa: E402
@@ -136,10 +137,7 @@ def main() -> int:
     section = "\n".join(lines) + "\n"
     print(section)
     if args.n == 1_000_000:
-        results_file = ROOT / "bench" / "RESULTS.md"
-        text = results_file.read_text() if results_file.exists() else "# Benchmark results\n\n"
-        text = re.sub(r"\n## Expiry warnings.*?(?=\n## |\Z)", "\n", text, flags=re.S).rstrip("\n")
-        results_file.write_text(text + "\n\n" + section)
+        replace_section("Expiry warnings", section)
     return 0
 
 

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import requests
+from results import replace_section  # bench/, the script's directory
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -150,10 +151,7 @@ def main() -> None:
     section = "\n".join(lines)
     print(section)
     if not args.quick:
-        results = ROOT / "bench" / "RESULTS.md"
-        text = results.read_text() if results.exists() else "# Benchmark results\n\n"
-        text = re.sub(r"\n## Password flood\n.*?(?=\n## |\Z)", "\n", text, flags=re.S).rstrip("\n")
-        results.write_text(text + "\n\n" + section)
+        replace_section("Password flood\n", section)
 
 
 if __name__ == "__main__":

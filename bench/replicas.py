@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import re
 import statistics
 import sys
 import tempfile
@@ -42,6 +41,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from results import replace_section  # noqa: E402  (bench/, the script's directory)
 
 from authz.admin import Admin  # noqa: E402
 from authz.admin.copy import copy_store  # noqa: E402
@@ -378,10 +379,7 @@ def main() -> int:
     section = "\n".join(report(parts, n, f", {args.shared}" if args.shared else ""))
     print(section)
     if not args.quick and not args.only and args.n is None:
-        results = ROOT / "bench" / "RESULTS.md"
-        text = results.read_text() if results.exists() else "# Benchmark results\n\n"
-        text = re.sub(r"\n## Replicas: PostgreSQL.*?(?=\n## |\Z)", "\n", text, flags=re.S).rstrip("\n")
-        results.write_text(text + "\n\n" + section)
+        replace_section("Replicas: PostgreSQL", section)
     return 0
 
 
