@@ -137,33 +137,21 @@ def test_traefik():
     assert middlewares[chain[-1]]["headers"]["customRequestHeaders"] == {"X-Authz-Proxy-Secret": ""}
 
 
-def test_every_door_passes_the_origin_to_authz():
-    """Publishable keys are judged by the client's own ``Origin``: each door hands it to
-    authz as the browser sent it (nginx and Caddy pass every request header unless told
-    otherwise; Envoy's HTTP check and Traefik pass only those listed)."""
+@pytest.mark.parametrize("header", ["origin", "dpop"])
+def test_every_door_passes_the_header_to_authz(header):
+    """Headers authz judges as the client sent them reach it through every door: the
+    browser's ``Origin`` (publishable keys) and the ``DPoP`` proof (RFC 9449). nginx and
+    Caddy pass every request header unless told otherwise; Envoy's HTTP check and Traefik
+    pass only those listed."""
     hcm, ext, _ = envoy("envoy-http.yaml")
-    assert {"exact": "origin"} in ext["http_service"]["authorization_request"]["allowed_headers"]["patterns"]
-    assert "origin" not in envoy_removes(hcm) and "origin" not in envoy_removes(envoy("envoy-grpc.yaml")[0])
+    assert {"exact": header} in ext["http_service"]["authorization_request"]["allowed_headers"]["patterns"]
+    assert header not in envoy_removes(hcm) and header not in envoy_removes(envoy("envoy-grpc.yaml")[0])
     forward = yaml.safe_load((DEPLOY / "traefik" / "dynamic.yaml").read_text())["http"]["middlewares"]["authz"]
-    assert "origin" in {h.lower() for h in forward["forwardAuth"]["authRequestHeaders"]}
+    assert header in {h.lower() for h in forward["forwardAuth"]["authRequestHeaders"]}
     for conf in ("nginx/authz.conf", "nginx/authz-mtls.conf", "ingress-nginx/ingress.yaml"):
-        assert not re.search(r"proxy_set_header\s+origin\b", (DEPLOY / conf).read_text(), re.I), conf
-    assert not re.search(r"request_header\s+-origin\b", (DEPLOY / "caddy" / "Caddyfile").read_text(), re.I)
-
-
-def test_every_door_passes_the_dpop_proof_to_authz():
-    """A DPoP-bound token is judged with its proof (RFC 9449), which arrives in the
-    ``DPoP`` request header: each door hands it to authz (Envoy's HTTP check and Traefik
-    list the headers they pass; nginx and Caddy pass every request header)."""
-    hcm, ext, _ = envoy("envoy-http.yaml")
-    assert {"exact": "dpop"} in ext["http_service"]["authorization_request"]["allowed_headers"]["patterns"]
-    assert "dpop" not in envoy_removes(hcm) and "dpop" not in envoy_removes(envoy("envoy-grpc.yaml")[0])
-    forward = yaml.safe_load((DEPLOY / "traefik" / "dynamic.yaml").read_text())["http"]["middlewares"]["authz"]
-    assert "dpop" in {h.lower() for h in forward["forwardAuth"]["authRequestHeaders"]}
-    for conf in ("nginx/authz.conf", "nginx/authz-mtls.conf", "ingress-nginx/ingress.yaml"):
-        assert not re.search(r"proxy_set_header\s+dpop\b", (DEPLOY / conf).read_text(), re.I), conf
+        assert not re.search(rf"proxy_set_header\s+{header}\b", (DEPLOY / conf).read_text(), re.I), conf
         assert not re.search(r"proxy_pass_request_headers\s+off", (DEPLOY / conf).read_text(), re.I), conf
-    assert not re.search(r"request_header\s+-dpop\b", (DEPLOY / "caddy" / "Caddyfile").read_text(), re.I)
+    assert not re.search(rf"request_header\s+-{header}\b", (DEPLOY / "caddy" / "Caddyfile").read_text(), re.I)
 
 
 def test_ingress_nginx():
