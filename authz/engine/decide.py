@@ -13,7 +13,7 @@ import dataclasses
 import logging
 
 from authz.authenticators import CREDENTIAL_SLOTS, NON_HEADER_SLOTS
-from authz.authenticators.base import QUERY
+from authz.authenticators.base import COOKIE, QUERY
 from authz.decision import Decision, OutcomeKind, Reason
 from authz.engine.identity_token import IdentitySigner
 from authz.policy import CompiledPolicy
@@ -147,7 +147,10 @@ def _unclaimed(evaluation: Evaluation) -> tuple[str, str] | None:
     claimed = {o.slot for o in outcomes if o.kind is not OutcomeKind.ABSENT}
     for o in outcomes:
         if o.kind is OutcomeKind.ABSENT and o.slot and o.slot not in claimed:
-            where = "the query string" if o.slot == QUERY.name else f"the {CREDENTIAL_SLOTS.get(o.slot, o.slot)} header"
+            if o.slot in (QUERY.name, COOKIE.name):
+                where = "the query string" if o.slot == QUERY.name else "a cookie"
+            else:
+                where = f"the {CREDENTIAL_SLOTS.get(o.slot, o.slot)} header"
             return where, o.detail
     headers = evaluation.request.headers
     for slot, header in CREDENTIAL_SLOTS.items():
