@@ -137,10 +137,12 @@ def test_traefik():
     assert middlewares[chain[-1]]["headers"]["customRequestHeaders"] == {"X-Authz-Proxy-Secret": ""}
 
 
-@pytest.mark.parametrize("header", ["origin", "dpop"])
+@pytest.mark.parametrize("header", ["origin", "dpop", "cookie", "access-control-request-method"])
 def test_every_door_passes_the_header_to_authz(header):
     """Headers authz judges as the client sent them reach it through every door: the
-    browser's ``Origin`` (publishable keys) and the ``DPoP`` proof (RFC 9449). nginx and
+    browser's ``Origin`` (publishable keys, CORS preflights), the ``DPoP`` proof (RFC
+    9449), ``Cookie`` (a token in a cookie) and ``Access-Control-Request-Method`` (what a
+    preflight announces). nginx and
     Caddy pass every request header unless told otherwise; Envoy's HTTP check and Traefik
     pass only those listed."""
     hcm, ext, _ = envoy("envoy-http.yaml")
