@@ -276,3 +276,32 @@ def test_the_cookie_is_never_logged(stack):
         time.sleep(0.1)
     for secret in (TOKEN, SECOND, TOKEN.split(".")[2], SECOND.split(".")[2]):
         assert secret not in text
+
+
+def _raw(server, lines: list[str]) -> int:
+    """One request to /auth-request with ``lines`` as headers, as sent (repeats kept)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        head = ["GET /auth-request HTTP/1.1", "Host: 127.0.0.1", "X-Original-Method: GET",
+                "X-Original-URI: /app/orders", "X-Original-Host: api.example.com", *lines, "Connection: close"]
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+        answer = b""
+        while b"\r\n" not in answer and (chunk := sock.recv(4096)):
+            answer += chunk
+    return int(answer.split(b" ", 2)[1])
+
+
+@pytest.mark.both_stores
+def test_several_cookie_headers_are_refused_on_every_server(server, policy_dir):
+    """HTTP/1.1 clients must send one Cookie header (RFC 6265 §5.4). gunicorn joins
+    several with ',' (which no cookie parser splits on: refused), granian with ';' (one
+    cookie list, read whole); either way two values of the token cookie are refused."""
+    (policy_dir / "idp.pem").write_bytes(public_pem(IDP))
+    write_policy(policy_dir, policy())
+    started = server(workers=1)
+    assert _raw(started, [f"Cookie: theme=dark; access_token={TOKEN}"]) == 200
+    assert _raw(started, [f"Cookie: access_token={TOKEN}", f"Cookie: access_token={SECOND}"]) == 401
+    assert _raw(started, [f"Cookie: access_token={SECOND}", f"Cookie: access_token={TOKEN}"]) == 401
+    joined = _raw(started, ["Cookie: theme=dark", f"Cookie: access_token={TOKEN}"])
+    assert joined == (401 if started.kind == "gunicorn" else 200)

@@ -110,6 +110,26 @@ def test_credentials_are_not_needed_nor_read(decide):
     assert allowed_preflight(d, "orders")  # no principal even with one: a preflight carries none
 
 
+def test_an_identity_token_on_a_preflight_names_no_subject(store, policy_dir):
+    import jwt
+
+    from authz.admin import Admin
+    from authz.authenticators import Context
+    from authz.engine import DecisionEngine
+    from authz.engine.identity_token import IdentitySigner, keep_retired_for
+    from authz.policy import load_policy
+
+    Admin(store).signing_keys.rotate(keep_retired_for(60))
+    (policy_dir / "idp.pem").write_bytes(public_pem(IDP))
+    write_policy(policy_dir, {**POLICY, "routes": [{**POLICY["routes"][1], "identity_token": True}]})
+    engine = DecisionEngine(load_policy(policy_dir, Context(store=store)), IdentitySigner(store, "https://authz"))
+    d = engine.decide(CheckRequest.from_url("OPTIONS", "https://api.example.com/v1/orders/7",
+                                            {"Origin": ORIGIN, "Access-Control-Request-Method": "GET"}))
+    assert allowed_preflight(d, "orders")
+    claims = jwt.decode(d.identity_token, options={"verify_signature": False})
+    assert "sub" not in claims and claims["methods"] == ["preflight"] and claims["identities"] == []
+
+
 def test_a_route_index_and_the_linear_scan_pick_the_same_deciding_route():
     table = [route(n, paths, hosts, methods) for n, (paths, hosts, methods) in enumerate([
         (["/v1/orders/**"], ["api.example.com"], ["DELETE"]),
