@@ -30,7 +30,6 @@ MAX_COOKIE_HEADER = 16384  # what Headers already admits for one header; said he
 MAX_COOKIES = 200  # browsers keep 180 cookies a domain at most (Chrome)
 _VALUE = re.compile(r"[A-Za-z0-9_\-.]+")
 _SEPARATORS = re.compile(r"[;,]")
-_PHP_MANGLING = str.maketrans(". [", "___")
 # RFC 6265 cookie-name: an RFC 9110 token.
 NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}")
 
@@ -41,8 +40,12 @@ class CookieError(ValueError):
 
 
 def _spelling(name: str) -> str:
-    """A cookie name as the most lenient framework reads it."""
-    return unquote(name.strip()).translate(_PHP_MANGLING).lower()
+    """A cookie name as the most lenient framework reads it (``str.replace``: several
+    times faster than ``str.translate`` on a whole header)."""
+    name = name.strip()
+    if "%" in name:
+        name = unquote(name)
+    return name.replace(".", "_").replace(" ", "_").replace("[", "_").lower()
 
 
 def read_cookie(header: str | None, name: str) -> str | None:
@@ -58,7 +61,7 @@ def read_cookie(header: str | None, name: str) -> str | None:
     pairs = _SEPARATORS.split(header)
     if len(pairs) > MAX_COOKIES:
         raise CookieError(f"more than {MAX_COOKIES} cookies")
-    raw = [pair.partition("=")[2].strip() for pair in pairs if _spelling(pair.partition("=")[0]) == wanted]
+    raw = [value.strip() for name, _, value in (pair.partition("=") for pair in pairs) if _spelling(name) == wanted]
     if not raw:
         return None
     if len(raw) > 1:
