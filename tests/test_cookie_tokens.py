@@ -24,8 +24,9 @@ from tests.idp import AUDIENCE, ISSUER, ec_key, mint, public_jwk, public_pem, rs
 IDP = rsa_key()
 OTHER_IDP = rsa_key()
 URL = "https://api.example.com/app/orders"
-TOKEN = mint(IDP, kid=None)
-SECOND = mint(IDP, kid=None, sub="bob")
+# A day long: collected with the whole suite, the tokens must outlive the tests before them.
+TOKEN = mint(IDP, kid=None, exp=int(time.time()) + 86400)
+SECOND = mint(IDP, kid=None, sub="bob", exp=int(time.time()) + 86400)
 
 
 def config(**options) -> dict:

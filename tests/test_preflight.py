@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -25,7 +26,8 @@ from tests.idp import AUDIENCE, ISSUER, mint, public_pem, rsa_key
 from tests.test_route_index import route
 
 IDP = rsa_key()
-TOKEN = mint(IDP, kid=None)
+# A day long: collected with the whole suite, the token must outlive the tests before it.
+TOKEN = mint(IDP, kid=None, exp=int(time.time()) + 86400)
 ORIGIN = "https://shop.example.com"
 JWT = {"type": "jwt", "issuer": ISSUER, "audience": AUDIENCE, "algorithms": ["RS256"],
        "public_key_file": "idp.pem", "realm": "api"}
