@@ -63,7 +63,7 @@ from authz.engine import DecisionEngine  # noqa: E402
 from authz.policy import load_policy  # noqa: E402
 from authz.request import BadRequest, CheckRequest, Headers  # noqa: E402
 from authz.store import Store, open_store  # noqa: E402
-from tests.pki import Pki  # noqa: E402
+from tests.pki import Pki, issue  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import serving  # noqa: E402
@@ -123,6 +123,16 @@ def dpop_headers(access_token: str, target: str) -> dict:
               "iat": int(time.time()), "ath": ath}
     proof = pyjwt.encode(claims, DPOP_KEY, algorithm="ES256", headers={"typ": "dpop+jwt", "jwk": DPOP_JWK})
     return {"Authorization": f"DPoP {access_token}", "DPoP": proof}
+
+
+def mtls_door_files(leaf) -> dict[str, bytes]:
+    """The files ``deploy/nginx/authz-mtls.conf`` reads from /etc/nginx/tls, and the client
+    side's (the bench's front hop presents ``leaf``)."""
+    server_ca = issue("Server CA", ca=True)
+    server_cert = issue(serving.API_HOST, server_ca, dns=[serving.API_HOST], eku=())
+    return {"server.pem": server_cert.pem, "server.key": server_cert.key_pem, "server-ca.pem": server_ca.pem,
+            "mesh-ca.pem": PKI.root.pem + PKI.intermediate.pem,
+            "client.pem": leaf.pem + PKI.intermediate.pem, "client.key": leaf.key_pem}
 
 
 def percentile(samples: list[int], q: float) -> float:
@@ -411,7 +421,8 @@ def main() -> None:
                 *[f"| {name} | {ours:.0f} | {base:.0f} | {ours / base:.0%} |"
                   for name, (ours, base) in throughput.items()], ""]
         if "serving" in only:
-            results = serving.serving(Path(tmp), store.path, policy_dir, loaded, serve_seconds, serve_rounds)
+            results = serving.serving(Path(tmp), store.path, policy_dir, loaded, serve_seconds, serve_rounds,
+                                      mtls_door_files(leaf))
             sections += serving.serving_report(results, serve_seconds, serve_rounds)
         if "routes" in only:
             out = serving.routes_section(Path(tmp), store, key, trials, n, count, window, window_rounds)

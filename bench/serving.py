@@ -45,6 +45,7 @@ from authz.serve import ServeOptions  # noqa: E402
 BENCH = ROOT / "bench"
 BIN = Path(sys.executable).parent
 NGINX_SITE = ROOT / "deploy" / "nginx" / "authz.conf"
+MTLS_SITE = ROOT / "deploy" / "nginx" / "authz-mtls.conf"
 API_HOST = "api.example.com"
 WORKERS = 2
 THREADS = ServeOptions().threads  # authz serve's default blocking threads per worker
@@ -140,20 +141,16 @@ def nginx_binary() -> str:
     return found
 
 
-def nginx(stack: ExitStack, tmp: Path, auth_port: int, name: str) -> int:
-    """Real nginx running ``deploy/nginx/authz.conf`` with its addresses re-pointed: ``listen 80``
-    to a loopback port, authz (``127.0.0.1:8080``) to ``auth_port``, and the API
-    (``127.0.0.1:9000``) to a server block of the same nginx that answers ``return 200``
-    (the protected location ``proxy_pass``es to it, after ``auth_request``)."""
-    directory = tmp / name
-    directory.mkdir()
-    port, api_port = free_port(), free_port()
-    site = NGINX_SITE.read_text()
-    for old, new in (("listen 80", f"listen 127.0.0.1:{port}"), ("127.0.0.1:8080", f"127.0.0.1:{auth_port}"),
-                     ("127.0.0.1:9000", f"127.0.0.1:{api_port}")):
+def _repoint(site_file: Path, replacements: tuple[tuple[str, str], ...]) -> str:
+    site = site_file.read_text()
+    for old, new in replacements:
         if old not in site:
-            raise RuntimeError(f"{NGINX_SITE} no longer contains {old!r}: update bench/serving.py")
+            raise RuntimeError(f"{site_file} no longer contains {old!r}: update bench/serving.py")
         site = site.replace(old, new)
+    return site
+
+
+def _run_nginx(stack: ExitStack, directory: Path, sites: str, ready_url: str) -> None:
     conf = directory / "nginx.conf"
     conf.write_text(f"""
 {"user root;" if os.geteuid() == 0 else ""}
@@ -169,8 +166,7 @@ http {{
     fastcgi_temp_path {directory}/fastcgi;
     uwsgi_temp_path {directory}/uwsgi;
     scgi_temp_path {directory}/scgi;
-    server {{ listen 127.0.0.1:{api_port}; access_log off; location / {{ return 200; }} }}
-{site}
+{sites}
 }}
 """)
     binary = nginx_binary()
@@ -179,7 +175,63 @@ http {{
     if check.returncode:
         raise RuntimeError(check.stderr)
     stack.enter_context(server([binary, "-c", str(conf), "-e", str(directory / "error.log")],
-                               f"http://127.0.0.1:{port}/", directory / "out.log"))
+                               ready_url, directory / "out.log"))
+
+
+def nginx(stack: ExitStack, tmp: Path, auth_port: int, name: str) -> int:
+    """Real nginx running ``deploy/nginx/authz.conf`` with its addresses re-pointed: ``listen 80``
+    to a loopback port, authz (``127.0.0.1:8080``) to ``auth_port``, and the API
+    (``127.0.0.1:9000``) to a server block of the same nginx that answers ``return 200``
+    (the protected location ``proxy_pass``es to it, after ``auth_request``)."""
+    directory = tmp / name
+    directory.mkdir()
+    port, api_port = free_port(), free_port()
+    site = _repoint(NGINX_SITE, (("listen 80", f"listen 127.0.0.1:{port}"),
+                                 ("127.0.0.1:8080", f"127.0.0.1:{auth_port}"),
+                                 ("127.0.0.1:9000", f"127.0.0.1:{api_port}")))
+    api = f"    server {{ listen 127.0.0.1:{api_port}; access_log off; location / {{ return 200; }} }}\n"
+    _run_nginx(stack, directory, api + site, f"http://127.0.0.1:{port}/")
+    return port
+
+
+def nginx_mtls(stack: ExitStack, tmp: Path, auth_port: int, name: str, tls: dict[str, bytes]) -> int:
+    """Real nginx running ``deploy/nginx/authz-mtls.conf`` (re-pointed as ``nginx`` does, its
+    ``/etc/nginx/tls`` files made here), behind a front ``server`` of the same nginx that wrk
+    talks plain HTTP to: it ``proxy_pass``es every request over TLS to the mTLS door,
+    presenting the client certificate (wrk cannot), on kept-alive connections with TLS
+    session reuse. The front hop costs the same in front of authz and of the baseline.
+    ``tls``: ``server.pem``, ``server.key``, ``mesh-ca.pem``, ``client.pem`` (leaf and
+    intermediate), ``client.key``, ``server-ca.pem``."""
+    directory = tmp / name
+    tls_dir = directory / "tls"
+    tls_dir.mkdir(parents=True)
+    for file, data in tls.items():
+        (tls_dir / file).write_bytes(data)
+    port, tls_port, api_port = free_port(), free_port(), free_port()
+    site = _repoint(MTLS_SITE, (("listen 443", f"listen 127.0.0.1:{tls_port}"), ("/etc/nginx/tls", str(tls_dir)),
+                                ("127.0.0.1:8080", f"127.0.0.1:{auth_port}"),
+                                ("127.0.0.1:9000", f"127.0.0.1:{api_port}")))
+    front = f"""
+    server {{ listen 127.0.0.1:{api_port}; access_log off; location / {{ return 200; }} }}
+    upstream mtls_door {{ server 127.0.0.1:{tls_port}; keepalive 16; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass https://mtls_door;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host {API_HOST};
+            proxy_ssl_server_name on;
+            proxy_ssl_name {API_HOST};
+            proxy_ssl_verify on;
+            proxy_ssl_trusted_certificate {tls_dir}/server-ca.pem;
+            proxy_ssl_certificate {tls_dir}/client.pem;
+            proxy_ssl_certificate_key {tls_dir}/client.key;
+            proxy_ssl_session_reuse on;
+        }}
+    }}
+"""
+    _run_nginx(stack, directory, front + site, f"http://127.0.0.1:{port}/")
     return port
 
 
@@ -227,8 +279,9 @@ def via_nginx(port: int, target: str, headers: dict) -> tuple[str, dict]:
 
 
 # ----------------------------------------------------------------------------- 1, 2: serving
-E2E_CASES = ("API key", "Basic (cached)", "JWT RS256, repeated token")
-DIRECT_CASES = (*E2E_CASES, "mTLS, repeated certificate")
+MTLS_CASE = "mTLS, repeated certificate"  # through nginx: authz-mtls.conf, behind a front hop
+E2E_CASES = ("API key", "Basic (cached)", "JWT RS256, repeated token", MTLS_CASE)
+DIRECT_CASES = E2E_CASES
 SERVERS = {  # name: (door, server)
     "nginx → authz serve": ("nginx", "authz"),
     "nginx → no-op Flask, gunicorn sync": ("nginx", "gunicorn"),
@@ -238,8 +291,11 @@ SERVERS = {  # name: (door, server)
 }
 
 
-def serving(tmp: Path, db: Path, policy_dir: Path, cases: dict, seconds: float, rounds: int) -> dict:
-    """{case: {server name: median wrk result}} (medians of req/s, p50, p99 over the rounds)."""
+def serving(tmp: Path, db: Path, policy_dir: Path, cases: dict, seconds: float, rounds: int,
+            tls: dict[str, bytes]) -> dict:
+    """{case: {server name: median wrk result}} (medians of req/s, p50, p99 over the rounds).
+    ``tls``: the mTLS door's files (see ``nginx_mtls``); its client certificate is the one
+    the mTLS case's headers carry when it is asked directly."""
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: `make bench` installs it (apt-get install wrk)")
     runs: dict = {case: {name: [] for name, (door, _) in SERVERS.items() if door == "direct" or case in E2E_CASES}
@@ -251,10 +307,14 @@ def serving(tmp: Path, db: Path, policy_dir: Path, cases: dict, seconds: float, 
                  "gunicorn": gunicorn_noop(stack, tmp)}
         ports["nginx authz"] = nginx(stack, tmp, ports["authz"], "nginx-authz")
         ports["nginx gunicorn"] = nginx(stack, tmp, ports["gunicorn"], "nginx-gunicorn")
+        ports["nginx-mtls authz"] = nginx_mtls(stack, tmp, ports["authz"], "nginx-mtls-authz", tls)
+        ports["nginx-mtls gunicorn"] = nginx_mtls(stack, tmp, ports["gunicorn"], "nginx-mtls-gunicorn", tls)
 
         def request(case: str, name: str) -> tuple[str, dict]:
             door, backend = SERVERS[name]
             target, headers = cases[case]
+            if door == "nginx" and case == MTLS_CASE:  # the front hop presents the certificate
+                return via_nginx(ports[f"nginx-mtls {backend}"], target, {})
             if door == "nginx":
                 return via_nginx(ports[f"nginx {backend}"], target, headers)
             return direct(ports[backend], target, headers)
@@ -286,10 +346,12 @@ def serving_report(results: dict, seconds: float, rounds: int) -> list[str]:
         f"Flask endpoint answering 200 with `X-Auth-User` (`bench/noop_auth.py`) under gunicorn "
         f"`{' '.join(GUNICORN_SYNC)}`. **Directly**: `/auth-request` with the nginx subrequest's headers, "
         f"`authz serve` against a bare no-op WSGI callable (the target) and a no-op Flask app under "
-        f"`granian {' '.join(GRANIAN)}` — the settings `authz serve` passes to granian. mTLS sends the "
-        "certificate headers nginx's mTLS door sets (`X-SSL-Client-Cert`, leaf URL-encoded); it is measured "
-        "directly only: `deploy/nginx/authz.conf` clears those headers and wrk cannot present a client "
-        "certificate to `authz-mtls.conf`.", "",
+        f"`granian {' '.join(GRANIAN)}` — the settings `authz serve` passes to granian. **mTLS** through nginx "
+        "is `deploy/nginx/authz-mtls.conf` (re-pointed likewise, TLS files made by the bench) behind a front "
+        "`server` of the same nginx, which wrk asks in plain HTTP and which presents the client certificate "
+        "to the mTLS door (wrk cannot) on kept-alive TLS connections: that hop costs the same in front of authz "
+        "and of the baseline. Directly, mTLS sends the certificate headers that door sets "
+        "(`X-SSL-Client-Cert`, leaf URL-encoded).", "",
         "| route | through nginx: authz req/s | nginx: no-op gunicorn sync req/s | ratio (≥ 1.5x) | "
         "direct: authz req/s | no-op WSGI req/s | ratio (≥ 0.9x) | no-op Flask (granian) req/s | "
         "authz p50 / p99 ms (nginx) | authz p50 / p99 ms (direct) |",

@@ -184,6 +184,19 @@ def test_nginx_sets_every_header_it_believes(name):
     assert "default_server" in text and "server_name api.example.com;" in text
 
 
+@pytest.mark.parametrize("name", ["authz.conf", "authz-mtls.conf"])
+def test_nginx_keeps_connections_to_authz(name):
+    """Each nginx door asks authz through an ``upstream`` with ``keepalive`` over HTTP/1.1
+    with an empty ``Connection`` (without all three nginx opens a connection per
+    subrequest); tests/test_serve.py counts the connections through a real nginx."""
+    text = (DEPLOY / "nginx" / name).read_text()
+    auth = re.search(r"location = /_authz \{(.*?)\n    \}", text, re.S).group(1)
+    upstream = re.search(r"proxy_pass http://([\w-]+)/auth-request;", auth).group(1)
+    block = re.search(rf"upstream {upstream} \{{(.*?)\}}", text, re.S).group(1)
+    assert re.search(r"keepalive \d+;", block) and "server 127.0.0.1:8080;" in block
+    assert "proxy_http_version 1.1;" in auth and 'proxy_set_header Connection "";' in auth
+
+
 def test_caddyfile_adapts_with_the_real_caddy(tmp_path):
     text = (DEPLOY / "caddy" / "Caddyfile").read_text()
     copied = re.search(r"copy_headers (.+)", text).group(1).split()
