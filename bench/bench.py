@@ -125,6 +125,10 @@ def dpop_headers(access_token: str, target: str) -> dict:
     return {"Authorization": f"DPoP {access_token}", "DPoP": proof}
 
 
+# Issue 16's end-to-end rows: the plain bearer and key rows beside their proof-of-possession kin.
+POP_CASES = ("JWT RS256, repeated token", "DPoP-bound JWT RS256, repeated token, fresh proof", "API key")
+
+
 def mtls_door_files(leaf) -> dict[str, bytes]:
     """The files ``deploy/nginx/authz-mtls.conf`` reads from /etc/nginx/tls, and the client
     side's (the bench's front hop presents ``leaf``)."""
@@ -349,7 +353,7 @@ def machine() -> str:
             f"Python {platform.python_version()}")
 
 
-SECTIONS = ("in-process", "usage", "gunicorn", "serving", "routes", "keys", "slow")
+SECTIONS = ("in-process", "usage", "gunicorn", "serving", "pop", "routes", "keys", "slow")
 
 
 def main() -> None:
@@ -380,8 +384,8 @@ def main() -> None:
                  "mTLS + bound JWT, repeated": ("/zero-trust/x",
                                                 {**nginx_cert(leaf), "Authorization": f"Bearer {bound}"}),
                  "mTLS, first sight": ("/mesh/x", lambda: nginx_cert(PKI.leaf())),
-                 # A fresh proof per request (ES256, a store write for its jti); wrk repeats one
-                 # request, so this row is in-process only.
+                 # A fresh proof per request (ES256, a store write for its jti); end to end, a wrk
+                 # script sends each request its own proof (serving.each_request_script).
                  "DPoP-bound JWT RS256, repeated token, fresh proof": (
                      "/dpop/x", lambda: dpop_headers(dpop_bound, "/dpop/x"))}
         loaded = {name: case for name, case in cases.items() if not callable(case[1])}
@@ -424,6 +428,11 @@ def main() -> None:
             results = serving.serving(Path(tmp), store.path, policy_dir, loaded, serve_seconds, serve_rounds,
                                       mtls_door_files(leaf))
             sections += serving.serving_report(results, serve_seconds, serve_rounds)
+        if "pop" in only:
+            pop_cases = {name: cases[name] for name in POP_CASES}
+            results = serving.pop_section(Path(tmp), store.path, policy_dir, pop_cases, serve_seconds, serve_rounds)
+            sections += serving.pop_report(results, latency if "in-process" in only else {}, serve_seconds,
+                                           serve_rounds)
         if "routes" in only:
             out = serving.routes_section(Path(tmp), store, key, trials, n, count, window, window_rounds)
             sections += serving.routes_report(out, n, count)

@@ -244,12 +244,39 @@ def _ms(text: str) -> float:
     return float(number) * _UNITS[unit]
 
 
+def _lua(text: str) -> str:
+    """A Lua string literal: plain ASCII as is, every other byte as a decimal escape."""
+    plain = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -_.:/=+,;")
+    return '"' + "".join(chr(b) if b in plain else f"\\{b:03d}" for b in text.encode()) + '"'
+
+
+def each_request_script(path: Path, target: str, header_sets: list[dict]) -> Path:
+    """A wrk Lua script sending ``target`` with the next of ``header_sets`` on every request
+    (a fresh DPoP proof or signature each time: wrk alone repeats one request). One wrk
+    thread (``-t1``) walks the list once; past its end it starts over, and the replays
+    that follows are refused and counted as non-2xx."""
+    lines = ["local requests = {}"]
+    for number, headers in enumerate(header_sets, 1):
+        fields = ", ".join(f"[{_lua(k)}] = {_lua(v)}" for k, v in headers.items())
+        lines.append(f"requests[{number}] = {{{fields}}}")
+    lines += ["local next_one = 0",
+              "request = function()",
+              "  next_one = next_one % #requests + 1",
+              f"  return wrk.format('GET', {_lua(target)}, requests[next_one])",
+              "end"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def wrk(url: str, headers: dict, seconds: float, *, strict: bool = True, timeout: str = "2s",
-        connections: list[str] = WRK) -> dict:
-    """One wrk run: req/s, p50/p99/max in ms, timeouts and other errors, non-2xx count."""
+        connections: list[str] = WRK, script: Path | None = None) -> dict:
+    """One wrk run: req/s, p50/p99/max in ms, timeouts and other errors, non-2xx count.
+    ``script``: a Lua script choosing each request's headers (``each_request_script``)."""
     args = ["wrk", *connections, f"-d{seconds}s", "--latency", "--timeout", timeout]
     for k, v in headers.items():
         args += ["-H", f"{k}: {v}"]
+    if script is not None:
+        args += ["-s", str(script)]
     out = subprocess.run([*args, url], capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
     non2xx = int((re.search(r"Non-2xx or 3xx responses: (\d+)", out) or [0, 0])[1])
     if strict and non2xx:
@@ -373,6 +400,53 @@ def serving_report(results: dict, seconds: float, rounds: int) -> list[str]:
               if r["failed"]]
     return [*lines, "", "Requests not answered 2xx in the measured runs (non-2xx, socket errors, timeouts): "
             + ("; ".join(failed) if failed else "none") + ".", ""]
+
+
+# ----------------------------------------------------------------------------- proof of possession
+PER_SECOND = 8000  # fresh proofs or signatures made per second of a run (above what one run sends)
+
+
+def pop_section(tmp: Path, db: Path, policy_dir: Path, cases: dict, seconds: float, rounds: int) -> dict:
+    """Issue 16's end-to-end rows: through nginx (``deploy/nginx/authz.conf``) in front of
+    ``authz serve``, each case alternately; a case whose headers are a callable gets a new
+    header set (a fresh proof or signature) on every request, made before the run.
+    {case: median wrk result}."""
+    runs: dict[str, list] = {case: [] for case in cases}
+    with ExitStack() as stack:
+        port = nginx(stack, tmp, authz_serve(stack, tmp, authz_env(db, policy_dir), "authz-pop"), "nginx-pop")
+
+        def run(case: str, length: float) -> dict:
+            target, headers = cases[case]
+            url, static = via_nginx(port, target, {} if callable(headers) else headers)
+            script = None
+            if callable(headers):
+                script = each_request_script(tmp / "each.lua", target,
+                                             [{"Host": API_HOST, **headers()} for _ in range(int(PER_SECOND * length))])
+            return wrk(url, static, length, strict=False, script=script)
+
+        for case in cases:  # warm-up
+            run(case, 1)
+        for number in range(rounds):
+            for case in cases if number % 2 == 0 else reversed(list(cases)):
+                runs[case].append(run(case, seconds))
+    return {case: {**{k: statistics.median(r[k] for r in results) for k in ("rps", "p50", "p99")},
+                   "failed": sum(r["non2xx"] + r["errors"] + r["timeouts"] for r in results)}
+            for case, results in runs.items()}
+
+
+def pop_report(results: dict, in_process: dict, seconds: float, rounds: int) -> list[str]:
+    lines = ["## Proof of possession: DPoP and signed requests (issue 16)", "",
+             f"In-process `decide()` p50 from the table above; end to end through nginx (`deploy/nginx/authz.conf`, "
+             f"as in the serving section) in front of `authz serve --workers {WORKERS}`, `wrk {' '.join(WRK)} "
+             f"-d{seconds}s`, {rounds} alternating rounds, medians. Rows marked *fresh* send a new proof or "
+             "signature on every request (made before the run, sent by a wrk Lua script), each spending a "
+             "replay-cache entry in the store.", "",
+             "| case | decide() p50 µs | through nginx req/s | p50 / p99 ms | not 2xx |", "|---|---:|---:|---:|---:|"]
+    for case, r in results.items():
+        p50 = in_process.get(f"{case}: decide()")
+        lines.append(f"| {case} | {p50[0]:.1f} | {r['rps']:.0f} | {r['p50']:.2f} / {r['p99']:.2f} | {r['failed']} |"
+                     if p50 else f"| {case} | — | {r['rps']:.0f} | {r['p50']:.2f} / {r['p99']:.2f} | {r['failed']} |")
+    return [*lines, ""]
 
 
 # ----------------------------------------------------------------------------- 3: routes
