@@ -19,9 +19,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import grpc
 import jwt
@@ -336,3 +338,37 @@ def test_the_nonce_dance(door, request):
     refused = send("GET", NONCED, dpop_headers(proof(origin + NONCED, nonce=forged)))
     assert refused.status == 401 and 'error="use_dpop_nonce"' in refused.challenge
     assert refused.headers["dpop-nonce"] == nonce
+
+
+class Loopback(requests.Session):
+    """A client session for ``http://api.example.com:<port>/…`` that reaches the door on
+    loopback (the URL, hence the proof's htu, stays the client's), counting requests."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__()
+        self.port, self.sent = port, 0
+
+    def request(self, method, url, **kwargs):
+        self.sent += 1
+        split = urlsplit(url)
+        assert split.netloc == f"api.example.com:{self.port}"
+        headers = {**kwargs.pop("headers", {}), "Host": split.netloc}
+        return super().request(method, url.replace(split.netloc, f"127.0.0.1:{self.port}", 1), headers=headers,
+                               timeout=5, **kwargs)
+
+
+def test_the_readme_client_does_the_nonce_dance_through_nginx(stack):
+    """The README's Python block, run as written, against the nonce route behind the
+    shipped nginx: its first request is retried once with the nonce, the next one is
+    made with the nonce it kept and needs no retry."""
+    text = (ROOT / "README.md").read_text().split("## DPoP: tokens bound to the client's key", 1)[1]
+    namespace: dict = {}
+    exec(re.search(r"```python\n(.*?)```", text, re.S).group(1), namespace)  # noqa: S102 — our own README
+    token = mint(IDP, kid=None, cnf={"jkt": dpop.thumbprint(namespace["public_jwk"])})
+    session = Loopback(stack["nginx"].port)
+    url = f"http://api.example.com:{session.port}{NONCED}{QUERY}"
+    response, nonce = namespace["dpop_request"](session, "GET", url, token)
+    assert (response.status_code, session.sent) == (200, 2)
+    assert nonce and response.headers["DPoP-Nonce"] == nonce
+    response, again = namespace["dpop_request"](session, "GET", url, token, nonce)
+    assert (response.status_code, session.sent, again) == (200, 3, nonce)
