@@ -177,3 +177,18 @@ def test_dpop_nonce_goes_on_a_dpop_leaf(store, policy_dir):
     policy(policy_dir, mode=None)
     with pytest.raises(PolicyError, match="dpop_nonce goes on a leaf that takes DPoP"):
         engine_for(store, policy_dir)
+
+
+def test_a_nonce_leaf_after_one_without_on_the_same_authenticator_fails_closed(signing_key, policy_dir):
+    """The authenticator runs once per request: when a leaf without nonces asked it
+    first, a later leaf that requires them cannot have its nonce checked, so it refuses."""
+    (policy_dir / "idp.pem").write_bytes(public_pem(IDP))
+    write_policy(policy_dir, {"authenticators": {"user_jwt": {
+        "type": "jwt", "issuer": ISSUER, "audience": AUDIENCE, "algorithms": ["RS256"],
+        "public_key_file": "idp.pem", "realm": "api"}},
+        "routes": [{"id": "orders", "require": {"all": [
+            {"use": "user_jwt", "dpop": "required"},
+            {"use": "user_jwt", "dpop": "required", "dpop_nonce": "required"}]}}]})
+    d = engine_for(signing_key, policy_dir).decide(CheckRequest.from_url(
+        "GET", URL, [("Authorization", f"DPoP {TOKEN}"), ("DPoP", proof(token=TOKEN))]))
+    assert (d.allowed, d.status) == (False, 401) and "needs DPoP proofs with a server nonce" in d.detail
