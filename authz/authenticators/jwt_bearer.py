@@ -149,7 +149,7 @@ class JwtAuthenticator(BearerChallenges, Authenticator):
         if presented is None or presented[1].count(".") != 2:
             return Outcome.absent()  # not a JWT: perhaps an opaque token for introspection
         scheme, token = presented
-        return dpop.as_dpop_failure(self._authenticate(request, scheme, token), scheme)
+        return dpop.finish(self._authenticate(request, scheme, token), scheme, request, self.proofs)
 
     def _authenticate(self, request: CheckRequest, scheme: str, token: str) -> Outcome:
         if len(token) > MAX_TOKEN_BYTES:
