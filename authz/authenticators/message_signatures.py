@@ -68,6 +68,7 @@ from authz.store.records import ApiKeyMatch
 
 SIGNATURE_INPUT = "signature-input"
 SIGNATURE = "signature"
+_SHOWN = {SIGNATURE_INPUT: "Signature-Input", SIGNATURE: "Signature"}
 CONTENT_DIGEST = "content-digest"
 MAX_INPUT_BYTES = 2048
 MAX_SIGNATURE_BYTES = 2048  # an Ed25519 signature is 90 bytes as a Byte Sequence
@@ -133,8 +134,9 @@ def _dictionary(request: CheckRequest, name: str, limit: int) -> dict:
     if value is None:
         raise SignatureError("request is not signed (RFC 9421 Signature-Input and Signature headers); "
                              f"sign {REQUIRED} with the API key's id as keyid")
+    shown = _SHOWN[name]
     if len(value) > limit:
-        raise SignatureError(f"{name} header longer than {limit} bytes")
+        raise SignatureError(f"{shown} header longer than {limit} bytes")
 
     def duplicate(key: str, context: str) -> None:
         raise ValueError(f"label {key[:20]!r} appears twice")
@@ -142,7 +144,7 @@ def _dictionary(request: CheckRequest, name: str, limit: int) -> dict:
     try:
         parsed = http_sf.parse(value.encode("latin-1"), tltype="dictionary", on_duplicate_key=duplicate)
     except (ValueError, TypeError, UnicodeEncodeError):
-        raise SignatureError(f"malformed {name} header (not a structured-field Dictionary)") from None
+        raise SignatureError(f"malformed {shown} header (not a structured-field Dictionary)") from None
     if len(parsed) > MAX_LABELS:
         raise SignatureError(f"more than {MAX_LABELS} signatures")
     return parsed
@@ -249,17 +251,24 @@ class SignatureVerifier:
             raise SignatureError("signature replayed (its nonce was used before)")
 
     def _verify(self, request: CheckRequest, match: ApiKeyMatch, chosen: Chosen) -> None:
-        """The signature over the base the library builds; any failure is a refusal."""
-        fields = tuple(name for name, _ in chosen.components if not name.startswith("@"))
-        view = message_view(request, fields, signature_input=chosen.signature_input, signature=chosen.signature)
-        try:
-            key = request_signing.verification_key(match.signing_alg, match.signing_key)  # type: ignore[arg-type]
-            verifier = HTTPMessageVerifier(signature_algorithm=_ALGORITHMS[match.signing_alg],  # type: ignore[index]
-                                           key_resolver=_TheKey(match.id, key))
-            verifier.max_clock_skew = datetime.timedelta(seconds=self.leeway)
-            verifier.verify(view, max_age=datetime.timedelta(seconds=self.max_age))
-        except (InvalidSignature, HTTPMessageSignaturesException) as exc:
-            reason = str(exc)[:200] or "the signature does not match"
-            raise SignatureError(f"signature verification failed: {reason}") from None
-        except Exception:  # a malformed stored key, an unexpected input: deny, never crash
-            raise SignatureError("signature verification failed") from None
+        verify_signature(request, chosen, match.id, match.signing_alg, match.signing_key,  # type: ignore[arg-type]
+                         self.max_age, self.leeway)
+
+
+def verify_signature(request: CheckRequest, chosen: Chosen, key_id: str, alg: str, stored: str, max_age: float,
+                     leeway: float) -> None:
+    """``chosen``'s signature over the base the library builds from ``request``, by the
+    key ``stored`` (as ``authz.credentials.request_signing`` keeps it); any failure is a
+    ``SignatureError``. Coverage, window and nonce are the caller's (``SignatureVerifier``)."""
+    fields = tuple(name for name, _ in chosen.components if not name.startswith("@"))
+    view = message_view(request, fields, signature_input=chosen.signature_input, signature=chosen.signature)
+    try:
+        key = request_signing.verification_key(alg, stored)
+        verifier = HTTPMessageVerifier(signature_algorithm=_ALGORITHMS[alg], key_resolver=_TheKey(key_id, key))
+        verifier.max_clock_skew = datetime.timedelta(seconds=leeway)
+        verifier.verify(view, max_age=datetime.timedelta(seconds=max_age))
+    except (InvalidSignature, HTTPMessageSignaturesException) as exc:
+        reason = str(exc)[:200] or "the signature does not match"
+        raise SignatureError(f"signature verification failed: {reason}") from None
+    except Exception:  # a malformed stored key, an unexpected input: deny, never crash
+        raise SignatureError("signature verification failed") from None
