@@ -346,6 +346,23 @@ def test_window_options_without_signatures_are_linted():
     assert ApiKeyAuthenticator.lint({"type": "api_key", "signatures": "required", "signature_max_age": 30}) == []
 
 
+def test_a_dry_run_spends_no_nonce(decider, keys, store, policy_dir):
+    """``authz policy explain`` with a real signature explains the allow without spending
+    its nonce: the request itself is still allowed afterwards, once."""
+    key_id, key, signing = keys["ed"]
+    decide = decider()
+    signed = sign(key_id, signing)
+    args = ["--db", str(store.url), "policy", "explain", "GET", URL, "-H", f"X-API-Key: {key}",
+            *[arg for name, value in signed for arg in ("-H", f"{name}: {value}")],
+            "--policy-dir", str(policy_dir), "--json"]
+    for _ in range(2):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output)["decision"] == "allow"
+    assert decide(key, signed).allowed
+    assert not decide(key, signed).allowed
+
+
 # -- the CLI ------------------------------------------------------------------------------------------
 
 
