@@ -140,10 +140,11 @@ def test_traefik():
     assert middlewares[chain[-1]]["headers"]["customRequestHeaders"] == {"X-Authz-Proxy-Secret": ""}
 
 
-@pytest.mark.parametrize("header", ["origin", "dpop"])
+@pytest.mark.parametrize("header", ["origin", "dpop", "signature", "signature-input", "content-digest"])
 def test_every_door_passes_the_header_to_authz(header):
     """Headers authz judges as the client sent them reach it through every door: the
-    browser's ``Origin`` (publishable keys) and the ``DPoP`` proof (RFC 9449). nginx and
+    browser's ``Origin`` (publishable keys), the ``DPoP`` proof (RFC 9449), a signed
+    request's ``Signature``, ``Signature-Input`` and ``Content-Digest`` (RFC 9421). nginx and
     Caddy pass every request header unless told otherwise; Envoy's HTTP check and Traefik
     pass only those listed."""
     hcm, ext, _ = envoy("envoy-http.yaml")
