@@ -46,10 +46,14 @@ run: $(BIN)/authz
 
 # The whole suite, then the end-to-end files that touch the store (marked both_stores)
 # once more with the store on PostgreSQL (tests/conftest.py; skips say why).
+# Two pytest workers (pytest-xdist), a file each at a time: most of the suite waits on the
+# servers it starts. tests/conftest.py gives each worker its own block of ports.
+PYTEST_WORKERS ?= -n 2 --dist loadfile
+
 test: $(BIN)/authz servers
 	$(BIN)/ruff check .
-	$(BIN)/pytest
-	AUTHZ_TEST_STORE=postgresql $(BIN)/pytest -m both_stores -rs
+	$(BIN)/pytest $(PYTEST_WORKERS)
+	AUTHZ_TEST_STORE=postgresql $(BIN)/pytest $(PYTEST_WORKERS) -m both_stores -rs
 
 lint: $(BIN)/authz
 	$(BIN)/ruff check .

@@ -112,6 +112,9 @@ class Outcome:
     # A token presented with the DPoP scheme failed: the RFC 9449 error code its ``DPoP``
     # challenge carries (``invalid_dpop_proof`` or ``invalid_token``).
     dpop_error: str | None = None
+    # Proofs of this request must carry a server nonce (RFC 9449 §9): a fresh one, for the
+    # client's next proof (``DPoP-Nonce``), whether this outcome allows or refuses.
+    dpop_nonce: str | None = None
 
     @classmethod
     def absent(cls, slot: str | None = None, detail: str = "") -> Outcome:
@@ -164,6 +167,9 @@ class Decision:
     # The API key the request presented, once identified by its secret (allowed or
     # denied): usage is counted against it. Never rendered: the id is in the identities.
     api_key: ApiKeyMatch | None = None
+    # RFC 9449 §9: a server nonce for the client's next DPoP proof, sent as ``DPoP-Nonce``
+    # on allow and deny alike (a route whose leaf says ``dpop_nonce``); None otherwise.
+    dpop_nonce: str | None = None
 
     @property
     def principal(self) -> Identity | None:

@@ -207,10 +207,24 @@ def parse_ip(value: str | None) -> IPAddress | None:
         value = value[1 : value.index("]")]
     elif value.count(":") == 1:  # "1.2.3.4:1234"
         value = value.split(":", 1)[0]
+    return _address(value)
+
+
+@lru_cache(maxsize=4096)
+def _address(text: str) -> IPAddress | None:
+    """``ipaddress`` parses in pure Python (several µs an address, on every request for
+    X-Real-IP and X-Forwarded-For); the addresses a server sees repeat, and the objects are
+    immutable, so the parse is kept. A miss costs what it did."""
     try:
-        return ipaddress.ip_address(value)
+        return ipaddress.ip_address(text)
     except ValueError:
         return None
+
+
+@lru_cache(maxsize=4096)
+def ip_text(address: IPAddress) -> str:
+    """``str(address)``, kept for the same reason as ``_address`` (the decision log writes it)."""
+    return str(address)
 
 
 def in_networks(address: IPAddress | None, networks: Iterable[IPNetwork]) -> bool:
@@ -229,9 +243,19 @@ class TrustedNetworks:
 
     def __init__(self, cidrs: Iterable[str]) -> None:
         self.networks = tuple(ipaddress.ip_network(c.strip(), strict=False) for c in cidrs)
+        # Answers per address (the peer and its forwarding hops repeat on every request;
+        # comparing against each network is pure Python). Bounded: cleared when full.
+        self._known: dict[IPAddress, bool] = {}
 
     def __contains__(self, address: IPAddress | None) -> bool:
-        return in_networks(address, self.networks)
+        if address is None:
+            return False
+        known = self._known.get(address)
+        if known is None:
+            if len(self._known) >= 4096:
+                self._known.clear()
+            known = self._known[address] = in_networks(address, self.networks)
+        return known
 
     def client_ip(
         self, peer: IPAddress, forwarded_for: str | None, real_ip: str | None
@@ -259,6 +283,12 @@ class TrustedNetworks:
         return client
 
 
+@lru_cache(maxsize=1024)
+def _header_name(environ_key: str) -> str:
+    """``HTTP_X_API_KEY`` -> ``x-api-key``."""
+    return environ_key[5:].replace("_", "-").lower()
+
+
 class Headers(Mapping[str, str]):
     """Case-insensitive, read-only header mapping (keys stored lower-case)."""
 
@@ -277,12 +307,14 @@ class Headers(Mapping[str, str]):
     @classmethod
     def from_environ(cls, environ: Mapping[str, object], skip: frozenset[str] = frozenset()) -> Headers:
         """The request headers of a WSGI environ (``HTTP_*``), minus those in ``skip``."""
-        store: dict[str, str] = {}
-        for key, value in environ.items():
-            if key.startswith("HTTP_") and key not in skip:
-                if len(value) > MAX_HEADER_VALUE:  # type: ignore[arg-type]
-                    raise BadRequest(f"header {key[5:]} longer than {MAX_HEADER_VALUE} characters")
-                store[key[5:].replace("_", "-").lower()] = value  # type: ignore[assignment]
+        # A WSGI server's environ holds its process environment too (granian copies
+        # os.environ into every request's): pick the headers out in one comprehension, then
+        # bound them. Header names map through a small cache (they repeat).
+        store: dict[str, str] = {_header_name(key): value for key, value in environ.items()  # type: ignore[misc]
+                                 if key[:5] == "HTTP_" and key not in skip}
+        for name, value in store.items():
+            if len(value) > MAX_HEADER_VALUE:
+                raise BadRequest(f"header {name.upper().replace('-', '_')} longer than {MAX_HEADER_VALUE} characters")
         headers = cls.__new__(cls)
         headers._items = store
         return headers

@@ -61,6 +61,10 @@ def build_engine(settings: Settings, store: ServingStore, context: Context | Non
     if wants_token and store.signing_keys.active() is None:
         raise StoreError("X-Auth-Token is configured but the store has no signing key: "
                          "run `authz signing-keys rotate`")
+    if store.signing_keys.active() is None and any(
+            leaf.dpop_nonce for r in policy.routes.routes for leaf in r.requirement.leaves()):
+        raise StoreError("a route requires DPoP server nonces (dpop_nonce), which are derived from the signing "
+                         "key, but the store has none: run `authz signing-keys rotate`")
     return DecisionEngine(policy, signer, settings.identity_token_everywhere), error
 
 

@@ -48,7 +48,10 @@ from urllib.parse import quote
 
 import jwt as pyjwt
 import requests
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from http_message_signatures import HTTPMessageSigner, MappingKeyResolver
+from http_message_signatures import algorithms as signature_algorithms
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -58,12 +61,13 @@ from authz.admin import Admin  # noqa: E402
 from authz.app import create_app  # noqa: E402
 from authz.authenticators import Context, dpop  # noqa: E402
 from authz.config import Settings  # noqa: E402
+from authz.credentials import request_signing  # noqa: E402
 from authz.credentials.x509 import thumbprint  # noqa: E402
 from authz.engine import DecisionEngine  # noqa: E402
 from authz.policy import load_policy  # noqa: E402
 from authz.request import BadRequest, CheckRequest, Headers  # noqa: E402
 from authz.store import Store, open_store  # noqa: E402
-from tests.pki import Pki  # noqa: E402
+from tests.pki import Pki, issue  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import serving  # noqa: E402
@@ -78,6 +82,8 @@ POLICY = {
                        # Proofs are made before the trials run: the longest age RFC 9449 lets us allow.
                        "dpop_jwt": {**JWT, "algorithms": ["RS256"], "jwks_file": "keys/rs.jwks.json",
                                     "dpop_max_age": 600},
+                       # RFC 9421: signatures are made before the trials run, as DPoP proofs are.
+                       "signed_key": {"type": "api_key", "signatures": "required", "signature_max_age": 600},
                        "mesh": {"type": "mtls", "ca_file": "keys/mesh-ca.pem", "cert_sources": ["nginx"],
                                 "intermediates_file": "keys/mesh-intermediates.pem"}},
     "routes": [
@@ -92,12 +98,16 @@ POLICY = {
          "require": {"all": ["mesh", {"use": "rs_jwt", "bind_certificate": True}]}},
         {"id": "dpop", "match": {"paths": ["/dpop/**"]},
          "require": {"use": "dpop_jwt", "scopes": ["orders:read"], "dpop": "required"}},
+        {"id": "signed", "match": {"paths": ["/signed/**"]},
+         "require": {"use": "signed_key", "scopes": ["orders:read"]}},
     ],
 }
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 EC_KEY = ec.generate_private_key(ec.SECP256R1())
 DPOP_KEY = ec.generate_private_key(ec.SECP256R1())  # a client's DPoP key (RFC 9449)
 DPOP_JWK = json.loads(pyjwt.algorithms.get_default_algorithms()["ES256"].to_jwk(DPOP_KEY.public_key()))
+SIGNING_KEY = ed25519.Ed25519PrivateKey.generate()  # a client's request-signing key (RFC 9421)
+SIGNED = "Signed API key (Ed25519), fresh signature"
 _serial = itertools.count()
 PKI = Pki()
 
@@ -123,6 +133,32 @@ def dpop_headers(access_token: str, target: str) -> dict:
               "iat": int(time.time()), "ath": ath}
     proof = pyjwt.encode(claims, DPOP_KEY, algorithm="ES256", headers={"typ": "dpop+jwt", "jwk": DPOP_JWK})
     return {"Authorization": f"DPoP {access_token}", "DPoP": proof}
+
+
+# Issue 16's end-to-end rows: the plain bearer and key rows beside their proof-of-possession kin.
+POP_CASES = ("JWT RS256, repeated token", "DPoP-bound JWT RS256, repeated token, fresh proof", "API key", SIGNED)
+
+
+def mtls_door_files(leaf) -> dict[str, bytes]:
+    """The files ``deploy/nginx/authz-mtls.conf`` reads from /etc/nginx/tls, and the client
+    side's (the bench's front hop presents ``leaf``)."""
+    server_ca = issue("Server CA", ca=True)
+    server_cert = issue(serving.API_HOST, server_ca, dns=[serving.API_HOST], eku=())
+    return {"server.pem": server_cert.pem, "server.key": server_cert.key_pem, "server-ca.pem": server_ca.pem,
+            "mesh-ca.pem": PKI.root.pem + PKI.intermediate.pem,
+            "client.pem": leaf.pem + PKI.intermediate.pem, "client.key": leaf.key_pem}
+
+
+def signed_headers(key: str, key_id: str, target: str) -> dict:
+    """An API key with an RFC 9421 signature never seen before (a fresh nonce), as a
+    client sends them: method and target URI covered, Ed25519, the library's signer."""
+    request = type("Request", (), {"method": "GET", "url": f"http://api.example.com{target}",
+                                   "headers": {"X-API-Key": key}})()
+    signer = HTTPMessageSigner(signature_algorithm=signature_algorithms.ED25519,
+                               key_resolver=MappingKeyResolver(public_keys={}, private_keys={key_id: SIGNING_KEY}))
+    signer.sign(request, key_id=key_id, nonce=f"n-{next(_serial)}", label="sig1",
+                covered_component_ids=("@method", "@target-uri"))
+    return request.headers
 
 
 def percentile(samples: list[int], q: float) -> float:
@@ -197,6 +233,7 @@ def in_process(store: Store, policy_dir: Path, cases: dict, n: int, count: int, 
     # The same app without counting usage per key: the pair of rows shows what counting costs.
     app_off = create_app(settings.with_(key_usage=False))
     measures: dict[str, tuple] = {}
+    once: set[str] = set()  # measures that spend a credential made beforehand per call: no warm-up by time
     if usage_only:
         cases = {"API key": cases["API key"]}
     for name, (target, headers) in cases.items():
@@ -207,6 +244,11 @@ def in_process(store: Store, policy_dir: Path, cases: dict, n: int, count: int, 
                 return engine.decide(describe(target, next(fresh)))
 
             measures[f"{name}: decide()"] = (decide, n_first)
+            once.add(f"{name}: decide()")
+            if name == SIGNED:  # and its whole request: the nonce's store write is in both
+                measures[f"{name}: whole WSGI request"] = (fresh_wsgi(app, target, headers, n_first, count),
+                                                           n_first // 2)
+                once.add(f"{name}: whole WSGI request")
             continue
 
         def decide(target=target, headers=headers):
@@ -256,13 +298,38 @@ def in_process(store: Store, policy_dir: Path, cases: dict, n: int, count: int, 
     deadline = time.perf_counter() + 3.0
     while time.perf_counter() < deadline:
         for name, (func, _) in measures.items():
-            if "first sight" not in name:
+            if name not in once:
                 func()
     for name, (func, _) in measures.items():
-        if "first sight" in name:
+        if name in once:
             for _ in range(99):
                 func()
     return trials(measures, count)
+
+
+def wsgi_environ(target: str, headers: dict) -> dict:
+    """The WSGI environ of nginx's auth subrequest for ``target`` with ``headers``."""
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/auth-request", "SERVER_NAME": "authz",
+               "SERVER_PORT": "8080", "wsgi.url_scheme": "http", "REMOTE_ADDR": "127.0.0.1",
+               "HTTP_HOST": "api.example.com", "HTTP_X_ORIGINAL_URI": target,
+               "HTTP_X_ORIGINAL_METHOD": "GET", "wsgi.input": io.BytesIO(b""),
+               "wsgi.errors": sys.stderr, "SERVER_PROTOCOL": "HTTP/1.1"}
+    environ.update({"HTTP_" + k.upper().replace("-", "_"): v for k, v in headers.items()})
+    return environ
+
+
+def fresh_wsgi(app, target: str, make_headers, n_first: int, count: int):
+    """A whole WSGI request with new credentials each call (made beforehand), allowed."""
+    fresh = iter([wsgi_environ(target, make_headers()) for _ in range(100 + n_first * count)])
+
+    def wsgi():
+        statuses = []
+        for _ in app.wsgi_app(next(fresh), lambda status, headers: statuses.append(status)):
+            pass
+        assert statuses[0].startswith("200"), statuses[0]
+        return statuses[0]
+
+    return wsgi
 
 
 def usage_line(latency: dict) -> str:
@@ -339,7 +406,7 @@ def machine() -> str:
             f"Python {platform.python_version()}")
 
 
-SECTIONS = ("in-process", "usage", "gunicorn", "serving", "routes", "keys", "slow")
+SECTIONS = ("in-process", "usage", "gunicorn", "serving", "pop", "routes", "keys", "slow")
 
 
 def main() -> None:
@@ -360,6 +427,10 @@ def main() -> None:
         leaf = PKI.leaf()
         bound = token("RS256", cnf={"x5t#S256": thumbprint(leaf.der)})
         dpop_bound = token("RS256", cnf={"jkt": dpop.thumbprint(DPOP_JWK)})
+        signed_record, signed_key = Admin(store).keys.create(
+            "partner-s", ["orders:read"], signing=request_signing.ed25519_public(SIGNING_KEY.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)))
+        signed_id = signed_record.id
         cases = {"API key": ("/v1/orders/42", {"X-API-Key": key}),
                  "Basic (cached)": ("/admin/users", {"Authorization": basic}),
                  "JWT RS256, repeated token": ("/rs/x", {"Authorization": f"Bearer {rs_token}"}),
@@ -370,10 +441,12 @@ def main() -> None:
                  "mTLS + bound JWT, repeated": ("/zero-trust/x",
                                                 {**nginx_cert(leaf), "Authorization": f"Bearer {bound}"}),
                  "mTLS, first sight": ("/mesh/x", lambda: nginx_cert(PKI.leaf())),
-                 # A fresh proof per request (ES256, a store write for its jti); wrk repeats one
-                 # request, so this row is in-process only.
+                 # A fresh proof per request (ES256, a store write for its jti); end to end, a wrk
+                 # script sends each request its own proof (serving.each_request_script).
                  "DPoP-bound JWT RS256, repeated token, fresh proof": (
-                     "/dpop/x", lambda: dpop_headers(dpop_bound, "/dpop/x"))}
+                     "/dpop/x", lambda: dpop_headers(dpop_bound, "/dpop/x")),
+                 # The same for a signed API key: a fresh signature (nonce) per request.
+                 SIGNED: ("/signed/x", lambda: signed_headers(signed_key, signed_id, "/signed/x"))}
         loaded = {name: case for name, case in cases.items() if not callable(case[1])}
         if "in-process" in only:
             latency = in_process(store, policy_dir, cases, n, count, n_first)
@@ -411,8 +484,14 @@ def main() -> None:
                 *[f"| {name} | {ours:.0f} | {base:.0f} | {ours / base:.0%} |"
                   for name, (ours, base) in throughput.items()], ""]
         if "serving" in only:
-            results = serving.serving(Path(tmp), store.path, policy_dir, loaded, serve_seconds, serve_rounds)
+            results = serving.serving(Path(tmp), store.path, policy_dir, loaded, serve_seconds, serve_rounds,
+                                      mtls_door_files(leaf))
             sections += serving.serving_report(results, serve_seconds, serve_rounds)
+        if "pop" in only:
+            pop_cases = {name: cases[name] for name in POP_CASES}
+            results = serving.pop_section(Path(tmp), store.path, policy_dir, pop_cases, serve_seconds, serve_rounds)
+            sections += serving.pop_report(results, latency if "in-process" in only else {}, serve_seconds,
+                                           serve_rounds)
         if "routes" in only:
             out = serving.routes_section(Path(tmp), store, key, trials, n, count, window, window_rounds)
             sections += serving.routes_report(out, n, count)

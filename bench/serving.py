@@ -45,6 +45,7 @@ from authz.serve import ServeOptions  # noqa: E402
 BENCH = ROOT / "bench"
 BIN = Path(sys.executable).parent
 NGINX_SITE = ROOT / "deploy" / "nginx" / "authz.conf"
+MTLS_SITE = ROOT / "deploy" / "nginx" / "authz-mtls.conf"
 API_HOST = "api.example.com"
 WORKERS = 2
 THREADS = ServeOptions().threads  # authz serve's default blocking threads per worker
@@ -140,20 +141,16 @@ def nginx_binary() -> str:
     return found
 
 
-def nginx(stack: ExitStack, tmp: Path, auth_port: int, name: str) -> int:
-    """Real nginx running ``deploy/nginx/authz.conf`` with its addresses re-pointed: ``listen 80``
-    to a loopback port, authz (``127.0.0.1:8080``) to ``auth_port``, and the API
-    (``127.0.0.1:9000``) to a server block of the same nginx that answers ``return 200``
-    (the protected location ``proxy_pass``es to it, after ``auth_request``)."""
-    directory = tmp / name
-    directory.mkdir()
-    port, api_port = free_port(), free_port()
-    site = NGINX_SITE.read_text()
-    for old, new in (("listen 80", f"listen 127.0.0.1:{port}"), ("127.0.0.1:8080", f"127.0.0.1:{auth_port}"),
-                     ("127.0.0.1:9000", f"127.0.0.1:{api_port}")):
+def _repoint(site_file: Path, replacements: tuple[tuple[str, str], ...]) -> str:
+    site = site_file.read_text()
+    for old, new in replacements:
         if old not in site:
-            raise RuntimeError(f"{NGINX_SITE} no longer contains {old!r}: update bench/serving.py")
+            raise RuntimeError(f"{site_file} no longer contains {old!r}: update bench/serving.py")
         site = site.replace(old, new)
+    return site
+
+
+def _run_nginx(stack: ExitStack, directory: Path, sites: str, ready_url: str) -> None:
     conf = directory / "nginx.conf"
     conf.write_text(f"""
 {"user root;" if os.geteuid() == 0 else ""}
@@ -169,8 +166,7 @@ http {{
     fastcgi_temp_path {directory}/fastcgi;
     uwsgi_temp_path {directory}/uwsgi;
     scgi_temp_path {directory}/scgi;
-    server {{ listen 127.0.0.1:{api_port}; access_log off; location / {{ return 200; }} }}
-{site}
+{sites}
 }}
 """)
     binary = nginx_binary()
@@ -179,7 +175,63 @@ http {{
     if check.returncode:
         raise RuntimeError(check.stderr)
     stack.enter_context(server([binary, "-c", str(conf), "-e", str(directory / "error.log")],
-                               f"http://127.0.0.1:{port}/", directory / "out.log"))
+                               ready_url, directory / "out.log"))
+
+
+def nginx(stack: ExitStack, tmp: Path, auth_port: int, name: str) -> int:
+    """Real nginx running ``deploy/nginx/authz.conf`` with its addresses re-pointed: ``listen 80``
+    to a loopback port, authz (``127.0.0.1:8080``) to ``auth_port``, and the API
+    (``127.0.0.1:9000``) to a server block of the same nginx that answers ``return 200``
+    (the protected location ``proxy_pass``es to it, after ``auth_request``)."""
+    directory = tmp / name
+    directory.mkdir()
+    port, api_port = free_port(), free_port()
+    site = _repoint(NGINX_SITE, (("listen 80", f"listen 127.0.0.1:{port}"),
+                                 ("127.0.0.1:8080", f"127.0.0.1:{auth_port}"),
+                                 ("127.0.0.1:9000", f"127.0.0.1:{api_port}")))
+    api = f"    server {{ listen 127.0.0.1:{api_port}; access_log off; location / {{ return 200; }} }}\n"
+    _run_nginx(stack, directory, api + site, f"http://127.0.0.1:{port}/")
+    return port
+
+
+def nginx_mtls(stack: ExitStack, tmp: Path, auth_port: int, name: str, tls: dict[str, bytes]) -> int:
+    """Real nginx running ``deploy/nginx/authz-mtls.conf`` (re-pointed as ``nginx`` does, its
+    ``/etc/nginx/tls`` files made here), behind a front ``server`` of the same nginx that wrk
+    talks plain HTTP to: it ``proxy_pass``es every request over TLS to the mTLS door,
+    presenting the client certificate (wrk cannot), on kept-alive connections with TLS
+    session reuse. The front hop costs the same in front of authz and of the baseline.
+    ``tls``: ``server.pem``, ``server.key``, ``mesh-ca.pem``, ``client.pem`` (leaf and
+    intermediate), ``client.key``, ``server-ca.pem``."""
+    directory = tmp / name
+    tls_dir = directory / "tls"
+    tls_dir.mkdir(parents=True)
+    for file, data in tls.items():
+        (tls_dir / file).write_bytes(data)
+    port, tls_port, api_port = free_port(), free_port(), free_port()
+    site = _repoint(MTLS_SITE, (("listen 443", f"listen 127.0.0.1:{tls_port}"), ("/etc/nginx/tls", str(tls_dir)),
+                                ("127.0.0.1:8080", f"127.0.0.1:{auth_port}"),
+                                ("127.0.0.1:9000", f"127.0.0.1:{api_port}")))
+    front = f"""
+    server {{ listen 127.0.0.1:{api_port}; access_log off; location / {{ return 200; }} }}
+    upstream mtls_door {{ server 127.0.0.1:{tls_port}; keepalive 16; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass https://mtls_door;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host {API_HOST};
+            proxy_ssl_server_name on;
+            proxy_ssl_name {API_HOST};
+            proxy_ssl_verify on;
+            proxy_ssl_trusted_certificate {tls_dir}/server-ca.pem;
+            proxy_ssl_certificate {tls_dir}/client.pem;
+            proxy_ssl_certificate_key {tls_dir}/client.key;
+            proxy_ssl_session_reuse on;
+        }}
+    }}
+"""
+    _run_nginx(stack, directory, front + site, f"http://127.0.0.1:{port}/")
     return port
 
 
@@ -192,12 +244,39 @@ def _ms(text: str) -> float:
     return float(number) * _UNITS[unit]
 
 
+def _lua(text: str) -> str:
+    """A Lua string literal: plain ASCII as is, every other byte as a decimal escape."""
+    plain = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -_.:/=+,;")
+    return '"' + "".join(chr(b) if b in plain else f"\\{b:03d}" for b in text.encode()) + '"'
+
+
+def each_request_script(path: Path, target: str, header_sets: list[dict]) -> Path:
+    """A wrk Lua script sending ``target`` with the next of ``header_sets`` on every request
+    (a fresh DPoP proof or signature each time: wrk alone repeats one request). One wrk
+    thread (``-t1``) walks the list once; past its end it starts over, and the replays
+    that follows are refused and counted as non-2xx."""
+    lines = ["local requests = {}"]
+    for number, headers in enumerate(header_sets, 1):
+        fields = ", ".join(f"[{_lua(k)}] = {_lua(v)}" for k, v in headers.items())
+        lines.append(f"requests[{number}] = {{{fields}}}")
+    lines += ["local next_one = 0",
+              "request = function()",
+              "  next_one = next_one % #requests + 1",
+              f"  return wrk.format('GET', {_lua(target)}, requests[next_one])",
+              "end"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def wrk(url: str, headers: dict, seconds: float, *, strict: bool = True, timeout: str = "2s",
-        connections: list[str] = WRK) -> dict:
-    """One wrk run: req/s, p50/p99/max in ms, timeouts and other errors, non-2xx count."""
+        connections: list[str] = WRK, script: Path | None = None) -> dict:
+    """One wrk run: req/s, p50/p99/max in ms, timeouts and other errors, non-2xx count.
+    ``script``: a Lua script choosing each request's headers (``each_request_script``)."""
     args = ["wrk", *connections, f"-d{seconds}s", "--latency", "--timeout", timeout]
     for k, v in headers.items():
         args += ["-H", f"{k}: {v}"]
+    if script is not None:
+        args += ["-s", str(script)]
     out = subprocess.run([*args, url], capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
     non2xx = int((re.search(r"Non-2xx or 3xx responses: (\d+)", out) or [0, 0])[1])
     if strict and non2xx:
@@ -227,8 +306,9 @@ def via_nginx(port: int, target: str, headers: dict) -> tuple[str, dict]:
 
 
 # ----------------------------------------------------------------------------- 1, 2: serving
-E2E_CASES = ("API key", "Basic (cached)", "JWT RS256, repeated token")
-DIRECT_CASES = (*E2E_CASES, "mTLS, repeated certificate")
+MTLS_CASE = "mTLS, repeated certificate"  # through nginx: authz-mtls.conf, behind a front hop
+E2E_CASES = ("API key", "Basic (cached)", "JWT RS256, repeated token", MTLS_CASE)
+DIRECT_CASES = E2E_CASES
 SERVERS = {  # name: (door, server)
     "nginx → authz serve": ("nginx", "authz"),
     "nginx → no-op Flask, gunicorn sync": ("nginx", "gunicorn"),
@@ -238,8 +318,11 @@ SERVERS = {  # name: (door, server)
 }
 
 
-def serving(tmp: Path, db: Path, policy_dir: Path, cases: dict, seconds: float, rounds: int) -> dict:
-    """{case: {server name: median wrk result}} (medians of req/s, p50, p99 over the rounds)."""
+def serving(tmp: Path, db: Path, policy_dir: Path, cases: dict, seconds: float, rounds: int,
+            tls: dict[str, bytes]) -> dict:
+    """{case: {server name: median wrk result}} (medians of req/s, p50, p99 over the rounds).
+    ``tls``: the mTLS door's files (see ``nginx_mtls``); its client certificate is the one
+    the mTLS case's headers carry when it is asked directly."""
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: `make bench` installs it (apt-get install wrk)")
     runs: dict = {case: {name: [] for name, (door, _) in SERVERS.items() if door == "direct" or case in E2E_CASES}
@@ -251,10 +334,14 @@ def serving(tmp: Path, db: Path, policy_dir: Path, cases: dict, seconds: float, 
                  "gunicorn": gunicorn_noop(stack, tmp)}
         ports["nginx authz"] = nginx(stack, tmp, ports["authz"], "nginx-authz")
         ports["nginx gunicorn"] = nginx(stack, tmp, ports["gunicorn"], "nginx-gunicorn")
+        ports["nginx-mtls authz"] = nginx_mtls(stack, tmp, ports["authz"], "nginx-mtls-authz", tls)
+        ports["nginx-mtls gunicorn"] = nginx_mtls(stack, tmp, ports["gunicorn"], "nginx-mtls-gunicorn", tls)
 
         def request(case: str, name: str) -> tuple[str, dict]:
             door, backend = SERVERS[name]
             target, headers = cases[case]
+            if door == "nginx" and case == MTLS_CASE:  # the front hop presents the certificate
+                return via_nginx(ports[f"nginx-mtls {backend}"], target, {})
             if door == "nginx":
                 return via_nginx(ports[f"nginx {backend}"], target, headers)
             return direct(ports[backend], target, headers)
@@ -286,10 +373,12 @@ def serving_report(results: dict, seconds: float, rounds: int) -> list[str]:
         f"Flask endpoint answering 200 with `X-Auth-User` (`bench/noop_auth.py`) under gunicorn "
         f"`{' '.join(GUNICORN_SYNC)}`. **Directly**: `/auth-request` with the nginx subrequest's headers, "
         f"`authz serve` against a bare no-op WSGI callable (the target) and a no-op Flask app under "
-        f"`granian {' '.join(GRANIAN)}` — the settings `authz serve` passes to granian. mTLS sends the "
-        "certificate headers nginx's mTLS door sets (`X-SSL-Client-Cert`, leaf URL-encoded); it is measured "
-        "directly only: `deploy/nginx/authz.conf` clears those headers and wrk cannot present a client "
-        "certificate to `authz-mtls.conf`.", "",
+        f"`granian {' '.join(GRANIAN)}` — the settings `authz serve` passes to granian. **mTLS** through nginx "
+        "is `deploy/nginx/authz-mtls.conf` (re-pointed likewise, TLS files made by the bench) behind a front "
+        "`server` of the same nginx, which wrk asks in plain HTTP and which presents the client certificate "
+        "to the mTLS door (wrk cannot) on kept-alive TLS connections: that hop costs the same in front of authz "
+        "and of the baseline. Directly, mTLS sends the certificate headers that door sets "
+        "(`X-SSL-Client-Cert`, leaf URL-encoded).", "",
         "| route | through nginx: authz req/s | nginx: no-op gunicorn sync req/s | ratio (≥ 1.5x) | "
         "direct: authz req/s | no-op WSGI req/s | ratio (≥ 0.9x) | no-op Flask (granian) req/s | "
         "authz p50 / p99 ms (nginx) | authz p50 / p99 ms (direct) |",
@@ -311,6 +400,53 @@ def serving_report(results: dict, seconds: float, rounds: int) -> list[str]:
               if r["failed"]]
     return [*lines, "", "Requests not answered 2xx in the measured runs (non-2xx, socket errors, timeouts): "
             + ("; ".join(failed) if failed else "none") + ".", ""]
+
+
+# ----------------------------------------------------------------------------- proof of possession
+PER_SECOND = 8000  # fresh proofs or signatures made per second of a run (above what one run sends)
+
+
+def pop_section(tmp: Path, db: Path, policy_dir: Path, cases: dict, seconds: float, rounds: int) -> dict:
+    """Issue 16's end-to-end rows: through nginx (``deploy/nginx/authz.conf``) in front of
+    ``authz serve``, each case alternately; a case whose headers are a callable gets a new
+    header set (a fresh proof or signature) on every request, made before the run.
+    {case: median wrk result}."""
+    runs: dict[str, list] = {case: [] for case in cases}
+    with ExitStack() as stack:
+        port = nginx(stack, tmp, authz_serve(stack, tmp, authz_env(db, policy_dir), "authz-pop"), "nginx-pop")
+
+        def run(case: str, length: float) -> dict:
+            target, headers = cases[case]
+            url, static = via_nginx(port, target, {} if callable(headers) else headers)
+            script = None
+            if callable(headers):
+                script = each_request_script(tmp / "each.lua", target,
+                                             [{"Host": API_HOST, **headers()} for _ in range(int(PER_SECOND * length))])
+            return wrk(url, static, length, strict=False, script=script)
+
+        for case in cases:  # warm-up
+            run(case, 1)
+        for number in range(rounds):
+            for case in cases if number % 2 == 0 else reversed(list(cases)):
+                runs[case].append(run(case, seconds))
+    return {case: {**{k: statistics.median(r[k] for r in results) for k in ("rps", "p50", "p99")},
+                   "failed": sum(r["non2xx"] + r["errors"] + r["timeouts"] for r in results)}
+            for case, results in runs.items()}
+
+
+def pop_report(results: dict, in_process: dict, seconds: float, rounds: int) -> list[str]:
+    lines = ["## Proof of possession: DPoP and signed requests (issue 16)", "",
+             f"In-process `decide()` p50 from the table above; end to end through nginx (`deploy/nginx/authz.conf`, "
+             f"as in the serving section) in front of `authz serve --workers {WORKERS}`, `wrk {' '.join(WRK)} "
+             f"-d{seconds}s`, {rounds} alternating rounds, medians. Rows marked *fresh* send a new proof or "
+             "signature on every request (made before the run, sent by a wrk Lua script), each spending a "
+             "replay-cache entry in the store.", "",
+             "| case | decide() p50 µs | through nginx req/s | p50 / p99 ms | not 2xx |", "|---|---:|---:|---:|---:|"]
+    for case, r in results.items():
+        p50 = in_process.get(f"{case}: decide()")
+        lines.append(f"| {case} | {p50[0]:.1f} | {r['rps']:.0f} | {r['p50']:.2f} / {r['p99']:.2f} | {r['failed']} |"
+                     if p50 else f"| {case} | — | {r['rps']:.0f} | {r['p50']:.2f} / {r['p99']:.2f} | {r['failed']} |")
+    return [*lines, ""]
 
 
 # ----------------------------------------------------------------------------- 3: routes

@@ -10,6 +10,7 @@ PostgreSQL cluster, and every server and CLI command is pointed at it (``store.u
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -45,10 +46,31 @@ T = TypeVar("T")
 # Argon2id at full strength costs ~40 ms a hash; tests hash few passwords, so keep it.
 
 
+# Under pytest-xdist (`make test` runs two workers) each worker hands out ports from its
+# own block below the kernel's ephemeral range: a port one worker has picked but whose
+# server has not bound it yet can never be the other worker's pick, nor a client socket's.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+_PORT_BLOCK = 4000
+_next_ports = (itertools.cycle(range(20000 + int(_WORKER[2:]) * _PORT_BLOCK,
+                                     20000 + (int(_WORKER[2:]) + 1) * _PORT_BLOCK))
+               if _WORKER.startswith("gw") and _WORKER[2:].isdigit() and int(_WORKER[2:]) < 3 else None)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on now."""
+    if _next_ports is None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+    for _ in range(_PORT_BLOCK):
+        port = next(_next_ports)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in xdist worker {_WORKER}'s block")
 
 
 def write_policy(directory: Path, document: dict, name: str = "policy.json") -> Path:

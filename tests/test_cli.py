@@ -46,14 +46,23 @@ def test_db_copy_round_trips_sqlite_postgresql_sqlite(tmp_path, pg_url):
 
     cli("--db", first, "db", "init")
     key = json.loads(cli("--db", first, "keys", "create", "--principal", "partner-a", "--json"))
+    signing = json.loads(cli("--db", first, "keys", "create", "--principal", "partner-a", "--signing", "hmac-sha256",
+                             "--json"))
     cli("--db", first, "users", "add", "alice", "--password-stdin")
     cli("--db", first, "tokens", "revoke", "--jti", "j-1")
     there = json.loads(cli("db", "copy", "--from", first, "--to", pg_url, "--json"))
     back = json.loads(cli("db", "copy", "--from", pg_url, "--to", last, "--json"))
     assert there["checksum"] == back["checksum"] and there["tables"] == back["tables"]
-    assert there["tables"]["api_keys"] == 1 and there["tables"]["signing_keys"] == 1
+    assert there["tables"]["api_keys"] == 2 and there["tables"]["signing_keys"] == 1
     listed = json.loads(cli("--db", last, "keys", "list", "--json"))
-    assert [k["id"] for k in listed] == [key["id"]]
+    assert sorted(k["id"] for k in listed) == sorted([key["id"], signing["id"]])
+    # the signing material came along (the checksums compare it): the copy verifies with the same secret
+    from authz.store import open_store
+
+    copy = open_store(str(last))
+    copied = copy.keys.find_by_id(signing["id"])
+    copy.close()
+    assert (copied.signing_alg, copied.signing_key) == ("hmac-sha256", signing["signing_secret"])
     assert "is not empty (principals, api_keys" in cli("db", "copy", "--from", first, "--to", pg_url, ok=False)
 
 

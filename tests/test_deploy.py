@@ -74,7 +74,10 @@ def test_envoy_http():
     upstream = http["authorization_response"]["allowed_upstream_headers"]["patterns"]
     assert {"prefix": "x-auth-"} in upstream
     client = {p["exact"] for p in http["authorization_response"]["allowed_client_headers"]["patterns"]}
-    assert {"www-authenticate", "x-auth-reason"} <= client
+    assert {"www-authenticate", "x-auth-reason", "dpop-nonce"} <= client
+    # RFC 9449 §9: a server nonce reaches the client on an allow too, and never the API
+    on_success = http["authorization_response"]["allowed_client_headers_on_success"]["patterns"]
+    assert on_success == [{"exact": "dpop-nonce"}]
     # XFCC: only what this Envoy sets reaches authz (SANITIZE_SET drops a client's own)
     assert hcm["forward_client_cert_details"] == "SANITIZE_SET"
 
@@ -137,12 +140,14 @@ def test_traefik():
     assert middlewares[chain[-1]]["headers"]["customRequestHeaders"] == {"X-Authz-Proxy-Secret": ""}
 
 
-@pytest.mark.parametrize("header", ["origin", "dpop", "cookie", "access-control-request-method"])
+@pytest.mark.parametrize("header", ["origin", "dpop", "signature", "signature-input", "content-digest", "cookie",
+                                    "access-control-request-method"])
 def test_every_door_passes_the_header_to_authz(header):
     """Headers authz judges as the client sent them reach it through every door: the
     browser's ``Origin`` (publishable keys, CORS preflights), the ``DPoP`` proof (RFC
-    9449), ``Cookie`` (a token in a cookie) and ``Access-Control-Request-Method`` (what a
-    preflight announces). nginx and
+    9449), a signed request's ``Signature``, ``Signature-Input`` and ``Content-Digest``
+    (RFC 9421), ``Cookie`` (a token in a cookie) and ``Access-Control-Request-Method``
+    (what a preflight announces). nginx and
     Caddy pass every request header unless told otherwise; Envoy's HTTP check and Traefik
     pass only those listed."""
     hcm, ext, _ = envoy("envoy-http.yaml")
@@ -153,7 +158,17 @@ def test_every_door_passes_the_header_to_authz(header):
     for conf in ("nginx/authz.conf", "nginx/authz-mtls.conf", "ingress-nginx/ingress.yaml"):
         assert not re.search(rf"proxy_set_header\s+{header}\b", (DEPLOY / conf).read_text(), re.I), conf
         assert not re.search(r"proxy_pass_request_headers\s+off", (DEPLOY / conf).read_text(), re.I), conf
-    assert not re.search(rf"request_header\s+-{header}\b", (DEPLOY / "caddy" / "Caddyfile").read_text(), re.I)
+    # (the header itself: Caddy does drop a client's DPoP-Nonce, a response header of authz's)
+    assert not re.search(rf"request_header\s+-{header}(?![\w-])", (DEPLOY / "caddy" / "Caddyfile").read_text(), re.I)
+
+
+@pytest.mark.parametrize("conf", ["nginx/authz.conf", "nginx/authz-mtls.conf", "ingress-nginx/ingress.yaml"])
+def test_nginx_relays_the_dpop_nonce_on_401_and_200(conf):
+    """nginx passes only WWW-Authenticate of a 401 auth answer by itself: the DPoP server
+    nonce (RFC 9449 §9) is copied from authz's answer and added to every response."""
+    text = (DEPLOY / conf).read_text()
+    assert "auth_request_set $auth_dpop_nonce $upstream_http_dpop_nonce;" in text
+    assert "add_header DPoP-Nonce $auth_dpop_nonce always;" in text
 
 
 def test_ingress_nginx():
@@ -186,10 +201,42 @@ def test_nginx_sets_every_header_it_believes(name):
     assert "default_server" in text and "server_name api.example.com;" in text
 
 
+@pytest.mark.parametrize("name", ["authz.conf", "authz-mtls.conf"])
+def test_nginx_keeps_connections_to_authz(name):
+    """Each nginx door asks authz through an ``upstream`` with ``keepalive`` over HTTP/1.1
+    with an empty ``Connection`` (without all three nginx opens a connection per
+    subrequest); tests/test_serve.py counts the connections through a real nginx."""
+    text = (DEPLOY / "nginx" / name).read_text()
+    auth = re.search(r"location = /_authz \{(.*?)\n    \}", text, re.S).group(1)
+    upstream = re.search(r"proxy_pass http://([\w-]+)/auth-request;", auth).group(1)
+    block = re.search(rf"upstream {upstream} \{{(.*?)\}}", text, re.S).group(1)
+    assert re.search(r"keepalive \d+;", block) and "server 127.0.0.1:8080;" in block
+    assert "proxy_http_version 1.1;" in auth and 'proxy_set_header Connection "";' in auth
+
+
+def test_both_nginx_doors_fit_in_one_nginx(tmp_path):
+    """authz.conf and authz-mtls.conf in one ``http`` block: no upstream, map or variable
+    defined twice (``nginx -t`` refuses duplicates)."""
+    from tests.conftest import free_port, loopback_listens, nginx_conf
+    from tests.pki import issue
+
+    server = issue("api.example.com", issue("Server CA", ca=True), dns=["api.example.com"], eku=())
+    (tmp_path / "server.pem").write_bytes(server.pem)
+    (tmp_path / "server.key").write_bytes(server.key_pem)
+    (tmp_path / "mesh-ca.pem").write_bytes(server.pem)
+    plain = loopback_listens((DEPLOY / "nginx" / "authz.conf").read_text(), "80", free_port())
+    tls = loopback_listens((DEPLOY / "nginx" / "authz-mtls.conf").read_text(), "443", free_port())
+    nginx_conf(tmp_path / "nginx", plain + tls.replace("/etc/nginx/tls", str(tmp_path)))  # asserts nginx -t
+
+
 def test_caddyfile_adapts_with_the_real_caddy(tmp_path):
     text = (DEPLOY / "caddy" / "Caddyfile").read_text()
     copied = re.search(r"copy_headers (.+)", text).group(1).split()
-    assert copied == CONTRACT_HEADERS
+    assert copied == [*CONTRACT_HEADERS, "DPoP-Nonce"]
+    # the nonce copied onto the request goes to the client's response, then off the request
+    assert text.index("request_header -Dpop-Nonce") < text.index("forward_auth 127.0.0.1")
+    assert (text.index("copy_headers") < text.index("header @dpop_nonce DPoP-Nonce")
+            < text.index("request_header -DPoP-Nonce") < text.index("reverse_proxy"))
     env = {**os.environ, "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path)}
     result = subprocess.run([caddy_binary(), "adapt", "--config", str(DEPLOY / "caddy" / "Caddyfile"),
                              "--adapter", "caddyfile"], capture_output=True, text=True, env=env, check=False)

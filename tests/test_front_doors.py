@@ -21,11 +21,13 @@ import jwt
 import pytest
 import requests
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, external_auth_pb2_grpc
 
 from authz.admin import Admin
 from authz.authenticators import dpop
-from authz.credentials import passwords
+from authz.credentials import passwords, request_signing
 from tests.conftest import (
     BIN,
     ROOT,
@@ -52,6 +54,11 @@ DPOP_POLICY = {"authenticators": {"payments_jwt": {"type": "jwt", "issuer": ISSU
                                                    "algorithms": ["RS256"], "public_key_file": "idp.pem"}},
                "routes": [{"id": "payments", "match": {"paths": ["/v1/payments/**"]},
                            "require": {"use": "payments_jwt", "dpop": "required"}}]}
+
+# And transfers take only signed API keys (RFC 9421), a fresh signature per request.
+SIGNED_POLICY = {"authenticators": {"signed_key": {"type": "api_key", "signatures": "required"}},
+                 "routes": [{"id": "transfers", "match": {"paths": ["/v1/transfers/**"]}, "require": "signed_key"}]}
+SIGNER = ed25519.Ed25519PrivateKey.generate()
 
 
 def _passed_on(door: str) -> set[str]:
@@ -85,6 +92,7 @@ def stack(tmp_path_factory, new_store):
     (policy_dir / "api.json").write_text(json.dumps(POLICY))
     (policy_dir / "browser.json").write_text(json.dumps(BROWSER_POLICY))
     (policy_dir / "dpop.json").write_text(json.dumps(DPOP_POLICY))
+    (policy_dir / "signed.json").write_text(json.dumps(SIGNED_POLICY))
     (policy_dir / "idp.pem").write_bytes(public_pem(IDP))
     store.principals.add_user("alice", passwords.hash_password("alice-pw"), roles=["admin", "approver"])
     creds = {
@@ -93,6 +101,9 @@ def stack(tmp_path_factory, new_store):
         "alice": basic("alice", "alice-pw"),
         "shop": Admin(store).keys.create("web-shop", publishable=True, origins=[SHOP])[1],
     }
+    signer, creds["signer"] = Admin(store).keys.create("partner-s", signing=request_signing.ed25519_public(
+        SIGNER.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)))
+    creds["signer_id"] = signer.id
     started: list[Server] = []
     try:
         port = free_port()
@@ -403,3 +414,30 @@ def test_caddy_client_cannot_forge_identity_headers(stack):
     r = requests.get(stack["caddy"].url + "/healthz", headers={"Host": "api.example.com", "X-Auth-Principal": "root"},
                      timeout=5)
     assert r.status_code == 200 and r.headers.get("X-Seen-Principal", "") == ""
+
+
+@pytest.mark.parametrize("door", list(DOORS))
+def test_signed_api_key_through_every_door(stack, door):
+    """An API key with an RFC 9421 signature made here (the http-message-signatures
+    library's signer, over the URL as the client sends it) is allowed through every door;
+    the same signature again, for another method, for another URL, or none, is 401."""
+    from http_message_signatures import HTTPMessageSigner, MappingKeyResolver, algorithms
+
+    key, key_id = stack["creds"]["signer"], stack["creds"]["signer_id"]
+    target = "/v1/transfers/7?page=2"
+    signer = HTTPMessageSigner(signature_algorithm=algorithms.ED25519,
+                               key_resolver=MappingKeyResolver(public_keys={}, private_keys={key_id: SIGNER}))
+
+    def signed(method="GET", path=target):
+        request = type("Request", (), {"method": method, "url": f"{DOOR_SCHEMES[door]}://api.example.com{path}",
+                                       "headers": {"X-API-Key": key}})()
+        signer.sign(request, key_id=key_id, nonce=secrets.token_urlsafe(16), label="sig1",
+                    covered_component_ids=("@method", "@target-uri"))
+        return request.headers
+
+    headers = signed()
+    assert DOORS[door](stack, "GET", target, headers) == (200, "partner-s")
+    assert DOORS[door](stack, "GET", target, headers)[0] == 401  # replayed
+    assert DOORS[door](stack, "POST", target, signed("GET"))[0] == 401
+    assert DOORS[door](stack, "GET", "/v1/transfers/7?page=3", signed())[0] == 401
+    assert DOORS[door](stack, "GET", target, {"X-API-Key": key})[0] == 401

@@ -52,7 +52,8 @@ def test_every_schema_error_is_reported_in_plain_words(store, policy_dir):
     path = write_policy(policy_dir, doc)
     found = problems(store, policy_dir)
     assert (f"{path}: /authenticators/k: unknown field 'allow_qeury' (did you mean 'allow_query'?); "
-            "allowed: description, realm, header, allow_query, environments, publishable") in found
+            "allowed: description, realm, header, allow_query, environments, publishable, signatures, "
+            "signature_max_age, signature_leeway") in found
     assert any(p.startswith(f"{path}: /authenticators/x/type: \"magic\" is not one of") for p in found)
     assert any(p.startswith(f"{path}: /routes/0/match/methods/0: \"G ET\" is not a valid value") for p in found)
     assert f"{path}: /routes/1: missing required field 'id'" in found

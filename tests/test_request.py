@@ -142,7 +142,37 @@ def test_headers_are_case_insensitive_and_bounded():
         Headers({"Authorization": "x" * 20000})
 
 
+def test_environ_headers_are_picked_out_of_the_process_environment_and_bounded():
+    # granian copies os.environ into every request's environ: only HTTP_* are headers.
+    environ = {"PATH": "/usr/bin", "HOME": "/root", "REMOTE_ADDR": "127.0.0.1", "HTTP_X_API_KEY": "k",
+               "HTTP_X_AUTHZ_PROXY_SECRET": "s", "HTTPX": "not a header", "http_lower": "nor this"}
+    headers = Headers.from_environ(environ, frozenset({"HTTP_X_AUTHZ_PROXY_SECRET"}))
+    assert dict(headers.items()) == {"x-api-key": "k"}
+    with pytest.raises(BadRequest, match="header X_FORWARDED_FOR longer than 16384"):
+        Headers.from_environ({**environ, "HTTP_X_FORWARDED_FOR": "1" * 16385})
+
+
 TRUSTED = TrustedNetworks(["127.0.0.1/32", "10.0.0.0/8"])
+
+
+def test_trusted_networks_keep_their_answers_right():
+    # Answers are kept per address; a random walk over addresses, repeated and past the
+    # bound, gives what comparing with every network gives.
+    import random
+
+    from authz import request
+
+    rng = random.Random(13)
+    trusted = TrustedNetworks(["127.0.0.1/32", "10.0.0.0/8", "2001:db8::/32"])
+    pool = [ipaddress.ip_address(rng.choice([f"10.{rng.randrange(3)}.0.{rng.randrange(256)}",
+                                             f"192.0.2.{rng.randrange(256)}", f"::ffff:10.0.0.{rng.randrange(9)}",
+                                             f"2001:db8::{rng.randrange(99):x}", f"2001:db9::{rng.randrange(9):x}"]))
+            for _ in range(6000)]
+    for address in pool + pool[:500]:
+        assert (address in trusted) == request.in_networks(address, trusted.networks), address
+    assert len(trusted._known) <= 4096
+    assert None not in trusted
+    assert request.parse_ip("not an address") is None and request.parse_ip("not an address") is None
 PEER = ipaddress.ip_address("127.0.0.1")
 
 

@@ -159,6 +159,8 @@ def render(decision: Decision, body: dict | None = None, empty: bool = False) ->
         payload = body if body is not None else {
             "decision": "deny", "reason": str(decision.reason), "route": decision.route,
         }
+    if decision.dpop_nonce is not None:  # RFC 9449 §9, on allow and deny alike
+        headers.append(("DPoP-Nonce", decision.dpop_nonce))
     if empty:
         if not decision.allowed:
             headers.append(("X-Auth-Route", decision.route or ""))

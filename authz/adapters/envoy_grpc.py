@@ -6,9 +6,10 @@ from ``CheckRequest.attributes`` (``request.http``: method, path with query, hos
 scheme, lower-case headers; ``source.address``; ``source.certificate`` as URL-encoded
 PEM). The answer: ``status.code`` 0 with identity headers (overwriting anything the
 client sent, and removing identity headers this decision does not set) in
-``ok_response``; 16 UNAUTHENTICATED (401), 7 PERMISSION_DENIED (403) or 13 INTERNAL
-(500) with the HTTP status, ``x-auth-reason``, ``www-authenticate`` and the JSON body
-in ``denied_response``.
+``ok_response``, and a DPoP server nonce in its ``response_headers_to_add`` (for the
+client); 16 UNAUTHENTICATED (401), 7 PERMISSION_DENIED (403) or 13 INTERNAL
+(500) with the HTTP status, ``x-auth-reason``, ``www-authenticate`` (and ``dpop-nonce``)
+and the JSON body in ``denied_response``.
 """
 
 from __future__ import annotations
@@ -72,7 +73,11 @@ def respond(decision: Decision) -> external_auth_pb2.CheckResponse:
             ok_response=external_auth_pb2.OkHttpResponse(
                 headers=[HeaderValueOption(header=HeaderValue(key=k.lower(), value=v), append_action=_OVERWRITE)
                          for k, v in headers if k.lower().startswith("x-auth-")],
-                headers_to_remove=remove))
+                headers_to_remove=remove,
+                # To the client's response, not the upstream's request (RFC 9449 §9).
+                response_headers_to_add=[HeaderValueOption(header=HeaderValue(key=k.lower(), value=v),
+                                                           append_action=_OVERWRITE)
+                                         for k, v in headers if k.lower() == "dpop-nonce"]))
     code = {401: UNAUTHENTICATED, 403: PERMISSION_DENIED}.get(status, INTERNAL)
     return external_auth_pb2.CheckResponse(
         status=status_pb2.Status(code=code, message=str(decision.reason)),

@@ -4,6 +4,10 @@ A publishable key (``pk_…``) is for browser and mobile code, so never a secret
 name the origins it may be used from, and it is read-only by construction — it cannot
 hold a scope the policy marks as writing (``authz.policy.writing``: the caller reads
 the policy and passes what it says), and it belongs to a client, never to a user.
+
+A secret key may also sign its requests (RFC 9421, ``authz.credentials.request_signing``):
+created with an HMAC secret or a registered Ed25519 public key, which its rotated
+successor keeps (the client signs on with the same material, under the new key id).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from collections.abc import Iterable, Mapping
 
 from authz.admin.checks import check_name, check_tokens, parse_cidrs, parse_origins
 from authz.credentials import apikeys
+from authz.credentials.request_signing import SigningMaterial
 from authz.store.errors import StoreError
 from authz.store.interface import Store
 from authz.store.records import ApiKeyRecord, NewApiKey
@@ -24,8 +29,8 @@ class KeyAdmin:
 
     def create(self, principal: str, scopes: Iterable[str] = (), env: str = "live", allow_ips: Iterable[str] = (),
                expires_at: float | None = None, *, publishable: bool = False, origins: Iterable[str] = (),
-               writing_scopes: Mapping[str, str] | None = None, on_anomaly: str = "allow"
-               ) -> tuple[ApiKeyRecord, str]:
+               writing_scopes: Mapping[str, str] | None = None, on_anomaly: str = "allow",
+               signing: SigningMaterial | None = None) -> tuple[ApiKeyRecord, str]:
         """Create a key (its principal as a client if new); returns (its record, the
         secret — to show once, never store).
 
@@ -33,18 +38,22 @@ class KeyAdmin:
         (scope → why the policy says it writes, ``authz.policy.writing``) is then
         required as soon as it holds a scope, and none of its scopes may be among them.
         ``on_anomaly``: ``deny`` refuses the key while it has an anomaly nobody acknowledged.
+        ``signing``: what the key signs its requests with (RFC 9421); a secret key only.
         """
         _check_on_anomaly(on_anomaly)
         if env not in apikeys.ENVIRONMENTS:
             raise StoreError(f"environment must be one of {', '.join(apikeys.ENVIRONMENTS)}")
         name, granted, networks = check_name(principal), check_tokens(scopes, "scope"), parse_cidrs(allow_ips)
         allowed_origins = parse_origins(origins)
+        if publishable and signing is not None:
+            raise StoreError("a publishable key is public (it ships in browser code): it cannot sign requests")
         if publishable:
             self._check_publishable(name, granted, allowed_origins, writing_scopes)
         elif allowed_origins:
             raise StoreError("origins restrict publishable keys only: create a publishable key to use them")
         key, secret = _new_key(name, granted, env, networks, time.time(), expires_at,
-                               publishable=publishable, origins=allowed_origins, on_anomaly=on_anomaly)
+                               publishable=publishable, origins=allowed_origins, on_anomaly=on_anomaly,
+                               signing=signing)
         if expires_at is not None and expires_at <= key.created_at:
             raise StoreError("expiry must be in the future")
         self.store.keys.insert(key)
@@ -109,10 +118,13 @@ class KeyAdmin:
         now = time.time()
         old = self.get(key_id)
         _check_rotatable(old, now)
+        match = self.store.keys.find_by_id(key_id)
+        signing = None if match is None or match.signing_alg is None or match.signing_key is None \
+            else SigningMaterial(match.signing_alg, match.signing_key)
         new_expiry = None if old.expires_at is None else now + (old.expires_at - old.created_at)
         new, secret = _new_key(old.principal, old.scopes, old.env, old.allow_ips, now, new_expiry,
                                rotated_from=key_id, publishable=old.publishable, origins=old.origins,
-                               on_anomaly=old.on_anomaly)
+                               on_anomaly=old.on_anomaly, signing=signing)
         old_expiry = now + grace_seconds if old.expires_at is None else min(old.expires_at, now + grace_seconds)
         if not self.store.keys.replace(key_id, new, old_expiry):
             _check_rotatable(self.get(key_id), now)  # changed meanwhile: say how
@@ -122,12 +134,14 @@ class KeyAdmin:
 
 def _new_key(principal: str, scopes: tuple[str, ...], env: str, allow_ips: tuple[str, ...], now: float,
              expires_at: float | None, rotated_from: str | None = None, publishable: bool = False,
-             origins: tuple[str, ...] = (), on_anomaly: str = "allow") -> tuple[NewApiKey, str]:
+             origins: tuple[str, ...] = (), on_anomaly: str = "allow", signing: SigningMaterial | None = None
+             ) -> tuple[NewApiKey, str]:
     secret = apikeys.generate(env, publishable)
     return NewApiKey(id=apikeys.new_key_id(), principal=principal, fingerprint=apikeys.fingerprint(secret),
                      display=apikeys.display(secret), env=env, scopes=scopes, allow_ips=allow_ips, created_at=now,
                      expires_at=expires_at, rotated_from=rotated_from, publishable=publishable,
-                     origins=origins, on_anomaly=on_anomaly), secret
+                     origins=origins, on_anomaly=on_anomaly, signing_alg=signing and signing.alg,
+                     signing_key=signing and signing.stored), secret
 
 
 ON_ANOMALY = ("allow", "deny")

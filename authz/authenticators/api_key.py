@@ -19,6 +19,15 @@ origins it was created for — the request's ``Origin`` header, read strictly
 it is read-only whatever the route. Its identity is always a client with the key's
 scopes and no roles (a principal's roles are not lent to a public key).
 
+**Signed requests** (``"signatures": "required"``, RFC 9421,
+``authz.authenticators.message_signatures``): a key is accepted only with a valid,
+fresh, unreplayed signature by the material it was created with (``keyid`` = the key's
+id); a key without signing material is refused there. Without the option, a key that
+can sign is taken as a plain key and any signature headers are ignored: signing is
+what the route asks for, not a property that makes a key weaker elsewhere. The
+signature is checked after every other check of the key, so a refused key never spends
+a nonce. ``signature_max_age`` and ``signature_leeway`` bound ``created``.
+
 **Refused on anomaly.** A key created or updated with ``--on-anomaly deny`` that has an
 anomaly nobody acknowledged (``authz.webhooks.anomalies``; the lookup reads it in the
 same statement) is 403 ``principal_not_allowed``, the detail naming the anomaly.
@@ -32,6 +41,7 @@ import time
 from functools import lru_cache
 from urllib.parse import parse_qsl
 
+from authz.authenticators import message_signatures
 from authz.authenticators.base import AUTHORIZATION, QUERY, X_API_KEY, Authenticator, ConfigError, Context, Lint, quote
 from authz.credentials import apikeys, origins
 from authz.decision import Identity, IdentityKind, Outcome, Reason
@@ -80,10 +90,14 @@ class ApiKeyAuthenticator(Authenticator):
 
     @classmethod
     def lint(cls, config: dict) -> list[Lint]:
+        found = []
         if config.get("allow_query"):
-            return [Lint("allow_query", "API keys in the query string end up in access logs and browser history; "
-                         "prefer the X-API-Key header")]
-        return []
+            found.append(Lint("allow_query", "API keys in the query string end up in access logs and browser "
+                              "history; prefer the X-API-Key header"))
+        for option in ("signature_max_age", "signature_leeway"):
+            if option in config and config.get("signatures") != "required":
+                found.append(Lint(option, 'has no effect without "signatures": "required"'))
+        return found
 
     def __init__(self, name: str, config: dict, context: Context) -> None:
         super().__init__(name, config, context)
@@ -94,6 +108,13 @@ class ApiKeyAuthenticator(Authenticator):
             raise ConfigError("environments", "must name at least one of live, test")
         self.realm = config.get("realm", name)
         self.publishable = bool(config.get("publishable", False))
+        self.signatures: message_signatures.SignatureVerifier | None = None
+        if config.get("signatures") == "required":
+            if self.publishable:
+                raise ConfigError("signatures", "publishable keys are public and cannot sign requests")
+            self.signatures = message_signatures.SignatureVerifier(
+                float(config.get("signature_max_age", message_signatures.DEFAULT_MAX_AGE)),
+                float(config.get("signature_leeway", message_signatures.DEFAULT_LEEWAY)), context.store)
 
     def _presented(self, request: CheckRequest) -> list[tuple[str, str]]:
         found = []
@@ -153,6 +174,11 @@ class ApiKeyAuthenticator(Authenticator):
                             authenticator=self.name, scopes=match.scopes, roles=match.roles, credential=match.id)
         if match.open_anomaly is not None:
             return Outcome.refused(slot, identity, _anomaly_refusal(match))
+        if self.signatures is not None:
+            try:
+                self.signatures.check(request, match)
+            except message_signatures.SignatureError as exc:
+                return Outcome.invalid(slot, f"API key {match.id}: {exc}")
         self.context.store.last_used.record(match.id)
         return Outcome.valid(slot, identity)
 

@@ -20,11 +20,17 @@ token (``ath``). ``ProofVerifier.check`` holds a proof to RFC 9449 §4.3, in its
 5. ``iat`` no older than ``dpop_max_age`` and no further ahead than ``leeway``;
 6. ``ath`` the base64url SHA-256 of the token; the key's thumbprint the token's
    ``cnf.jkt``;
-7. last, ``jti`` unused: the store records it (per key thumbprint) until the proof
+7. with server nonces required, ``nonce`` one this service handed out lately;
+8. last, ``jti`` unused: the store records it (per key thumbprint) until the proof
    would be too old anyway, insert-or-fail across every worker and replica.
 
-Server-provided nonces (``DPoP-Nonce``, §8-9) are not issued: freshness rests on the
-``iat`` window and the replay store. Neither the token nor the proof is ever logged.
+Server nonces (``DPoP-Nonce``, RFC 9449 §9) are asked for per leaf (``"dpop_nonce":
+"required"``): the leaf marks the request (``require_nonce``) before its authenticator
+runs, and the proof's ``nonce`` is then checked just before the jti is spent (7.), a
+refusal telling ``use_dpop_nonce``; the outcome carries a fresh nonce for the client
+either way (``finish``). How nonces are made and checked: ``dpop_nonce.py``. Otherwise
+freshness rests on the ``iat`` window and the replay store. Neither the token nor the
+proof is ever logged.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import jwt
 from jwt.utils import base64url_encode
 
 from authz.authenticators import jose
+from authz.authenticators.dpop_nonce import USE_NONCE, NonceMinter
 from authz.authenticators.keysets import _PRIVATE, ASYMMETRIC_ALGORITHMS, _algorithms_for
 from authz.credentials.key_strength import key_problem
 from authz.decision import Outcome, OutcomeKind, Reason
@@ -60,6 +67,7 @@ PRIVATE_MEMBERS = frozenset(("d", "p", "q", "dp", "dq", "qi", "oth", "k"))
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_CACHED_KEYS = 1024
 
+NONCE_REQUIRED = ("dpop", "nonce required")  # request.memo mark set by a leaf with dpop_nonce
 INVALID_PROOF = "invalid_dpop_proof"
 INVALID_TOKEN = "invalid_token"  # noqa: S105 — an RFC 6750 error code, not a secret
 
@@ -166,6 +174,22 @@ def as_dpop_failure(outcome: Outcome, scheme: str) -> Outcome:
     return outcome
 
 
+def require_nonce(request: CheckRequest) -> None:
+    """A leaf with ``"dpop_nonce": "required"`` is about to ask its authenticator: proofs
+    of this request must carry a server nonce."""
+    request.memo[NONCE_REQUIRED] = True
+
+
+def finish(outcome: Outcome, scheme: str, request: CheckRequest, proofs: ProofVerifier) -> Outcome:
+    """The outcome of a token-authenticator as the client must hear it: a DPoP failure in
+    the DPoP challenge, and where nonces are required a fresh one to answer with
+    (``DPoP-Nonce``, on a refusal as on an allow: RFC 9449 §8.2, §9)."""
+    outcome = as_dpop_failure(outcome, scheme)
+    if scheme == "dpop" and outcome.kind is not OutcomeKind.ABSENT and request.memo.get(NONCE_REQUIRED):
+        outcome = dataclasses.replace(outcome, dpop_nonce=proofs.nonces.current())
+    return outcome
+
+
 class ProofVerifier:
     """Checks the ``DPoP`` proof of a request against the token it came with."""
 
@@ -178,12 +202,21 @@ class ProofVerifier:
         self.leeway = leeway
         self.store = store
         self._keys: dict[bytes, ProofKey] = {}
+        self._nonces: NonceMinter | None = None
+
+    @property
+    def nonces(self) -> NonceMinter:
+        """Server nonces, from the store's signing key (made on first use: a policy
+        without ``dpop_nonce`` never needs a signing key)."""
+        if self._nonces is None:
+            self._nonces = NonceMinter(self.store.signing_keys)  # type: ignore[attr-defined]  (a ServingStore)
+        return self._nonces
 
     def check(self, request: CheckRequest, token: str, bound_to: str) -> None:
         """Raise ``ProofError`` unless the request's proof is valid for ``token``, signed
         by the key whose thumbprint is ``bound_to`` (the token's ``cnf.jkt``), and unused.
         Reached once per request: the request's other readings reuse the verdict."""
-        memo_key = ("dpop", token)
+        memo_key = ("dpop", token, bool(request.memo.get(NONCE_REQUIRED)))
         verdict = request.memo.get(memo_key)
         if verdict is None:
             try:
@@ -245,6 +278,9 @@ class ProofVerifier:
             raise ProofError("DPoP proof is for another access token (ath)")
         if key.jkt != bound_to:
             raise ProofError("DPoP proof key is not the key the token is bound to (cnf.jkt)", INVALID_TOKEN)
+        if request.memo.get(NONCE_REQUIRED) and not self.nonces.valid(claims.get("nonce")):
+            raise ProofError("DPoP proof lacks a current server nonce (nonce)" if "nonce" in claims
+                             else "the server requires a nonce in DPoP proofs (nonce)", USE_NONCE)
         replay_id = hashlib.sha256(f"{key.jkt}\n{jti}".encode()).hexdigest()
         if not self.store.nonces.first_use(REPLAY_SCOPE, replay_id, float(iat) + self.max_age):
             raise ProofError("DPoP proof replayed (its jti was used before)")

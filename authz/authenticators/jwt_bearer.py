@@ -179,7 +179,7 @@ class JwtAuthenticator(BearerChallenges, Authenticator):
         scheme, token = presented
         if scheme == "cookie":
             return from_cookie(self._authenticate(request, scheme, token))
-        return dpop.as_dpop_failure(self._authenticate(request, scheme, token), scheme)
+        return dpop.finish(self._authenticate(request, scheme, token), scheme, request, self.proofs)
 
     def _with_cookie(self, request: CheckRequest, presented: tuple[str, str] | None
                      ) -> tuple[str, str] | Outcome | None:

@@ -85,7 +85,7 @@ class IntrospectionAuthenticator(BearerChallenges, Authenticator):
         if presented is None:
             return Outcome.absent()
         scheme, token = presented
-        return dpop.as_dpop_failure(self._authenticate(request, scheme, token), scheme)
+        return dpop.finish(self._authenticate(request, scheme, token), scheme, request, self.proofs)
 
     def _authenticate(self, request: CheckRequest, scheme: str, token: str) -> Outcome:
         if not token or len(token) > MAX_TOKEN_BYTES or not token.isascii() or not token.isprintable():

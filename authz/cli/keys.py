@@ -32,21 +32,51 @@ def keys() -> None:
               help="The policy that says which scopes write (checked for --publishable).")
 @click.option("--on-anomaly", "on_anomaly", type=click.Choice(["allow", "deny"]), default="allow", show_default=True,
               help="deny: refuse the key while it has an anomaly nobody acknowledged (authz keys anomalies --ack).")
-def keys_create(principal, scopes, env, allow_ips, expires_in, publishable, origins, policy_dir, on_anomaly) -> None:
-    """Create a key and print it once."""
+@click.option("--signing", type=click.Choice(["hmac-sha256"]),
+              help="The key signs its requests (RFC 9421) with an HMAC secret authz generates and prints once.")
+@click.option("--signing-public-key", "signing_public_key",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The key signs its requests (RFC 9421) with the Ed25519 private key of this public key "
+                   "(PEM; recommended: authz holds no secret).")
+def keys_create(principal, scopes, env, allow_ips, expires_in, publishable, origins, policy_dir, on_anomaly,
+                signing, signing_public_key) -> None:
+    """Create a key and print it once (and its HMAC signing secret, with --signing)."""
     expires_at = time.time() + parse_duration(expires_in, "'--expires-in'") if expires_in else None
+    material, signing_secret = _signing_material(signing, signing_public_key)
     keys = admin().keys
     writing = _writing_scopes(policy_dir) if publishable and scopes and origins else None
     record, secret = keys.create(principal, scopes, env, allow_ips, expires_at, publishable=publishable,
-                                 origins=origins, writing_scopes=writing, on_anomaly=on_anomaly)
+                                 origins=origins, writing_scopes=writing, on_anomaly=on_anomaly, signing=material)
     if publishable:
         kind, keep = (f"publishable; origins: {' '.join(record.origins)}",
                       "This key is not secret (it goes into your web or mobile app), but it is not kept: copy it now.")
     else:
         kind, keep = env, "Store this key now: it is not kept and will not be shown again."
-    emit(click.get_current_context(), {**record.to_json(), "key": secret},
-         f"Created {record.id} for {principal} ({kind}; scopes: {' '.join(scopes) or '-'}; "
-         f"expires: {when(expires_at)})\n{secret}\n{keep}")
+    shown = {**record.to_json(), "key": secret}
+    text = (f"Created {record.id} for {principal} ({kind}; scopes: {' '.join(scopes) or '-'}; "
+            f"expires: {when(expires_at)})\n{secret}\n{keep}")
+    if record.signing is not None:
+        text += f"\nIt signs its requests ({record.signing}, RFC 9421) with keyid \"{record.id}\"."
+    if signing_secret is not None:
+        shown["signing_secret"] = signing_secret
+        text += (f"\nHMAC signing secret (base64; shown once, keep it with the key):\n{signing_secret}")
+    emit(click.get_current_context(), shown, text)
+
+
+def _signing_material(signing: str | None, public_key: Path | None):
+    """(what the key signs with, the HMAC secret to print once); refused in one line."""
+    from authz.credentials import request_signing
+
+    if signing and public_key:
+        raise click.ClickException("give --signing hmac-sha256 or --signing-public-key, not both")
+    if signing:
+        return request_signing.new_hmac()
+    if public_key is None:
+        return None, None
+    try:
+        return request_signing.ed25519_public(public_key.read_bytes()), None
+    except request_signing.SigningMaterialError as exc:
+        raise click.ClickException(f"--signing-public-key {public_key}: {exc}") from None
 
 
 def _writing_scopes(policy_dir: Path) -> dict[str, str]:
@@ -111,6 +141,7 @@ def keys_show(key_id) -> None:
         lines.append(f"  origins:       {' '.join(r.origins)}")
     origin = f" (rotated from {r.rotated_from})" if r.rotated_from else ""
     lines.append(f"  on anomaly:    {r.on_anomaly}")
+    lines.append(f"  signing:       {r.signing + ' (RFC 9421, keyid ' + r.id + ')' if r.signing else 'none'}")
     lines += [f"  created:       {when(r.created_at)}{origin}",
               f"  expires:       {when(r.expires_at)}",
               f"  last used:     {ago(r.last_used_at)}",

@@ -135,6 +135,13 @@ class DecisionEngine:
 
 
 def _verdict(route: Route, result: Result, evaluation: Evaluation, revision: str) -> Decision:
+    decision = _judged(route, result, evaluation, revision)
+    # RFC 9449 §9: the client's next proof needs a nonce: on the allow as on the refusal.
+    decision.dpop_nonce = next((o.dpop_nonce for o in evaluation.outcomes.values() if o.dpop_nonce), None)
+    return decision
+
+
+def _judged(route: Route, result: Result, evaluation: Evaluation, revision: str) -> Decision:
     if result.state is State.SATISFIED:
         return Decision(
             allowed=True, status=200, route=route.id, identities=result.identities,

@@ -37,7 +37,7 @@ import weakref
 from authz.background import ProcessThread, at_exit
 from authz.decision import Decision
 from authz.observability import metrics
-from authz.request import CheckRequest
+from authz.request import CheckRequest, ip_text
 
 FLUSH_SECONDS = 0.5
 MAX_BUFFER = 64 * 1024
@@ -74,7 +74,7 @@ def _line(decision: Decision, request: CheckRequest | None, request_id: str | No
         request_id = uuid.uuid4().hex
     principal = decision.principal
     credential = next((i.credential for i in decision.identities if i.credential), None)
-    client_ip = str(request.client_ip) if request is not None and request.client_ip else None
+    client_ip = ip_text(request.client_ip) if request is not None and request.client_ip else None
     path = request.path if request is not None else None
     if path is not None and len(path) > MAX_PATH:
         path = path[:MAX_PATH] + "…"

@@ -207,9 +207,14 @@ def _requirement(spec, path, file, authenticators, defined_in, problems) -> Requ
                                       f"dpop goes on a leaf whose authenticator reads no cookie ({name} has a cookie "
                                       "in token_from): a DPoP-bound token travels in Authorization: DPoP"))
         return None
+    if spec.get("dpop_nonce") and not spec.get("dpop"):
+        problems.append(PolicyProblem(file, pointer([*path, "dpop_nonce"]),
+                                      "dpop_nonce goes on a leaf that takes DPoP (\"dpop\": \"required\" or "
+                                      "\"allowed\")"))
+        return None
     return Leaf(
         authenticator=authenticators[name], pointer=where, bind_certificate=bool(spec.get("bind_certificate")),
-        dpop=spec.get("dpop"),
+        dpop=spec.get("dpop"), dpop_nonce=spec.get("dpop_nonce"),
         scopes=frozenset(spec.get("scopes", ())), roles=frozenset(spec.get("roles", ())),
         principals=tuple(spec.get("principals", ())),
     )

@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 from enum import Enum
 
+from authz.authenticators import dpop as dpop_proofs
 from authz.authenticators.base import Authenticator
 from authz.decision import Identity, Outcome, OutcomeKind, Reason
 from authz.observability import metrics
@@ -96,6 +97,7 @@ class Leaf(Requirement):
     principals: tuple[str, ...] = ()
     bind_certificate: bool = False
     dpop: str | None = None  # RFC 9449 on a jwt leaf: "required", "allowed", or None (DPoP-bound tokens refused)
+    dpop_nonce: str | None = None  # "required": DPoP proofs must carry a server nonce (RFC 9449 §9)
     _principal_patterns: tuple[re.Pattern[str], ...] = ()
 
     def __post_init__(self) -> None:
@@ -108,6 +110,8 @@ class Leaf(Requirement):
         return [self]
 
     def evaluate(self, evaluation: Evaluation) -> Result:
+        if self.dpop_nonce:
+            dpop_proofs.require_nonce(evaluation.request)
         outcome = evaluation.outcome(self.authenticator)
         result = self._judge(outcome)
         if evaluation.trace is not None:
@@ -132,6 +136,10 @@ class Leaf(Requirement):
         if self.dpop == "required" and identity.jkt is None:
             return Result(State.INVALID, reason=Reason.CREDENTIALS_INVALID, leaves=[self],
                           detail="this route needs a DPoP-bound token (Authorization: DPoP with a DPoP proof)")
+        if self.dpop_nonce and identity.jkt is not None and outcome.dpop_nonce is None:
+            # Only when another leaf of the route asked the same authenticator first.
+            return Result(State.INVALID, reason=Reason.CREDENTIALS_INVALID, leaves=[self],
+                          detail="this route needs DPoP proofs with a server nonce")
         if outcome.forbidden:
             return Result(State.FORBIDDEN, reason=outcome.reason, leaves=[self], detail=outcome.detail)
         missing = self.scopes - identity.scopes

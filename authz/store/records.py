@@ -8,7 +8,7 @@ an operator sees, and their ``to_json()`` is the CLI's ``--json`` form.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 def _without_unknown(fields: dict, *optional: str) -> dict:
@@ -39,6 +39,10 @@ class ApiKeyMatch:
     origins: str = ""  # a publishable key's allowed origins, space-separated
     # With ``--on-anomaly deny``: the oldest anomaly nobody acknowledged, "kind id" (None: none, or not opted in).
     open_anomaly: str | None = None
+    # Signed requests (RFC 9421): "hmac-sha256" or "ed25519" and the verification
+    # material (base64 secret, or SPKI PEM public key); None: the key signs nothing.
+    signing_alg: str | None = None
+    signing_key: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +62,8 @@ class NewApiKey:
     publishable: bool = False
     origins: tuple[str, ...] = ()
     on_anomaly: str = "allow"  # "deny": refused while an anomaly of it is not acknowledged
+    signing_alg: str | None = None  # RFC 9421: "hmac-sha256" or "ed25519"
+    signing_key: str | None = field(default=None, repr=False)  # base64 HMAC secret or SPKI PEM
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +89,7 @@ class ApiKeyRecord:
     publishable: bool = False
     origins: tuple[str, ...] = ()
     on_anomaly: str = "allow"  # "deny": refused while an anomaly of it is not acknowledged
+    signing: str | None = None  # RFC 9421 signing algorithm (never the material)
 
     @property
     def current_status(self) -> str:
@@ -98,6 +105,7 @@ class ApiKeyRecord:
             "revoked_at": self.revoked_at, "last_used_at": self.last_used_at, "rotated_from": self.rotated_from,
             "replaced_by": self.replaced_by, "principal_disabled": self.principal_disabled,
             "publishable": self.publishable, "origins": list(self.origins), "on_anomaly": self.on_anomaly,
+            "signing": self.signing,
         }
 
 

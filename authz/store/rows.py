@@ -13,13 +13,14 @@ FIND_API_KEY = (
     # A key that opted in to being refused on anomaly: its oldest open one (indexed; a
     # key that did not costs nothing more).
     "CASE WHEN k.on_anomaly = 'deny' THEN (SELECT a.kind || ' ' || a.id FROM key_anomalies a "
-    "WHERE a.key_id = k.id AND a.acked_at IS NULL ORDER BY a.at, a.id LIMIT 1) END "
+    "WHERE a.key_id = k.id AND a.acked_at IS NULL ORDER BY a.at, a.id LIMIT 1) END, "
+    "k.signing_alg, k.signing_key "
     "FROM api_keys k JOIN principals p ON p.id = k.principal_id WHERE "
 )
 LIST_API_KEYS = (
     "SELECT k.id, p.name, p.kind, k.display, k.env, k.status, k.scopes, k.allow_ips, "
     "k.created_at, k.expires_at, k.revoked_at, k.last_used_at, k.rotated_from, "
-    "k.replaced_by, p.disabled, k.publishable, k.origins, k.on_anomaly "
+    "k.replaced_by, p.disabled, k.publishable, k.origins, k.on_anomaly, k.signing_alg "
     "FROM api_keys k JOIN principals p ON p.id = k.principal_id "
 )
 
@@ -45,7 +46,7 @@ def api_key_match(row) -> ApiKeyMatch | None:
         return None
     return ApiKeyMatch(row[0], row[1], frozenset(row[2].split()), row[3], row[4], row[5],
                        row[6], row[7], bool(row[8]), frozenset(row[9].split()), row[10], bool(row[11]), row[12],
-                       row[13])
+                       row[13], row[14], row[15])
 
 
 def api_key_record(row) -> ApiKeyRecord:
@@ -54,7 +55,7 @@ def api_key_record(row) -> ApiKeyRecord:
         scopes=tuple(row[6].split()), allow_ips=tuple(row[7].split()), created_at=row[8], expires_at=row[9],
         revoked_at=row[10], last_used_at=row[11], rotated_from=row[12], replaced_by=row[13],
         principal_disabled=bool(row[14]), publishable=bool(row[15]), origins=tuple(row[16].split()),
-        on_anomaly=row[17],
+        on_anomaly=row[17], signing=row[18],
     )
 
 

@@ -10,7 +10,7 @@ TABLES: dict[str, tuple[tuple[str, ...], str]] = {
                     "updated_at"), "id"),
     "api_keys": (("id", "principal_id", "hash", "display", "env", "scopes", "allow_ips", "status", "created_at",
                   "expires_at", "revoked_at", "last_used_at", "rotated_from", "replaced_by", "publishable", "origins",
-                  "on_anomaly"),
+                  "on_anomaly", "signing_alg", "signing_key"),
                  "id"),
     "revocations": (("kind", "issuer", "value", "expires_at", "created_at"), "kind, issuer, value"),
     "certificates": (("fingerprint", "principal_id", "subject", "not_after", "created_at"), "fingerprint"),

@@ -98,10 +98,10 @@ def _insert(tx: Transaction, key: NewApiKey) -> None:
     principal_id = ensure_principal(tx, key.principal, "client")
     tx.execute(
         "INSERT INTO api_keys (id, principal_id, hash, display, env, scopes, allow_ips, status, created_at, "
-        "expires_at, rotated_from, publishable, origins, on_anomaly) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, 'active', %s, %s, %s, %s, %s, %s)",
+        "expires_at, rotated_from, publishable, origins, on_anomaly, signing_alg, signing_key) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, 'active', %s, %s, %s, %s, %s, %s, %s, %s)",
         (key.id, principal_id, key.fingerprint, key.display, key.env, " ".join(key.scopes),
          " ".join(key.allow_ips), key.created_at, key.expires_at, key.rotated_from, int(key.publishable),
-         " ".join(key.origins), key.on_anomaly),
+         " ".join(key.origins), key.on_anomaly, key.signing_alg, key.signing_key),
     )
     tx.change(CHANGE_API_KEY, key.fingerprint)

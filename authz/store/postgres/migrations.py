@@ -160,6 +160,11 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE api_keys ADD COLUMN on_anomaly TEXT NOT NULL DEFAULT 'allow' "
         "CHECK (on_anomaly IN ('allow', 'deny'))",
     ],
+    [
+        # Signed API requests (RFC 9421), as in SQLite's migration 11.
+        "ALTER TABLE api_keys ADD COLUMN signing_alg TEXT CHECK (signing_alg IN ('hmac-sha256', 'ed25519'))",
+        "ALTER TABLE api_keys ADD COLUMN signing_key TEXT",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)

@@ -97,10 +97,10 @@ def _insert(db, key: NewApiKey) -> None:
     principal_id = ensure_principal(db, key.principal, "client")
     db.execute(
         "INSERT INTO api_keys (id, principal_id, hash, display, env, scopes, allow_ips, status, created_at, "
-        "expires_at, rotated_from, publishable, origins, on_anomaly) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?, ?)",
+        "expires_at, rotated_from, publishable, origins, on_anomaly, signing_alg, signing_key) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?)",
         (key.id, principal_id, key.fingerprint, key.display, key.env, " ".join(key.scopes),
          " ".join(key.allow_ips), key.created_at, key.expires_at, key.rotated_from, int(key.publishable),
-         " ".join(key.origins), key.on_anomaly),
+         " ".join(key.origins), key.on_anomaly, key.signing_alg, key.signing_key),
     )
     append_change(db, CHANGE_API_KEY, key.fingerprint)

@@ -186,6 +186,14 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE api_keys ADD COLUMN on_anomaly TEXT NOT NULL DEFAULT 'allow' "
         "CHECK (on_anomaly IN ('allow', 'deny'))",
     ],
+    [
+        # Signed API requests (RFC 9421, authz.authenticators.message_signatures): a key's
+        # signing algorithm and its verification material: an Ed25519 public key (SPKI
+        # PEM), or an HMAC secret (base64), kept as the store keeps authz's own signing
+        # keys (signing_keys.private_pem), since verifying needs the secret itself.
+        "ALTER TABLE api_keys ADD COLUMN signing_alg TEXT CHECK (signing_alg IN ('hmac-sha256', 'ed25519'))",
+        "ALTER TABLE api_keys ADD COLUMN signing_key TEXT",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)
