@@ -60,6 +60,9 @@ class Identity:
     # RFC 9449: the RFC 7638 thumbprint of the key whose DPoP proof came with the token
     # (equal to its cnf.jkt); None for a credential without a proof of possession.
     jkt: str | None = None
+    # Where a token came from when not the usual place: "cookie" (``token_from``);
+    # None for Authorization and for every other credential.
+    token_from: str | None = None
 
     def to_json(self) -> dict:
         data = {
@@ -73,6 +76,8 @@ class Identity:
         }
         if self.jkt is not None:
             data["jkt"] = self.jkt
+        if self.token_from is not None:
+            data["token_from"] = self.token_from
         return data
 
 

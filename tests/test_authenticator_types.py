@@ -70,4 +70,4 @@ def test_a_new_types_lints_are_reported(monkeypatch, store, policy_dir):
 def test_credential_slots_come_from_the_types():
     assert CREDENTIAL_SLOTS == {"authorization": "Authorization", "x-api-key": "X-API-Key"}
     assert list(CREDENTIAL_SLOTS) == ["authorization", "x-api-key"]  # the first unclaimed one is named
-    assert sorted(NON_HEADER_SLOTS) == ["client_cert", "query"]
+    assert sorted(NON_HEADER_SLOTS) == ["client_cert", "cookie", "query"]

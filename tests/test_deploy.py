@@ -140,11 +140,14 @@ def test_traefik():
     assert middlewares[chain[-1]]["headers"]["customRequestHeaders"] == {"X-Authz-Proxy-Secret": ""}
 
 
-@pytest.mark.parametrize("header", ["origin", "dpop", "signature", "signature-input", "content-digest"])
+@pytest.mark.parametrize("header", ["origin", "dpop", "signature", "signature-input", "content-digest", "cookie",
+                                    "access-control-request-method"])
 def test_every_door_passes_the_header_to_authz(header):
     """Headers authz judges as the client sent them reach it through every door: the
-    browser's ``Origin`` (publishable keys), the ``DPoP`` proof (RFC 9449), a signed
-    request's ``Signature``, ``Signature-Input`` and ``Content-Digest`` (RFC 9421). nginx and
+    browser's ``Origin`` (publishable keys, CORS preflights), the ``DPoP`` proof (RFC
+    9449), a signed request's ``Signature``, ``Signature-Input`` and ``Content-Digest``
+    (RFC 9421), ``Cookie`` (a token in a cookie) and ``Access-Control-Request-Method``
+    (what a preflight announces). nginx and
     Caddy pass every request header unless told otherwise; Envoy's HTTP check and Traefik
     pass only those listed."""
     hcm, ext, _ = envoy("envoy-http.yaml")

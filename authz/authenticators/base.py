@@ -57,6 +57,7 @@ class Slot(NamedTuple):
 AUTHORIZATION = Slot("authorization", "Authorization")
 X_API_KEY = Slot("x-api-key", "X-API-Key")
 QUERY = Slot("query")
+COOKIE = Slot("cookie")  # a token in a cookie: no header a proxy could strip (it carries other cookies)
 CLIENT_CERT = Slot("client_cert")
 
 

@@ -11,6 +11,14 @@ A token bound to a key (``cnf.jkt``, RFC 9449 DPoP) is accepted only as
 ``Authorization: DPoP`` with a valid proof of that key (``authenticators/dpop.py``);
 whether a route takes such tokens at all is its leaf's ``dpop`` option.
 
+``token_from`` says where the token may arrive: the ``Authorization`` header (the
+default) and/or a cookie (browser sessions). A cookie is sent by the browser with
+cross-site requests too, so a cookie token is read only for ``cookie_methods`` (GET,
+HEAD, OPTIONS unless the policy says otherwise: CSRF), never beside another credential
+in ``Authorization`` (which one would the upstream believe?), and only when no other
+cookie parser could read it differently (``authenticators/cookies.py``). A DPoP-bound
+token never comes from a cookie: RFC 9449 binds it to ``Authorization: DPoP``.
+
 A verified token is cached per worker (key: a MAC of the whole token; entry: its
 claims and the kid that verified it) until it expires, so a repeated token costs no
 cryptography; revocation (``jti``), key withdrawal and scope checks still apply on
@@ -20,15 +28,17 @@ every request.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
 import time
 from dataclasses import dataclass
 
 from authz.authenticators import dpop, jose
-from authz.authenticators.base import AUTHORIZATION, Authenticator, ConfigError, Context
+from authz.authenticators.base import AUTHORIZATION, COOKIE, Authenticator, ConfigError, Context, Lint
 from authz.authenticators.bearer import SLOT, BearerChallenges, as_tokens, presented_token, token_layers
 from authz.authenticators.cache import SecretKeyer
+from authz.authenticators.cookies import CookieError, read_cookie
 from authz.authenticators.http_client import url_problem
 from authz.authenticators.keysets import (
     HMAC_ALGORITHMS,
@@ -40,7 +50,7 @@ from authz.authenticators.keysets import (
 from authz.config import environment_secret
 from authz.credentials.x509 import thumbprint
 from authz.decision import Identity, IdentityKind, Outcome, OutcomeKind, Reason
-from authz.request import CheckRequest
+from authz.request import SAFE_METHODS, CheckRequest
 
 log = logging.getLogger("authz.jwt")
 MAX_TOKEN_BYTES = 8192
@@ -74,7 +84,7 @@ def claim_path(claims: dict, path: str):
 class JwtAuthenticator(BearerChallenges, Authenticator):
     type = "jwt"
     file_options = ("jwks_file", "public_key_file")
-    slots = (AUTHORIZATION,)
+    slots = (AUTHORIZATION, COOKIE)
 
     def __init__(self, name: str, config: dict, context: Context) -> None:
         super().__init__(name, config, context)
@@ -99,6 +109,10 @@ class JwtAuthenticator(BearerChallenges, Authenticator):
             raise ConfigError("algorithms", "HS* algorithms cannot be mixed with asymmetric ones "
                                             "(a public key would become an HMAC secret)")
         self.keys = self._key_source(config, context, bool(symmetric))
+        self.from_header, self.cookie = token_sources(config.get("token_from", [{"header": "Authorization"}]))
+        if "cookie_methods" in config and self.cookie is None:
+            raise ConfigError("cookie_methods", "cookie_methods goes with a cookie in token_from")
+        self.cookie_methods = frozenset(config.get("cookie_methods", SAFE_METHODS))
         self.dpop_algorithms = tuple(config.get("dpop_algorithms", dpop.DEFAULT_ALGORITHMS))
         try:
             self.proofs = dpop.ProofVerifier(list(self.dpop_algorithms),
@@ -143,13 +157,60 @@ class JwtAuthenticator(BearerChallenges, Authenticator):
         except ValueError as exc:
             raise ConfigError(source, str(exc)) from None
 
+    @classmethod
+    def lint(cls, config: dict) -> list[Lint]:
+        unsafe = sorted(set(config.get("cookie_methods", ())) - SAFE_METHODS)
+        if unsafe:
+            return [Lint("cookie_methods", f"a cookie token is taken for {', '.join(unsafe)}: a browser sends the "
+                                           "cookie with requests other sites make it send (CSRF); keep it to GET, "
+                                           "HEAD, OPTIONS unless the cookie is SameSite=Strict or the upstream "
+                                           "checks a CSRF token")]
+        return []
+
     # -- the request ------------------------------------------------------------
     def authenticate(self, request: CheckRequest) -> Outcome:
-        presented = presented_token(request)
+        presented = presented_token(request) if self.from_header else None
+        if self.cookie is not None:
+            presented = self._with_cookie(request, presented)
+            if isinstance(presented, Outcome):
+                return presented
         if presented is None or presented[1].count(".") != 2:
             return Outcome.absent()  # not a JWT: perhaps an opaque token for introspection
         scheme, token = presented
+        if scheme == "cookie":
+            return from_cookie(self._authenticate(request, scheme, token))
         return dpop.finish(self._authenticate(request, scheme, token), scheme, request, self.proofs)
+
+    def _with_cookie(self, request: CheckRequest, presented: tuple[str, str] | None
+                     ) -> tuple[str, str] | Outcome | None:
+        """The token to judge once the cookie is considered: the header's, the cookie's
+        (scheme ``cookie``), or a refusal. The cookie is read only for ``cookie_methods``
+        and only when ``Authorization`` is empty or carries the very same token."""
+        name = self.cookie
+        try:
+            value = read_cookie(request.headers.get("cookie"), name)
+        except CookieError as exc:
+            if request.method not in self.cookie_methods:
+                return presented  # not read for this method: whatever it holds
+            return Outcome.invalid(COOKIE.name, str(exc))
+        if request.method not in self.cookie_methods:
+            if presented is None and value is not None:
+                # Told only when nothing else of the route claims a credential.
+                return Outcome.absent(COOKIE.name, f"a token in the {name} cookie is not taken for "
+                                                   f"{request.method} requests (CSRF): send it in Authorization")
+            return presented
+        if value is None:
+            return presented
+        if request.headers.get(SLOT) is not None:
+            if presented == ("bearer", value):
+                return presented  # the same token in both places: the header's
+            return Outcome.invalid(COOKIE.name, f"a token in the {name} cookie and another credential in "
+                                                "Authorization: ambiguous, send one")
+        if len(value) > MAX_TOKEN_BYTES:
+            return Outcome.invalid(COOKIE.name, f"token longer than {MAX_TOKEN_BYTES} bytes")
+        if value.count(".") != 2:
+            return Outcome.invalid(COOKIE.name, f"the {name} cookie does not hold a JWT")
+        return "cookie", value
 
     def _authenticate(self, request: CheckRequest, scheme: str, token: str) -> Outcome:
         if len(token) > MAX_TOKEN_BYTES:
@@ -263,6 +324,27 @@ class JwtAuthenticator(BearerChallenges, Authenticator):
                                       credential, bound_to, verified.jkt),)
         return verified
 
+
+
+def token_sources(sources: list[dict]) -> tuple[bool, str | None]:
+    """(whether ``Authorization`` is read, the cookie read or None) from ``token_from``."""
+    headers = [s["header"] for s in sources if "header" in s]
+    cookies = [s["cookie"] for s in sources if "cookie" in s]
+    if len(cookies) > 1 or len(headers) > 1:
+        raise ConfigError("token_from", "name at most one header (Authorization) and one cookie")
+    return bool(headers), cookies[0] if cookies else None
+
+
+def from_cookie(outcome: Outcome) -> Outcome:
+    """An outcome about a cookie token, told as such: its slot is the cookie (never a
+    header for a proxy to strip) and a valid identity says where its token came from."""
+    if outcome.kind is OutcomeKind.ABSENT:
+        return outcome
+    identity, also = outcome.identity, outcome.also
+    if identity is not None:
+        identity = dataclasses.replace(identity, token_from=COOKIE.name)
+        also = tuple(dataclasses.replace(i, token_from=COOKIE.name) for i in also)
+    return dataclasses.replace(outcome, slot=COOKIE.name, identity=identity, also=also)
 
 
 def _bound_thumbprint(claims: dict) -> str | None:

@@ -13,10 +13,10 @@ import dataclasses
 import logging
 
 from authz.authenticators import CREDENTIAL_SLOTS, NON_HEADER_SLOTS
-from authz.authenticators.base import QUERY
+from authz.authenticators.base import COOKIE, QUERY
 from authz.decision import Decision, OutcomeKind, Reason
 from authz.engine.identity_token import IdentitySigner
-from authz.policy import CompiledPolicy
+from authz.policy import CompiledPolicy, preflight
 from authz.policy.requirements import Evaluation, Result, State, TraceEntry
 from authz.policy.routes import Route
 from authz.request import CheckRequest
@@ -34,6 +34,9 @@ class Trace:
     policy: CompiledPolicy | None = None
     route: Route | None = None
     entries: list[TraceEntry] = dataclasses.field(default_factory=list)
+    # A CORS preflight: (the method it announced, the id of the route that decides the
+    # announced request or None, whether that route allowed the preflight).
+    preflight: tuple[str, str | None, bool] | None = None
 
 
 class DecisionEngine:
@@ -63,6 +66,10 @@ class DecisionEngine:
 
     def _decide(self, request: CheckRequest, trace: Trace | None = None) -> Decision:
         policy = self.policy
+        if request.method == "OPTIONS":
+            allowed = self._preflight(policy, request, trace)
+            if allowed is not None:
+                return allowed
         route = policy.routes.match(request)
         if trace is not None:
             trace.policy, trace.route = policy, route
@@ -92,6 +99,30 @@ class DecisionEngine:
         except Exception:
             log.exception("internal error deciding route %s", route.id)
             return Decision.deny(500, Reason.INTERNAL_ERROR, "internal error", route.id, policy.revision)
+        return decision
+
+    def _preflight(self, policy: CompiledPolicy, request: CheckRequest, trace: Trace | None) -> Decision | None:
+        """The allow of a CORS preflight whose deciding route says ``"preflight": "allow"``
+        (``policy/preflight.py``); None to decide the request as any other."""
+        found = preflight.deciding_route(policy.routes, request)
+        if found is None:
+            return None
+        method, route = found
+        allowed = preflight.allows(route)
+        if trace is not None:
+            trace.preflight = (method, route.id if route is not None else None, allowed)
+        if not allowed or route is None:
+            return None
+        if trace is not None:
+            trace.policy, trace.route = policy, route
+        decision = Decision(allowed=True, status=200, route=route.id, methods=[preflight.METHOD],
+                            policy_revision=policy.revision)
+        if self.signer is not None and (self.token_everywhere or route.options.get("identity_token")):
+            try:
+                decision.identity_token = self.signer.sign(decision)
+            except Exception:
+                log.exception("internal error signing the identity of a preflight on route %s", route.id)
+                return Decision.deny(500, Reason.INTERNAL_ERROR, "internal error", route.id, policy.revision)
         return decision
 
     def _finish(self, route: Route, decision: Decision, evaluation: Evaluation) -> None:
@@ -154,7 +185,10 @@ def _unclaimed(evaluation: Evaluation) -> tuple[str, str] | None:
     claimed = {o.slot for o in outcomes if o.kind is not OutcomeKind.ABSENT}
     for o in outcomes:
         if o.kind is OutcomeKind.ABSENT and o.slot and o.slot not in claimed:
-            where = "the query string" if o.slot == QUERY.name else f"the {CREDENTIAL_SLOTS.get(o.slot, o.slot)} header"
+            if o.slot in (QUERY.name, COOKIE.name):
+                where = "the query string" if o.slot == QUERY.name else "a cookie"
+            else:
+                where = f"the {CREDENTIAL_SLOTS.get(o.slot, o.slot)} header"
             return where, o.detail
     headers = evaluation.request.headers
     for slot, header in CREDENTIAL_SLOTS.items():

@@ -3,8 +3,11 @@ others did not, each requirement leaf's outcome, and the decision in one plain l
 
 from __future__ import annotations
 
+import dataclasses
+
 from authz.decision import Decision, Reason
 from authz.engine.decide import DecisionEngine, Trace
+from authz.policy import preflight
 from authz.policy.requirements import State
 from authz.request import CheckRequest
 
@@ -28,6 +31,8 @@ _WHY = {"method": "method {method} not in {methods}", "host": "host {host} not i
 
 def summary(decision: Decision) -> str:
     """One line a newcomer understands."""
+    if decision.allowed and decision.methods == [preflight.METHOD]:
+        return f"ALLOW ({decision.status}) a CORS preflight, without credentials, on route {decision.route}"
     if decision.allowed:
         principal = decision.principal
         who = f"{principal.id} ({principal.kind})" if principal else "anonymous"
@@ -44,12 +49,17 @@ def explain(engine: DecisionEngine, request: CheckRequest) -> tuple[Decision, di
     trace = Trace()
     decision = engine.decide(request, trace)
     routes = []
+    # A preflight let through was decided by the route of the announced request: show
+    # the routes as that request met them.
+    matched = request
+    if trace.preflight is not None and trace.preflight[2]:
+        matched = dataclasses.replace(request, method=trace.preflight[0], other_readings=())
     for route in trace.policy.routes.routes if trace.policy is not None else ():
-        why = route.mismatch(request)
+        why = route.mismatch(matched)
         spec = {"methods": sorted(route.methods) if route.methods else "any",
                 "hosts": "listed hosts" if route.hosts else "any", "paths": "its path patterns"}
         routes.append({"id": route.id, "file": route.file, "matched": why is None,
-                       "why": None if why is None else _WHY[why].format(method=request.method, host=request.host,
+                       "why": None if why is None else _WHY[why].format(method=matched.method, host=request.host,
                                                                         path=request.path, **spec)})
         if why is None:
             break
@@ -68,11 +78,26 @@ def explain(engine: DecisionEngine, request: CheckRequest) -> tuple[Decision, di
                 requirement.append({"pointer": leaf.pointer, "authenticator": leaf.authenticator.name,
                                     "type": leaf.authenticator.type, "outcome": None, "state": "not evaluated",
                                     "reason": None, "detail": "an earlier alternative decided", "principal": None})
-    return decision, {"summary": summary(decision), "routes": routes, "requirement": requirement}
+    explanation = {"summary": summary(decision), "routes": routes, "requirement": requirement}
+    if trace.preflight is not None:
+        method, route_id, allowed = trace.preflight
+        explanation["preflight"] = {"method": method, "route": route_id, "allowed": allowed}
+    return decision, explanation
+
+
+def _preflight_line(found: dict) -> str:
+    """How a CORS preflight was decided, in one line."""
+    head = f"preflight: OPTIONS announcing {found['method']}"
+    if found["allowed"]:
+        return f"{head}: route {found['route']} (\"preflight\": \"allow\") lets it through without credentials"
+    if found["route"] is None:
+        return f"{head}: no route takes {found['method']} here; decided as a plain OPTIONS"
+    return f"{head}: route {found['route']} does not allow preflights; decided as a plain OPTIONS"
 
 
 def render_text(decision: Decision, explanation: dict) -> str:
-    lines = ["routes:"]
+    lines = [_preflight_line(explanation["preflight"])] if explanation.get("preflight") else []
+    lines.append("routes:")
     for route in explanation["routes"]:
         mark = "→" if route["matched"] else " "
         lines.append(f"  {mark} {route['id']:<20} " + ("matched" if route["matched"] else f"skipped: {route['why']}"))

@@ -12,7 +12,8 @@ A test file (``policies/tests/*.json``)::
 ``{{key:NAME}}`` becomes the fixture key's secret, ``{{basic:USER}}`` a Basic
 ``Authorization`` value for a fixture user. Cases run against the policy directory and
 a throwaway store seeded from the fixtures; ``expect`` may name ``decision``,
-``status``, ``principal``, ``reason`` and ``route``.
+``status``, ``principal``, ``reason``, ``route`` and ``methods`` (``["preflight"]`` for an
+allowed CORS preflight).
 
 A case's ``request`` is what ``POST /v1/decisions`` takes (``CheckRequest.from_json``).
 Running cases evaluates, so this lives on the engine's side of the layout; the reader
@@ -41,7 +42,7 @@ from authz.request import BadRequest, CheckRequest, ForwardedCert, Headers, Inva
 from authz.store import Store, open_store
 
 _PLACEHOLDER = re.compile(r"\{\{(key|basic|token|cert):([^}]+)\}\}")
-EXPECTABLE = ("decision", "status", "principal", "reason", "route")
+EXPECTABLE = ("decision", "status", "principal", "reason", "route", "methods")
 
 
 class BadTestFile(AuthzError):

@@ -89,5 +89,11 @@ def warnings(source: PolicySource, policy: CompiledPolicy) -> list[PolicyProblem
                                        f"route {route.id!r} admits {methods}, where publishable keys "
                                        f"({', '.join(publishable)}) are refused: they are read-only (GET, HEAD, "
                                        "OPTIONS); if the route only reads, list its methods", "warning"))
+    for route in routes:
+        if route.options.get("preflight") and route.methods is not None and route.methods <= {"OPTIONS"}:
+            found.append(PolicyProblem(route.file, pointer(["routes", route.index, "preflight"]),
+                                       f"route {route.id!r} matches OPTIONS only: a preflight is decided by the route "
+                                       "of the request it announces (Access-Control-Request-Method), so put "
+                                       "\"preflight\" on the routes of the methods the browser will send", "warning"))
     return found
 

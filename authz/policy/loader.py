@@ -201,6 +201,12 @@ def _requirement(spec, path, file, authenticators, defined_in, problems) -> Requ
         problems.append(PolicyProblem(file, pointer([*path, "dpop"]),
                                       "dpop goes on a jwt or oauth2_introspection leaf"))
         return None
+    if spec.get("dpop") and getattr(authenticators[name], "cookie", None) is not None:
+        # RFC 9449 binds the token to Authorization: DPoP; a cookie token is never DPoP-bound.
+        problems.append(PolicyProblem(file, pointer([*path, "dpop"]),
+                                      f"dpop goes on a leaf whose authenticator reads no cookie ({name} has a cookie "
+                                      "in token_from): a DPoP-bound token travels in Authorization: DPoP"))
+        return None
     if spec.get("dpop_nonce") and not spec.get("dpop"):
         problems.append(PolicyProblem(file, pointer([*path, "dpop_nonce"]),
                                       "dpop_nonce goes on a leaf that takes DPoP (\"dpop\": \"required\" or "
