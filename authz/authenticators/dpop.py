@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import time
 from dataclasses import dataclass
 
@@ -262,8 +263,9 @@ class ProofVerifier:
         jti, htm, htu, iat = (claims.get(name) for name in ("jti", "htm", "htu", "iat"))
         if not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI_LENGTH:
             raise ProofError("DPoP proof lacks a jti")
+        # A JSON NaN compares false with every bound: it would pass the window (below).
         if not isinstance(htm, str) or not isinstance(htu, str) or isinstance(iat, bool) \
-                or not isinstance(iat, int | float):
+                or not isinstance(iat, int | float) or (isinstance(iat, float) and not math.isfinite(iat)):
             raise ProofError("DPoP proof lacks htm, htu or a numeric iat")
         if htm != request.method:
             raise ProofError("DPoP proof is for another method (htm)")
