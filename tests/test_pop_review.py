@@ -4,6 +4,8 @@ signature findings that fit its fixtures are in tests/test_signatures.py."""
 
 from __future__ import annotations
 
+import time
+
 from authz.decision import Reason
 from tests.test_dpop import TOKEN, decider, proof  # noqa: F401  (decider: the fixture)
 
@@ -19,3 +21,23 @@ def test_a_proof_whose_iat_is_nan_is_refused(decider):  # noqa: F811
         assert (d.allowed, d.status, d.reason) == (False, 401, Reason.CREDENTIALS_INVALID), iat
         assert "iat" in d.detail
 
+
+def test_a_proof_is_remembered_as_long_as_another_replica_may_accept_it(decider, store, monkeypatch):  # noqa: F811
+    """The jti was kept until ``iat + dpop_max_age`` only. A replica whose clock runs
+    ahead (by less than ``leeway``) purges it that much early, while one whose clock is
+    right still takes the proof: a replay inside the window. Kept ``leeway`` longer, it
+    outlives every clock the window already tolerates."""
+    decide = decider(dpop_max_age=120)  # leeway: the jwt authenticator's default, 30 s
+    made = proof(token=TOKEN, iat=int(time.time()) - 100)
+    assert decide(TOKEN, made).allowed
+    # Another replica, its clock 25 s ahead, writes a one-time value of its own: its
+    # purge drops what has expired by its clock.
+    nonces = store.nonces
+    module = __import__(type(nonces).__module__, fromlist=["time"])
+    ahead = time.time() + 25
+    monkeypatch.setattr(module.time, "time", lambda: ahead)
+    nonces._next_purge = 0.0
+    assert nonces.first_use("review", "another replica's value", ahead + 60)
+    monkeypatch.undo()
+    d = decide(TOKEN, made)
+    assert not d.allowed and "replayed" in d.detail, d.detail
