@@ -470,3 +470,35 @@ def test_end_to_end_allow_and_a_replay_refused_by_another_worker(gunicorn, store
         assert time.monotonic() < deadline, "the decisions were not logged"
         time.sleep(0.1)
     assert key not in text and signed["Signature"].split("=", 1)[1] not in text
+
+
+# -- review R (issue 16): what a hostile reading found ------------------------------------------------
+
+
+def test_a_digest_covered_by_one_member_only_does_not_cover_the_body(decider, keys):
+    """``"content-digest";key="sha-256"`` covers one member of the field: an attacker
+    on the way could change the body and add ``sha-512`` of his own body beside the
+    signed ``sha-256``, and an upstream that checks the stronger digest would take it.
+    The whole field must be covered (bare, ``;sf`` or ``;bs``)."""
+    key_id, key, signing = keys["ed"]
+    decide = decider()
+    signed_digest = "sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:"
+    theirs = "sha-512=:" + base64.b64encode(hashlib.sha512(b"attacker's body").digest()).decode() + ":"
+    params = (f'("@method" "@target-uri" "content-digest";key="sha-256");created={int(time.time())}'
+              f';keyid="{key_id}";nonce="{secrets.token_urlsafe(16)}"')
+    base = (f'"@method": POST\n"@target-uri": {URL}\n"content-digest";key="sha-256": '
+            f':X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:\n"@signature-params": {params}')
+    signature = base64.b64encode(signing.sign(base.encode())).decode()
+    headers = [("Signature-Input", f"sig1={params}"), ("Signature", f"sig1=:{signature}:"),
+               ("Content-Digest", f"{signed_digest}, {theirs}")]
+    _refused(decide(key, headers, "POST"), "Content-Digest the signature does not cover")
+    # the whole field, as a structured field, covers it
+    whole = sign(key_id, signing, method="POST", components=("@method", "@target-uri", "content-digest"),
+                 headers=[("Content-Digest", signed_digest)])
+    whole[0] = (whole[0][0], whole[0][1].replace('"content-digest"', '"content-digest";sf'))
+    fields = {"@method": "POST", "@target-uri": URL}
+    params = whole[0][1].split("=", 1)[1]
+    base = "\n".join(f'"{c}": {v}' for c, v in fields.items())
+    base += f'\n"content-digest";sf: {signed_digest}\n"@signature-params": {params}'
+    whole[1] = ("Signature", f"sig1=:{base64.b64encode(signing.sign(base.encode())).decode()}:")
+    assert decide(key, whole, "POST").allowed

@@ -17,9 +17,10 @@ A stolen API key alone is then useless, and a captured request cannot be sent ag
    ``alg``, when given, the key's own (``hmac-sha256`` or ``ed25519``); ``expires``,
    when given, not past; nothing else but ``keyid`` and ``tag``;
 4. what it covers (at most ``MAX_COMPONENTS``): ``@method``, and ``@target-uri`` or
-   both ``@path`` and ``@authority``; ``content-digest`` whenever the request has that
-   header. authz never sees the body: a covered digest binds the signature to the
-   digest, and the upstream (or the proxy) must still check the body against it;
+   both ``@path`` and ``@authority``; ``content-digest`` (the whole field, not one
+   member of it) whenever the request has that header. authz never sees the body: a
+   covered digest binds the signature to the digest, and the upstream (or the proxy)
+   must still check the body against it;
 5. the signature itself, over the signature base (RFC 9421 §2.5) built by the
    ``http-message-signatures`` library from the request as the door described it;
 6. last, the nonce unused: the store records it (per key) until the signature would
@@ -155,11 +156,11 @@ def _dictionary(request: CheckRequest, name: str, limit: int) -> dict:
 
 @dataclass(frozen=True, slots=True)
 class Chosen:
-    """The one signature made by the key: its label, covered components (name, whether
-    with parameters), parameters, and the pair narrowed to it, serialised."""
+    """The one signature made by the key: its label, covered components (name, the
+    names of its parameters), parameters, and the pair narrowed to it, serialised."""
 
     label: str
-    components: tuple[tuple[str, bool], ...]
+    components: tuple[tuple[str, tuple[str, ...]], ...]
     params: dict
     signature_input: str
     signature: str
@@ -182,18 +183,20 @@ def choose(request: CheckRequest, key_id: str) -> Chosen:
         raise SignatureError(f"signature covers more than {MAX_COMPONENTS} components")
     if label not in signatures or not isinstance(signatures[label][0], bytes):
         raise SignatureError(f"no Signature (a byte sequence) for label {label[:20]!r}")
-    components = tuple((name, bool(item_params)) for name, item_params in members)
+    components = tuple((name, tuple(item_params)) for name, item_params in members)
     if len(inputs) == 1 and len(signatures) == 1:  # the usual case: the headers are already the pair
         return Chosen(label, components, params, request.headers[SIGNATURE_INPUT], request.headers[SIGNATURE])
     return Chosen(label, components, params, http_sf.ser({label: inputs[label]}),
                   http_sf.ser({label: signatures[label]}))
 
 
-def coverage_problem(request: CheckRequest, components: tuple[tuple[str, bool], ...]) -> str | None:
+def coverage_problem(request: CheckRequest, components: tuple[tuple[str, tuple[str, ...]], ...]) -> str | None:
     """Why what the signature covers is not enough, or None. Derived components count
-    bare only (``"@method";req`` is not the request's method); ``content-digest`` with
-    any parameter."""
-    covered = {name for name, with_params in components if not with_params or not name.startswith("@")}
+    bare only (``"@method";req`` is not the request's method); ``content-digest`` whole
+    (bare, ``;sf``, ``;bs``), not one member of it (``;key="sha-256"``: a second digest
+    added beside it, of another body, would not be covered)."""
+    covered = {name for name, params in components
+               if not params or (not name.startswith("@") and "key" not in params)}
     if "@method" not in covered:
         return "signature does not cover @method"
     if "@target-uri" not in covered and not {"@path", "@authority"} <= covered:
