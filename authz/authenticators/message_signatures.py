@@ -17,7 +17,8 @@ A stolen API key alone is then useless, and a captured request cannot be sent ag
    ``alg``, when given, the key's own (``hmac-sha256`` or ``ed25519``); ``expires``,
    when given, not past; nothing else but ``keyid`` and ``tag``;
 4. what it covers (at most ``MAX_COMPONENTS``): ``@method``, and ``@target-uri`` or
-   both ``@path`` and ``@authority``; ``content-digest`` (the whole field, not one
+   both ``@path`` and ``@authority`` (and ``@query`` when the request has a query:
+   else it could be changed on the way); ``content-digest`` (the whole field, not one
    member of it) whenever the request has that header. authz never sees the body: a
    covered digest binds the signature to the digest, and the upstream (or the proxy)
    must still check the body against it;
@@ -201,6 +202,8 @@ def coverage_problem(request: CheckRequest, components: tuple[tuple[str, tuple[s
         return "signature does not cover @method"
     if "@target-uri" not in covered and not {"@path", "@authority"} <= covered:
         return "signature covers neither @target-uri nor @path with @authority"
+    if request.query and "@target-uri" not in covered and "@query" not in covered:
+        return "request has a query the signature does not cover (@query, or @target-uri)"
     if CONTENT_DIGEST in request.headers and CONTENT_DIGEST not in covered:
         return "request has a Content-Digest the signature does not cover"
     return None
