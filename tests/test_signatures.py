@@ -518,3 +518,18 @@ def test_a_query_the_signature_does_not_cover_is_refused(decider, keys):
     query = sign(key_id, signing, components=("@method", "@path", "@authority", "@query"), url=URL + "?amount=1")
     _refused(decide(key, query, url=URL + "?amount=1000"), "verification failed")
     assert decide(key, query, url=URL + "?amount=1").allowed
+
+
+def test_a_method_override_the_signature_does_not_cover_is_refused(decider, keys):
+    """A signed ``POST`` with ``X-HTTP-Method-Override: DELETE`` added on the way: authz
+    verified the signature over POST and allowed the request in both readings, and a
+    framework that honours the header deleted. An override header must be covered."""
+    key_id, key, signing = keys["ed"]
+    decide = decider()
+    override = [("X-HTTP-Method-Override", "DELETE")]
+    signed = sign(key_id, signing, method="POST")
+    _refused(decide(key, [*signed, *override], "POST"), "method override")
+    assert decide(key, signed, "POST").allowed  # the refusal spent no nonce
+    covered = sign(key_id, signing, method="POST", components=("@method", "@target-uri", "x-http-method-override"),
+                   headers=override)
+    assert decide(key, covered, "POST").allowed

@@ -18,10 +18,11 @@ A stolen API key alone is then useless, and a captured request cannot be sent ag
    when given, not past; nothing else but ``keyid`` and ``tag``;
 4. what it covers (at most ``MAX_COMPONENTS``): ``@method``, and ``@target-uri`` or
    both ``@path`` and ``@authority`` (and ``@query`` when the request has a query:
-   else it could be changed on the way); ``content-digest`` (the whole field, not one
-   member of it) whenever the request has that header. authz never sees the body: a
-   covered digest binds the signature to the digest, and the upstream (or the proxy)
-   must still check the body against it;
+   else it could be changed on the way); a method override header
+   (``X-HTTP-Method-Override``…) whenever the request has one; ``content-digest``
+   (the whole field, not one member of it) whenever the request has that header.
+   authz never sees the body: a covered digest binds the signature to the digest,
+   and the upstream (or the proxy) must still check the body against it;
 5. the signature itself, over the signature base (RFC 9421 §2.5) built by the
    ``http-message-signatures`` library from the request as the door described it;
 6. last, the nonce unused: the store records it (per key) until the signature would
@@ -67,7 +68,7 @@ from http_message_signatures import (
 )
 
 from authz.credentials import request_signing
-from authz.request import CheckRequest
+from authz.request import METHOD_OVERRIDE_HEADERS, CheckRequest
 from authz.store.interface import CredentialReads
 from authz.store.records import ApiKeyMatch
 
@@ -204,6 +205,10 @@ def coverage_problem(request: CheckRequest, components: tuple[tuple[str, tuple[s
         return "signature covers neither @target-uri nor @path with @authority"
     if request.query and "@target-uri" not in covered and "@query" not in covered:
         return "request has a query the signature does not cover (@query, or @target-uri)"
+    # A framework that honours an override runs another method than the one signed.
+    override = next((name for name in METHOD_OVERRIDE_HEADERS if name in request.headers and name not in covered), None)
+    if override is not None:
+        return f"request has a method override ({override}) the signature does not cover"
     if CONTENT_DIGEST in request.headers and CONTENT_DIGEST not in covered:
         return "request has a Content-Digest the signature does not cover"
     return None
