@@ -41,3 +41,17 @@ def test_a_proof_is_remembered_as_long_as_another_replica_may_accept_it(decider,
     monkeypatch.undo()
     d = decide(TOKEN, made)
     assert not d.allowed and "replayed" in d.detail, d.detail
+
+
+def drop_nonces(store) -> None:
+    """Break the replay guard for real: its table gone, every write to it fails."""
+    with store.database.write() as tx:
+        tx.execute("DROP TABLE nonces")
+
+
+def test_a_proof_whose_jti_cannot_be_recorded_is_denied(decider, store):  # noqa: F811
+    """The store cannot say whether the jti was used: deny (500), never allow."""
+    decide = decider()
+    drop_nonces(store)
+    d = decide(TOKEN, proof(token=TOKEN))
+    assert (d.allowed, d.status) == (False, 500), d.detail

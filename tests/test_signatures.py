@@ -533,3 +533,13 @@ def test_a_method_override_the_signature_does_not_cover_is_refused(decider, keys
     covered = sign(key_id, signing, method="POST", components=("@method", "@target-uri", "x-http-method-override"),
                    headers=override)
     assert decide(key, covered, "POST").allowed
+
+
+def test_a_signature_whose_nonce_cannot_be_recorded_is_denied(decider, keys, store):
+    """The store cannot say whether the nonce was used: deny (500), never allow."""
+    key_id, key, signing = keys["ed"]
+    decide = decider()
+    with store.database.write() as tx:  # the replay guard broken for real: every write to it fails
+        tx.execute("DROP TABLE nonces")
+    d = decide(key, sign(key_id, signing))
+    assert (d.allowed, d.status) == (False, 500), d.detail
