@@ -535,6 +535,7 @@ def test_a_method_override_the_signature_does_not_cover_is_refused(decider, keys
     assert decide(key, covered, "POST").allowed
 
 
+@pytest.mark.both_stores
 def test_a_signature_whose_nonce_cannot_be_recorded_is_denied(decider, keys, store):
     """The store cannot say whether the nonce was used: deny (500), never allow."""
     key_id, key, signing = keys["ed"]
