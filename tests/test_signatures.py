@@ -192,9 +192,10 @@ def test_a_signed_request_is_allowed(decider, keys, kind):
     decide = decider()
     d = decide(key, sign(key_id, signing))
     assert d.allowed and d.principal.id == "partner" and d.principal.credential == key_id
-    # @path and @authority instead of @target-uri; alg left out; the query is not covered then
-    d = decide(key, sign(key_id, signing, components=("@method", "@path", "@authority"), alg=None,
-                         url=URL), url=URL + "?page=2")
+    # @path and @authority instead of @target-uri (with @query when there is one); alg left out
+    assert decide(key, sign(key_id, signing, components=("@method", "@path", "@authority"), alg=None)).allowed
+    d = decide(key, sign(key_id, signing, components=("@method", "@path", "@authority", "@query"), alg=None,
+                         url=URL + "?page=2"), url=URL + "?page=2")
     assert d.allowed
     body = [("Content-Digest", "sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:")]
     assert decide(key, sign(key_id, signing, method="POST", components=("@method", "@target-uri", "content-digest"),
@@ -470,3 +471,76 @@ def test_end_to_end_allow_and_a_replay_refused_by_another_worker(gunicorn, store
         assert time.monotonic() < deadline, "the decisions were not logged"
         time.sleep(0.1)
     assert key not in text and signed["Signature"].split("=", 1)[1] not in text
+
+
+# -- review R (issue 16): what a hostile reading found ------------------------------------------------
+
+
+def test_a_digest_covered_by_one_member_only_does_not_cover_the_body(decider, keys):
+    """``"content-digest";key="sha-256"`` covers one member of the field: an attacker
+    on the way could change the body and add ``sha-512`` of his own body beside the
+    signed ``sha-256``, and an upstream that checks the stronger digest would take it.
+    The whole field must be covered (bare, ``;sf`` or ``;bs``)."""
+    key_id, key, signing = keys["ed"]
+    decide = decider()
+    signed_digest = "sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:"
+    theirs = "sha-512=:" + base64.b64encode(hashlib.sha512(b"attacker's body").digest()).decode() + ":"
+    params = (f'("@method" "@target-uri" "content-digest";key="sha-256");created={int(time.time())}'
+              f';keyid="{key_id}";nonce="{secrets.token_urlsafe(16)}"')
+    base = (f'"@method": POST\n"@target-uri": {URL}\n"content-digest";key="sha-256": '
+            f':X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:\n"@signature-params": {params}')
+    signature = base64.b64encode(signing.sign(base.encode())).decode()
+    headers = [("Signature-Input", f"sig1={params}"), ("Signature", f"sig1=:{signature}:"),
+               ("Content-Digest", f"{signed_digest}, {theirs}")]
+    _refused(decide(key, headers, "POST"), "Content-Digest the signature does not cover")
+    # the whole field, as a structured field, covers it
+    whole = sign(key_id, signing, method="POST", components=("@method", "@target-uri", "content-digest"),
+                 headers=[("Content-Digest", signed_digest)])
+    whole[0] = (whole[0][0], whole[0][1].replace('"content-digest"', '"content-digest";sf'))
+    fields = {"@method": "POST", "@target-uri": URL}
+    params = whole[0][1].split("=", 1)[1]
+    base = "\n".join(f'"{c}": {v}' for c, v in fields.items())
+    base += f'\n"content-digest";sf: {signed_digest}\n"@signature-params": {params}'
+    whole[1] = ("Signature", f"sig1=:{base64.b64encode(signing.sign(base.encode())).decode()}:")
+    assert decide(key, whole, "POST").allowed
+
+
+def test_a_query_the_signature_does_not_cover_is_refused(decider, keys):
+    """Signed over ``@path`` and ``@authority`` only, a request's query was not covered:
+    an attacker on the way (or holding a signed request not yet sent) could change
+    ``?amount=1`` into ``?amount=1000`` or add ``&user=victim`` and the signature still
+    verified. With a query, ``@query`` (or ``@target-uri``) must be covered too."""
+    key_id, key, signing = keys["hmac"]
+    decide = decider()
+    signed = sign(key_id, signing, components=("@method", "@path", "@authority"))
+    _refused(decide(key, signed, url=URL + "?amount=1000"), "query the signature does not cover")
+    assert decide(key, signed).allowed  # without a query the nonce was not spent, and @path is enough
+    query = sign(key_id, signing, components=("@method", "@path", "@authority", "@query"), url=URL + "?amount=1")
+    _refused(decide(key, query, url=URL + "?amount=1000"), "verification failed")
+    assert decide(key, query, url=URL + "?amount=1").allowed
+
+
+def test_a_method_override_the_signature_does_not_cover_is_refused(decider, keys):
+    """A signed ``POST`` with ``X-HTTP-Method-Override: DELETE`` added on the way: authz
+    verified the signature over POST and allowed the request in both readings, and a
+    framework that honours the header deleted. An override header must be covered."""
+    key_id, key, signing = keys["ed"]
+    decide = decider()
+    override = [("X-HTTP-Method-Override", "DELETE")]
+    signed = sign(key_id, signing, method="POST")
+    _refused(decide(key, [*signed, *override], "POST"), "method override")
+    assert decide(key, signed, "POST").allowed  # the refusal spent no nonce
+    covered = sign(key_id, signing, method="POST", components=("@method", "@target-uri", "x-http-method-override"),
+                   headers=override)
+    assert decide(key, covered, "POST").allowed
+
+
+@pytest.mark.both_stores
+def test_a_signature_whose_nonce_cannot_be_recorded_is_denied(decider, keys, store):
+    """The store cannot say whether the nonce was used: deny (500), never allow."""
+    key_id, key, signing = keys["ed"]
+    decide = decider()
+    with store.database.write() as tx:  # the replay guard broken for real: every write to it fails
+        tx.execute("DROP TABLE nonces")
+    d = decide(key, sign(key_id, signing))
+    assert (d.allowed, d.status) == (False, 500), d.detail

@@ -22,7 +22,8 @@ token (``ath``). ``ProofVerifier.check`` holds a proof to RFC 9449 §4.3, in its
    ``cnf.jkt``;
 7. with server nonces required, ``nonce`` one this service handed out lately;
 8. last, ``jti`` unused: the store records it (per key thumbprint) until the proof
-   would be too old anyway, insert-or-fail across every worker and replica.
+   would be too old anyway, plus ``leeway`` (for replicas' clocks), insert-or-fail
+   across every worker and replica.
 
 Server nonces (``DPoP-Nonce``, RFC 9449 §9) are asked for per leaf (``"dpop_nonce":
 "required"``): the leaf marks the request (``require_nonce``) before its authenticator
@@ -38,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import time
 from dataclasses import dataclass
 
@@ -262,8 +264,9 @@ class ProofVerifier:
         jti, htm, htu, iat = (claims.get(name) for name in ("jti", "htm", "htu", "iat"))
         if not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI_LENGTH:
             raise ProofError("DPoP proof lacks a jti")
+        # A JSON NaN compares false with every bound: it would pass the window (below).
         if not isinstance(htm, str) or not isinstance(htu, str) or isinstance(iat, bool) \
-                or not isinstance(iat, int | float):
+                or not isinstance(iat, int | float) or (isinstance(iat, float) and not math.isfinite(iat)):
             raise ProofError("DPoP proof lacks htm, htu or a numeric iat")
         if htm != request.method:
             raise ProofError("DPoP proof is for another method (htm)")
@@ -282,7 +285,9 @@ class ProofVerifier:
             raise ProofError("DPoP proof lacks a current server nonce (nonce)" if "nonce" in claims
                              else "the server requires a nonce in DPoP proofs (nonce)", USE_NONCE)
         replay_id = hashlib.sha256(f"{key.jkt}\n{jti}".encode()).hexdigest()
-        if not self.store.nonces.first_use(REPLAY_SCOPE, replay_id, float(iat) + self.max_age):
+        # Kept ``leeway`` past the window: a replica whose clock runs ahead (by what the
+        # window tolerates) must not purge it while one whose clock is right still takes it.
+        if not self.store.nonces.first_use(REPLAY_SCOPE, replay_id, float(iat) + self.max_age + self.leeway):
             raise ProofError("DPoP proof replayed (its jti was used before)")
 
     def _key(self, jws: jose.CompactJWS, header: dict, alg: str) -> ProofKey:

@@ -17,9 +17,12 @@ A stolen API key alone is then useless, and a captured request cannot be sent ag
    ``alg``, when given, the key's own (``hmac-sha256`` or ``ed25519``); ``expires``,
    when given, not past; nothing else but ``keyid`` and ``tag``;
 4. what it covers (at most ``MAX_COMPONENTS``): ``@method``, and ``@target-uri`` or
-   both ``@path`` and ``@authority``; ``content-digest`` whenever the request has that
-   header. authz never sees the body: a covered digest binds the signature to the
-   digest, and the upstream (or the proxy) must still check the body against it;
+   both ``@path`` and ``@authority`` (and ``@query`` when the request has a query:
+   else it could be changed on the way); a method override header
+   (``X-HTTP-Method-Override``…) whenever the request has one; ``content-digest``
+   (the whole field, not one member of it) whenever the request has that header.
+   authz never sees the body: a covered digest binds the signature to the digest,
+   and the upstream (or the proxy) must still check the body against it;
 5. the signature itself, over the signature base (RFC 9421 §2.5) built by the
    ``http-message-signatures`` library from the request as the door described it;
 6. last, the nonce unused: the store records it (per key) until the signature would
@@ -65,7 +68,7 @@ from http_message_signatures import (
 )
 
 from authz.credentials import request_signing
-from authz.request import CheckRequest
+from authz.request import METHOD_OVERRIDE_HEADERS, CheckRequest
 from authz.store.interface import CredentialReads
 from authz.store.records import ApiKeyMatch
 
@@ -155,11 +158,11 @@ def _dictionary(request: CheckRequest, name: str, limit: int) -> dict:
 
 @dataclass(frozen=True, slots=True)
 class Chosen:
-    """The one signature made by the key: its label, covered components (name, whether
-    with parameters), parameters, and the pair narrowed to it, serialised."""
+    """The one signature made by the key: its label, covered components (name, the
+    names of its parameters), parameters, and the pair narrowed to it, serialised."""
 
     label: str
-    components: tuple[tuple[str, bool], ...]
+    components: tuple[tuple[str, tuple[str, ...]], ...]
     params: dict
     signature_input: str
     signature: str
@@ -182,22 +185,30 @@ def choose(request: CheckRequest, key_id: str) -> Chosen:
         raise SignatureError(f"signature covers more than {MAX_COMPONENTS} components")
     if label not in signatures or not isinstance(signatures[label][0], bytes):
         raise SignatureError(f"no Signature (a byte sequence) for label {label[:20]!r}")
-    components = tuple((name, bool(item_params)) for name, item_params in members)
+    components = tuple((name, tuple(item_params)) for name, item_params in members)
     if len(inputs) == 1 and len(signatures) == 1:  # the usual case: the headers are already the pair
         return Chosen(label, components, params, request.headers[SIGNATURE_INPUT], request.headers[SIGNATURE])
     return Chosen(label, components, params, http_sf.ser({label: inputs[label]}),
                   http_sf.ser({label: signatures[label]}))
 
 
-def coverage_problem(request: CheckRequest, components: tuple[tuple[str, bool], ...]) -> str | None:
+def coverage_problem(request: CheckRequest, components: tuple[tuple[str, tuple[str, ...]], ...]) -> str | None:
     """Why what the signature covers is not enough, or None. Derived components count
-    bare only (``"@method";req`` is not the request's method); ``content-digest`` with
-    any parameter."""
-    covered = {name for name, with_params in components if not with_params or not name.startswith("@")}
+    bare only (``"@method";req`` is not the request's method); ``content-digest`` whole
+    (bare, ``;sf``, ``;bs``), not one member of it (``;key="sha-256"``: a second digest
+    added beside it, of another body, would not be covered)."""
+    covered = {name for name, params in components
+               if not params or (not name.startswith("@") and "key" not in params)}
     if "@method" not in covered:
         return "signature does not cover @method"
     if "@target-uri" not in covered and not {"@path", "@authority"} <= covered:
         return "signature covers neither @target-uri nor @path with @authority"
+    if request.query and "@target-uri" not in covered and "@query" not in covered:
+        return "request has a query the signature does not cover (@query, or @target-uri)"
+    # A framework that honours an override runs another method than the one signed.
+    override = next((name for name in METHOD_OVERRIDE_HEADERS if name in request.headers and name not in covered), None)
+    if override is not None:
+        return f"request has a method override ({override}) the signature does not cover"
     if CONTENT_DIGEST in request.headers and CONTENT_DIGEST not in covered:
         return "request has a Content-Digest the signature does not cover"
     return None
