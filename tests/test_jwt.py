@@ -80,6 +80,15 @@ def test_valid_rs256_and_es256(decider):
     assert decide(mint(EC, "ES256", kid="e1")).allowed
 
 
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_time_that_is_no_json_number_is_malformed(decider, claim, value):
+    """``NaN`` compares false with every bound: an ``exp`` of NaN never expired. RFC 8259
+    has no NaN nor Infinity; a token (signed by the IdP itself) carrying one is refused."""
+    d = decider()(mint(RSA, **{claim: value}))
+    assert (d.allowed, d.status, d.reason, d.detail) == (False, 401, Reason.CREDENTIALS_INVALID, "malformed JWT")
+
+
 def test_scp_array_and_custom_claims(decider):
     decide = decider(scopes_claim=None, roles_claim="realm_access.roles", principal_claim="email")
     d = decide(mint(RSA, scope=None, scp=["a", "b"], email="alice@example.com",

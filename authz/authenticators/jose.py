@@ -63,9 +63,16 @@ def decode_segment(segment: bytes) -> bytes:
     return decoded
 
 
+def _not_json(constant: str) -> None:
+    """``NaN`` and ``Infinity`` are Python's JSON, not RFC 8259's: a NaN time compares
+    false with every bound (never expired, never too old), so a token carrying one is
+    malformed."""
+    raise ValueError(f"{constant} is not JSON")
+
+
 def _json_object(segment: bytes) -> dict:
     try:
-        value = json.loads(decode_segment(segment))
+        value = json.loads(decode_segment(segment), parse_constant=_not_json)
     except (ValueError, RecursionError):
         raise TokenError("malformed JWT") from None
     if not isinstance(value, dict):
