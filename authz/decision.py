@@ -115,6 +115,9 @@ class Outcome:
     # Proofs of this request must carry a server nonce (RFC 9449 §9): a fresh one, for the
     # client's next proof (``DPoP-Nonce``), whether this outcome allows or refuses.
     dpop_nonce: str | None = None
+    # A refused signed request (RFC 9421 §5.1): the ``Accept-Signature`` value naming the
+    # signature wanted, by the key the request presented; None for any other outcome.
+    accept_signature: str | None = None
 
     @classmethod
     def absent(cls, slot: str | None = None, detail: str = "") -> Outcome:
@@ -170,6 +173,9 @@ class Decision:
     # RFC 9449 §9: a server nonce for the client's next DPoP proof, sent as ``DPoP-Nonce``
     # on allow and deny alike (a route whose leaf says ``dpop_nonce``); None otherwise.
     dpop_nonce: str | None = None
+    # RFC 9421 §5.1: on a 401 whose refusing leaf wanted a signature (``Accept-Signature``),
+    # the signature to make; None otherwise, and always on an allow.
+    accept_signature: str | None = None
 
     @property
     def principal(self) -> Identity | None:

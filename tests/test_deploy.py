@@ -74,8 +74,9 @@ def test_envoy_http():
     upstream = http["authorization_response"]["allowed_upstream_headers"]["patterns"]
     assert {"prefix": "x-auth-"} in upstream
     client = {p["exact"] for p in http["authorization_response"]["allowed_client_headers"]["patterns"]}
-    assert {"www-authenticate", "x-auth-reason", "dpop-nonce"} <= client
+    assert {"www-authenticate", "x-auth-reason", "dpop-nonce", "accept-signature"} <= client
     # RFC 9449 §9: a server nonce reaches the client on an allow too, and never the API
+    # (Accept-Signature, RFC 9421 §5.1, is only ever on a 401)
     on_success = http["authorization_response"]["allowed_client_headers_on_success"]["patterns"]
     assert on_success == [{"exact": "dpop-nonce"}]
     # XFCC: only what this Envoy sets reaches authz (SANITIZE_SET drops a client's own)
@@ -169,6 +170,15 @@ def test_nginx_relays_the_dpop_nonce_on_401_and_200(conf):
     text = (DEPLOY / conf).read_text()
     assert "auth_request_set $auth_dpop_nonce $upstream_http_dpop_nonce;" in text
     assert "add_header DPoP-Nonce $auth_dpop_nonce always;" in text
+
+
+@pytest.mark.parametrize("conf", ["nginx/authz.conf", "nginx/authz-mtls.conf", "ingress-nginx/ingress.yaml"])
+def test_nginx_relays_accept_signature_on_401(conf):
+    """The signature a refused signed request must make (RFC 9421 §5.1 Accept-Signature)
+    is copied from authz's 401 as the DPoP nonce is: nginx would drop it."""
+    text = (DEPLOY / conf).read_text()
+    assert "auth_request_set $auth_accept_signature $upstream_http_accept_signature;" in text
+    assert "add_header Accept-Signature $auth_accept_signature always;" in text
 
 
 def test_ingress_nginx():

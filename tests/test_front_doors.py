@@ -17,6 +17,7 @@ import secrets
 import time
 
 import grpc
+import http_sf
 import jwt
 import pytest
 import requests
@@ -75,6 +76,18 @@ def _passed_on(door: str) -> set[str]:
 
 
 ENVOY_PASSES, TRAEFIK_PASSES = _passed_on("envoy-http"), _passed_on("traefik")
+
+
+def _envoy_relays() -> set[str]:
+    """The headers of authz's deny that Envoy's HTTP check hands the client, as shipped."""
+    config = yaml.safe_load((ROOT / "deploy" / "envoy" / "envoy-http.yaml").read_text())
+    manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    ext = next(f for f in manager["http_filters"] if f["name"] == "envoy.filters.http.ext_authz")
+    return {p["exact"] for p in ext["typed_config"]["http_service"]["authorization_response"]
+            ["allowed_client_headers"]["patterns"]}
+
+
+ENVOY_RELAYS = _envoy_relays()
 
 ECHO_NGINX = 'add_header X-Seen-Principal "$http_x_auth_principal" always; return 200 "ok";'
 
@@ -441,3 +454,40 @@ def test_signed_api_key_through_every_door(stack, door):
     assert DOORS[door](stack, "POST", target, signed("GET"))[0] == 401
     assert DOORS[door](stack, "GET", "/v1/transfers/7?page=3", signed())[0] == 401
     assert DOORS[door](stack, "GET", target, {"X-API-Key": key})[0] == 401
+    # RFC 9421 §5.1: the 401 tells the client the signature wanted, by the key it presented
+    status, wanted = accept_signature_seen(stack, door, "GET", target, {"X-API-Key": key})
+    assert status == 401 and wanted is not None
+    members, params = http_sf.parse(wanted.encode(), tltype="dictionary")["sig1"]
+    assert [name for name, _ in members] == ["@method", "@target-uri"]
+    assert params == {"keyid": key_id, "alg": "ed25519", "created": True}
+    assert accept_signature_seen(stack, door, "GET", target, signed()) == (200, None)
+    assert accept_signature_seen(stack, door, "GET", target, {**signed(), "X-API-Key": "sk_live_" + "B" * 43}) \
+        == (401, None)  # an unknown key: no key named, no signature asked for
+
+
+def accept_signature_seen(stack, door, method, path, headers) -> tuple[int, str | None]:
+    """The status and the ``Accept-Signature`` the client gets through ``door``: nginx and
+    Caddy for real; Envoy's HTTP check as its shipped allowed_client_headers let it by;
+    gRPC's denied_response; Traefik relays a deny's answer whole."""
+    if door in ("nginx", "caddy"):
+        r = requests.request(method, stack[door].url + path, headers={"Host": "api.example.com", **headers},
+                             timeout=5)
+        return r.status_code, r.headers.get("Accept-Signature")
+    if door == "envoy-grpc":
+        response = stack["grpc"].Check(envoy_check_request(method, path, headers), timeout=5)
+        if response.status.code == 0:
+            return 200, next((h.header.value for h in response.ok_response.response_headers_to_add
+                              if h.header.key == "accept-signature"), None)
+        return response.denied_response.status.code, next(
+            (h.header.value for h in response.denied_response.headers if h.header.key == "accept-signature"), None)
+    if door == "envoy-http":
+        allowed = {k: v for k, v in headers.items() if k.lower() in ENVOY_PASSES}
+        r = requests.request(method, stack["authz"].url + "/ext-authz" + path,
+                             headers={"Host": "api.example.com", "Content-Length": "0", **allowed}, timeout=5)
+        relayed = r.status_code != 200 and "accept-signature" in ENVOY_RELAYS
+        return r.status_code, r.headers.get("Accept-Signature") if relayed else None
+    sent = {k: v for k, v in headers.items() if k.lower() in TRAEFIK_PASSES}
+    sent |= {"X-Forwarded-Method": method, "X-Forwarded-Proto": "https", "X-Forwarded-Host": "api.example.com",
+             "X-Forwarded-Uri": path, "X-Forwarded-For": "203.0.113.7"}
+    r = requests.get(stack["authz"].url + "/forward-auth", headers=sent, timeout=5)
+    return r.status_code, r.headers.get("Accept-Signature") if r.status_code != 200 else None

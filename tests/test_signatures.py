@@ -17,16 +17,18 @@ import subprocess
 import time
 from urllib.parse import urlsplit
 
+import http_sf
 import pytest
 import requests
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from authz.adapters.common import render
 from authz.admin import Admin
 from authz.authenticators import message_signatures
 from authz.cli import main
-from authz.credentials import request_signing
+from authz.credentials import apikeys, request_signing
 from authz.decision import Reason
 from authz.policy import PolicyError
 from authz.request import CheckRequest
@@ -180,10 +182,29 @@ def decider(store, policy_dir):
     return make
 
 
-def _refused(d, detail):
+def _refused(d, detail, asks=True):
+    """A 401 for ``detail``; ``asks``: with the Accept-Signature (RFC 9421 §5.1) of the
+    key the request presented, parsed back (its components: ``asked``)."""
     assert (d.allowed, d.status, d.reason) == (False, 401, Reason.CREDENTIALS_INVALID), d.detail
     assert detail in d.detail, d.detail
     assert d.challenges == ['ApiKey realm="api"']
+    if not asks:
+        assert d.accept_signature is None
+        return
+    assert asked(d, d.api_key.id, d.api_key.signing_alg)[:2] == ["@method", "@target-uri"]
+
+
+def asked(d, key_id: str, alg: str) -> list[str]:
+    """The components ``d``'s Accept-Signature asks ``key_id`` to sign, its parameters
+    checked: one request, labelled, for the key's own alg, with created (no value, as
+    §5.1 says) and no nonce (§5.1 would make its value the nonce: authz wants the
+    client's own)."""
+    requested = http_sf.parse(d.accept_signature.encode(), tltype="dictionary")
+    assert list(requested) == ["sig1"]
+    members, params = requested["sig1"]
+    assert params == {"keyid": key_id, "alg": alg, "created": True}
+    assert all(item_params == {} for _, item_params in members)
+    return [name for name, _ in members]
 
 
 @pytest.mark.parametrize("kind", ["ed", "hmac"])
@@ -281,7 +302,7 @@ def test_the_window_is_configurable(decider, keys):
 
 def test_a_key_without_signing_material_is_refused_and_a_plain_leaf_ignores_signatures(decider, keys):
     plain_id, plain_key, _ = keys["plain"]
-    _refused(decider()(plain_key), f"API key {plain_id} has no signing key")
+    _refused(decider()(plain_key), f"API key {plain_id} has no signing key", asks=False)  # nothing to sign with
     _, key, _ = keys["ed"]
     plain = decider(signatures=None)
     assert plain(plain_key).allowed
@@ -544,3 +565,59 @@ def test_a_signature_whose_nonce_cannot_be_recorded_is_denied(decider, keys, sto
         tx.execute("DROP TABLE nonces")
     d = decide(key, sign(key_id, signing))
     assert (d.allowed, d.status) == (False, 500), d.detail
+
+
+# -- asking for the signature (RFC 9421 §5.1 Accept-Signature) -----------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["ed", "hmac"])
+def test_a_refused_signature_asks_for_what_this_request_must_sign(decider, keys, kind):
+    """The 401 names the signature wanted, parsed back whole: the presented key's id and
+    alg, ``created``, and what this very request must cover — its Content-Digest and
+    method override only when it has them. The answer carries it as ``Accept-Signature``."""
+    key_id, key, signing = keys[kind]
+    alg = "ed25519" if kind == "ed" else "hmac-sha256"
+    decide = decider()
+    d = decide(key)
+    _refused(d, "request is not signed")
+    assert asked(d, key_id, alg) == ["@method", "@target-uri"]
+    assert ("Accept-Signature", d.accept_signature) in render(d).headers
+    digest = [("Content-Digest", "sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:")]
+    d = decide(key, sign(key_id, signing, method="POST", headers=digest), "POST")
+    _refused(d, "Content-Digest the signature does not cover")
+    assert asked(d, key_id, alg) == ["@method", "@target-uri", "content-digest"]
+    d = decide(key, [*digest, ("X-HTTP-Method-Override", "DELETE")], "POST")
+    assert asked(d, key_id, alg) == ["@method", "@target-uri", "x-http-method-override", "content-digest"]
+    signed = sign(key_id, signing)
+    assert decide(key, signed).allowed
+    d = decide(key, signed)
+    _refused(d, "replayed")
+    assert asked(d, key_id, alg) == ["@method", "@target-uri"]
+
+
+def test_no_accept_signature_on_an_allow_nor_for_a_refusal_of_the_key_itself(decider, keys, store, policy_dir):
+    """An allow, a request without a key, an unknown key (no key id is named that the
+    request did not present: which keys exist is not told), a revoked key, a key with no
+    signing material, a good signature short of a scope (403): none asks for a signature."""
+    key_id, key, signing = keys["ed"]
+    decide = decider()
+    allowed = decide(key, sign(key_id, signing))
+    assert allowed.allowed and allowed.accept_signature is None
+    assert not any(name == "Accept-Signature" for name, _ in render(allowed).headers)
+    for presented in ("", apikeys.generate("live")):  # none; well-formed but no such key
+        d = decide(presented, sign(key_id, signing))
+        assert (d.status, d.accept_signature) == (401, None), d.detail
+        assert not any(name == "Accept-Signature" for name, _ in render(d).headers)
+    revoked, revoked_key = Admin(store).keys.create("partner", ["orders:read"],
+                                                    signing=request_signing.ed25519_public(public_pem(CLIENT)))
+    Admin(store).keys.revoke(revoked.id)
+    d = decide(revoked_key, sign(revoked.id, CLIENT))
+    assert (d.status, d.reason, d.accept_signature) == (401, Reason.CREDENTIAL_REVOKED, None), d.detail
+    plain_id, plain_key, _ = keys["plain"]
+    _refused(decide(plain_key, sign(plain_id, signing)), "has no signing key", asks=False)
+    write_policy(policy_dir, {"authenticators": {"partner_key": {"type": "api_key", "signatures": "required"}},
+                              "routes": [{"id": "orders", "match": {"paths": ["/orders/*"]},
+                                          "require": {"use": "partner_key", "scopes": ["orders:write"]}}]})
+    d = engine_for(store, policy_dir).decide(CheckRequest.from_url("GET", URL, [("X-API-Key", key),
+                                                                                *sign(key_id, signing)]))
+    assert (d.status, d.reason, d.accept_signature) == (403, Reason.INSUFFICIENT_SCOPE, None), d.detail

@@ -6,7 +6,7 @@ decision endpoints are the hot path and skip Flask's request and response object
 "Answers"): allow is
 exactly 200 with ``X-Auth-*`` identity headers; deny is 401/403 (500 on internal
 error) with ``X-Auth-Reason``, one ``WWW-Authenticate`` per acceptable scheme on
-401, and a small JSON body. Nothing secret is ever echoed.
+401 (and ``Accept-Signature`` when a signed request was refused), and a small JSON body. Nothing secret is ever echoed.
 """
 
 from __future__ import annotations
@@ -156,6 +156,8 @@ def render(decision: Decision, body: dict | None = None, empty: bool = False) ->
     else:
         headers = [("X-Auth-Reason", str(decision.reason))]
         headers.extend(("WWW-Authenticate", c) for c in decision.challenges)
+        if decision.accept_signature is not None:  # RFC 9421 §5.1: the signature wanted
+            headers.append(("Accept-Signature", decision.accept_signature))
         payload = body if body is not None else {
             "decision": "deny", "reason": str(decision.reason), "route": decision.route,
         }

@@ -8,8 +8,8 @@ PEM). The answer: ``status.code`` 0 with identity headers (overwriting anything 
 client sent, and removing identity headers this decision does not set) in
 ``ok_response``, and a DPoP server nonce in its ``response_headers_to_add`` (for the
 client); 16 UNAUTHENTICATED (401), 7 PERMISSION_DENIED (403) or 13 INTERNAL
-(500) with the HTTP status, ``x-auth-reason``, ``www-authenticate`` (and ``dpop-nonce``)
-and the JSON body in ``denied_response``.
+(500) with the HTTP status, ``x-auth-reason``, ``www-authenticate`` (and ``dpop-nonce``,
+``accept-signature``) and the JSON body in ``denied_response``.
 """
 
 from __future__ import annotations

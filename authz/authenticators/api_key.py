@@ -26,7 +26,10 @@ id); a key without signing material is refused there. Without the option, a key 
 can sign is taken as a plain key and any signature headers are ignored: signing is
 what the route asks for, not a property that makes a key weaker elsewhere. The
 signature is checked after every other check of the key, so a refused key never spends
-a nonce. ``signature_max_age`` and ``signature_leeway`` bound ``created``.
+a nonce. ``signature_max_age`` and ``signature_leeway`` bound ``created``. A refusal for
+a signature reason asks for the signature wanted (RFC 9421 §5.1 ``Accept-Signature``,
+naming the presented key); an unknown, revoked… key or one without signing material is
+refused without it (nothing to sign with, and no key named that was not presented).
 
 **Refused on anomaly.** A key created or updated with ``--on-anomaly deny`` that has an
 anomaly nobody acknowledged (``authz.webhooks.anomalies``; the lookup reads it in the
@@ -178,7 +181,11 @@ class ApiKeyAuthenticator(Authenticator):
             try:
                 self.signatures.check(request, match)
             except message_signatures.SignatureError as exc:
-                return Outcome.invalid(slot, f"API key {match.id}: {exc}")
+                refused = Outcome.invalid(slot, f"API key {match.id}: {exc}")
+                if match.signing_alg is not None and match.signing_key is not None:  # a key that can sign
+                    refused.accept_signature = message_signatures.accept_signature(request, match.id,
+                                                                                   match.signing_alg)
+                return refused
         self.context.store.last_used.record(match.id)
         return Outcome.valid(slot, identity)
 

@@ -47,6 +47,13 @@ unreserved, sub-delims, ``:`` and ``@``, the host in lower case, the port only w
 is not the scheme's default, the query as sent. A client that signs the URL it sends
 in that usual form (what ``requests`` or ``httpx`` send) matches.
 
+**Asking for a signature** (RFC 9421 §5.1): a refusal for a signature reason carries
+``accept_signature`` (the ``Accept-Signature`` field) naming what a signature by the
+presented key must cover (``@method``, ``@target-uri``, a method override and
+``content-digest`` when the request has them), its ``keyid``, ``alg`` and ``created``.
+Not ``nonce``: §5.1 makes its value the nonce the signer must use, and authz wants the
+client's own fresh one (said in the denial's detail and the docs), never a given one.
+
 Neither the key, its secret nor the signature is ever logged; details name the key id.
 """
 
@@ -90,10 +97,23 @@ _ALGORITHMS = {request_signing.HMAC_SHA256: algorithms.HMAC_SHA256, request_sign
 _PARAMETERS = frozenset(("alg", "created", "expires", "keyid", "nonce", "tag"))
 # What the Accept-Signature of RFC 9421 §5.1 would ask for: told in the denial's detail.
 REQUIRED = '("@method" "@target-uri");created;nonce;keyid'
+ACCEPT_LABEL = "sig1"  # the label Accept-Signature asks for (any label is taken)
 
 
 class SignatureError(ValueError):
     """The request's signature is missing or refused (the denial's detail)."""
+
+
+def accept_signature(request: CheckRequest, key_id: str, alg: str) -> str:
+    """The ``Accept-Signature`` value (RFC 9421 §5.1, serialised by ``http_sf``) asking
+    for the signature this request lacked: by the key it presented (``key_id``, ``alg``),
+    over what ``coverage_problem`` requires of this very request, with ``created``."""
+    components = ["@method", "@target-uri"]
+    components += [name for name in METHOD_OVERRIDE_HEADERS if name in request.headers]
+    if CONTENT_DIGEST in request.headers:
+        components.append(CONTENT_DIGEST)
+    members = [(name, {}) for name in components]
+    return http_sf.ser({ACCEPT_LABEL: (members, {"keyid": key_id, "alg": alg, "created": True})})
 
 
 def target_uri(request: CheckRequest) -> str:

@@ -169,7 +169,9 @@ def _judged(route: Route, result: Result, evaluation: Evaluation, revision: str)
         leaves = result.leaves
     else:
         failed = result.leaves[0]
-        decision.challenges += failed.challenges(evaluation.outcomes[failed.authenticator.name])
+        outcome = evaluation.outcomes[failed.authenticator.name]
+        decision.challenges += failed.challenges(outcome)
+        decision.accept_signature = outcome.accept_signature  # beside the refusing leaf's challenge
         leaves = [leaf for leaf in route.requirement.leaves() if leaf.authenticator is not failed.authenticator]
     for leaf in leaves:
         for challenge in leaf.challenges(None):
