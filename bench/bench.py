@@ -254,12 +254,7 @@ def in_process(store: Store, policy_dir: Path, cases: dict, n: int, count: int, 
         def decide(target=target, headers=headers):
             return engine.decide(describe(target, headers))
 
-        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/auth-request", "SERVER_NAME": "authz",
-                   "SERVER_PORT": "8080", "wsgi.url_scheme": "http", "REMOTE_ADDR": "127.0.0.1",
-                   "HTTP_HOST": "api.example.com", "HTTP_X_ORIGINAL_URI": target,
-                   "HTTP_X_ORIGINAL_METHOD": "GET", "wsgi.input": io.BytesIO(b""),
-                   "wsgi.errors": sys.stderr, "SERVER_PROTOCOL": "HTTP/1.1"}
-        environ.update({"HTTP_" + k.upper().replace("-", "_"): v for k, v in headers.items()})
+        environ = wsgi_environ(target, headers)
 
         def wsgi(environ=environ, app=app):
             statuses = []

@@ -17,20 +17,64 @@ from pathlib import Path
 
 import grpc
 import requests
-from envoy.service.auth.v3 import external_auth_pb2_grpc
+import yaml
+from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, external_auth_pb2_grpc
 
 from authz.store import Store
 from tests.conftest import BIN, ROOT, Server, free_port, gunicorn_env, loopback_listens, nginx_binary, start_caddy
-from tests.test_front_doors import ENVOY_PASSES, envoy_check_request
 
-ECHO_NGINX = ('add_header X-Seen-Principal "$http_x_auth_principal" always; '
-              'add_header X-Seen-Methods "$http_x_auth_methods" always; return 200 "ok";')
 HOST = "api.example.com"
 
 
+def _passed_on(door: str) -> set[str]:
+    """The client headers Envoy's HTTP check and Traefik's forwardAuth pass on to authz,
+    as the shipped files list them (nginx and Caddy pass every one)."""
+    if door == "envoy-http":
+        config = yaml.safe_load((ROOT / "deploy" / "envoy" / "envoy-http.yaml").read_text())
+        manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        ext = next(f for f in manager["http_filters"] if f["name"] == "envoy.filters.http.ext_authz")
+        return {p["exact"] for p in ext["typed_config"]["http_service"]["authorization_request"]["allowed_headers"]
+                ["patterns"]}
+    config = yaml.safe_load((ROOT / "deploy" / "traefik" / "dynamic.yaml").read_text())
+    return {h.lower() for h in config["http"]["middlewares"]["authz"]["forwardAuth"]["authRequestHeaders"]}
+
+
+ENVOY_PASSES, TRAEFIK_PASSES = _passed_on("envoy-http"), _passed_on("traefik")
+
+
+def envoy_check_request(method, path, headers, certificate: str = "") -> external_auth_pb2.CheckRequest:
+    http = attribute_context_pb2.AttributeContext.HttpRequest(
+        id="1", method=method, path=path, host="api.example.com", scheme="https", protocol="HTTP/1.1",
+        headers={":method": method, ":path": path, ":authority": "api.example.com", ":scheme": "https",
+                 **{k.lower(): v for k, v in headers.items()}})
+    attributes = attribute_context_pb2.AttributeContext(
+        source=attribute_context_pb2.AttributeContext.Peer(
+            address={"socket_address": {"address": "203.0.113.7", "port_value": 50000}},
+            certificate=certificate),
+        destination=attribute_context_pb2.AttributeContext.Peer(
+            address={"socket_address": {"address": "10.0.0.5", "port_value": 8000}}),
+        request=attribute_context_pb2.AttributeContext.Request(http=http))
+    return external_auth_pb2.CheckRequest(attributes=attributes)
+
+
+# What the upstreams behind nginx and Caddy answer with: response header <- the request
+# header they received (what the door passed on after authz's answer).
+ECHO = {"X-Seen-Principal": "X-Auth-Principal", "X-Seen-Methods": "X-Auth-Methods"}
+
+
+def _nginx_echo(echo: dict[str, str]) -> str:
+    return "".join(f'add_header {seen} "$http_{sent.lower().replace("-", "_")}" always; '
+                   for seen, sent in echo.items()) + 'return 200 "ok";'
+
+
+def _caddy_echo(echo: dict[str, str]) -> str:
+    return "".join(f'\theader {seen} "{{header.{sent}}}"\n' for seen, sent in echo.items())
+
+
 @contextlib.contextmanager
-def doors(tmp: Path, store: Store, policy_dir: Path) -> Iterator[dict]:
-    """authz (gunicorn, 2 workers, and ``authz grpc``), nginx and Caddy, stopped after."""
+def doors(tmp: Path, store: Store, policy_dir: Path, echo: dict[str, str] = ECHO) -> Iterator[dict]:
+    """authz (gunicorn, 2 workers, and ``authz grpc``), nginx and Caddy, stopped after.
+    ``echo``: the request headers the upstreams send back, under which names."""
     started: list[Server] = []
     channel = None
     try:
@@ -39,8 +83,9 @@ def doors(tmp: Path, store: Store, policy_dir: Path) -> Iterator[dict]:
                        port, env=gunicorn_env(store, policy_dir), log=tmp / "gunicorn.log")
         started.append(authz.wait())
         grpc_port = free_port()
-        started.append(Server([str(BIN / "authz"), "--db", store.url, "grpc", "--bind", f"127.0.0.1:{grpc_port}"],
-                              grpc_port, env=gunicorn_env(store, policy_dir), log=tmp / "grpc.log"))
+        grpc_server = Server([str(BIN / "authz"), "--db", store.url, "grpc", "--bind", f"127.0.0.1:{grpc_port}"],
+                             grpc_port, env=gunicorn_env(store, policy_dir), log=tmp / "grpc.log")
+        started.append(grpc_server)
         nginx_port, nginx_upstream = free_port(), free_port()
         site = (loopback_listens((ROOT / "deploy" / "nginx" / "authz.conf").read_text(), "80", nginx_port)
                 .replace("127.0.0.1:8080", f"127.0.0.1:{port}")
@@ -57,7 +102,7 @@ http {{
     client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy; fastcgi_temp_path {tmp}/fcgi;
     uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
 {site}
-    server {{ listen 127.0.0.1:{nginx_upstream}; location / {{ {ECHO_NGINX} }} }}
+    server {{ listen 127.0.0.1:{nginx_upstream}; location / {{ {_nginx_echo(echo)} }} }}
 }}""")
         nginx = Server([nginx_binary(), "-c", str(tmp / "nginx.conf"), "-e", str(tmp / "nginx-error.log")],
                        nginx_port, log=tmp / "nginx.log")
@@ -69,17 +114,14 @@ http {{
                      .replace(":80, :443 {", f"http://:{caddy_port} {{")
                      .replace("127.0.0.1:8080", f"127.0.0.1:{port}")
                      .replace("127.0.0.1:9000", f"127.0.0.1:{caddy_upstream}"))
-        caddyfile += (f"\nhttp://:{caddy_upstream} {{\n"
-                      "\theader X-Seen-Principal \"{header.X-Auth-Principal}\"\n"
-                      "\theader X-Seen-Methods \"{header.X-Auth-Methods}\"\n"
-                      "\trespond \"ok\" 200\n}\n")
+        caddyfile += f"\nhttp://:{caddy_upstream} {{\n{_caddy_echo(echo)}\trespond \"ok\" 200\n}}\n"
         caddy = start_caddy(lambda *a, **k: Server(*a, **k), caddyfile, caddy_port, tmp)
         started.append(caddy)
         for server in (nginx, caddy):
             server.wait("/healthz")
         channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
         grpc.channel_ready_future(channel).result(timeout=20)
-        yield {"authz": authz, "nginx": nginx, "caddy": caddy,
+        yield {"authz": authz, "nginx": nginx, "caddy": caddy, "grpc_server": grpc_server,
                "grpc": external_auth_pb2_grpc.AuthorizationStub(channel)}
     finally:
         if channel is not None:

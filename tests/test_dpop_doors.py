@@ -18,32 +18,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import secrets
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-import grpc
 import jwt
 import pytest
 import requests
 import yaml
-from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, external_auth_pb2_grpc
+from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2
 
 from authz.admin.signing_keys import SigningKeyAdmin
 from authz.authenticators import dpop
 from tests.conftest import (
-    BIN,
     ROOT,
     Server,
-    free_port,
-    gunicorn_env,
-    loopback_listens,
-    nginx_binary,
-    start_caddy,
 )
+from tests.doors import doors
 from tests.idp import AUDIENCE, ISSUER, b64, ec_key, mint, public_jwk, public_pem, rsa_key
 
 pytestmark = pytest.mark.both_stores
@@ -108,60 +101,10 @@ def stack(tmp_path_factory, new_store):
     policy_dir.mkdir()
     (policy_dir / "dpop.json").write_text(json.dumps(POLICY))
     (policy_dir / "idp.pem").write_bytes(public_pem(IDP))
-    started: list[Server] = []
     try:
-        port = free_port()
-        authz = Server([str(BIN / "gunicorn"), "--workers", "2", "--bind", f"127.0.0.1:{port}", "wsgi:app"],
-                       port, env=gunicorn_env(store, policy_dir), log=tmp / "gunicorn.log")
-        started.append(authz.wait())
-        grpc_port = free_port()
-        grpc_server = Server([str(BIN / "authz"), "--db", store.url, "grpc", "--bind", f"127.0.0.1:{grpc_port}"],
-                             grpc_port, env=gunicorn_env(store, policy_dir), log=tmp / "grpc.log")
-        started.append(grpc_server)
-        nginx_port, nginx_upstream = free_port(), free_port()
-        site = (loopback_listens((ROOT / "deploy" / "nginx" / "authz.conf").read_text(), "80", nginx_port)
-                .replace("127.0.0.1:8080", f"127.0.0.1:{port}")
-                .replace("127.0.0.1:9000", f"127.0.0.1:{nginx_upstream}"))
-        echo = ('add_header X-Seen-Jkt "$http_x_auth_jkt" always; '
-                'add_header X-Seen-Nonce "$http_dpop_nonce" always; return 200 "ok";')
-        (tmp / "nginx.conf").write_text(f"""
-{"user root;" if os.geteuid() == 0 else ""}
-daemon off;
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy; fastcgi_temp_path {tmp}/fcgi;
-    uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
-{site}
-    server {{ listen 127.0.0.1:{nginx_upstream}; location / {{ {echo} }} }}
-}}""")
-        nginx = Server([nginx_binary(), "-c", str(tmp / "nginx.conf"), "-e", str(tmp / "nginx-error.log")],
-                       nginx_port, log=tmp / "nginx.log")
-        started.append(nginx)
-        caddy_port, caddy_upstream = free_port(), free_port()
-        caddyfile = ((ROOT / "deploy" / "caddy" / "Caddyfile").read_text()
-                     .replace("admin off", "admin off\n\tauto_https off")
-                     .replace("api.example.com {", f"http://api.example.com:{caddy_port} {{")
-                     .replace(":80, :443 {", f"http://:{caddy_port} {{")
-                     .replace("127.0.0.1:8080", f"127.0.0.1:{port}")
-                     .replace("127.0.0.1:9000", f"127.0.0.1:{caddy_upstream}"))
-        caddyfile += (f"\nhttp://:{caddy_upstream} {{\n\theader X-Seen-Jkt \"{{header.X-Auth-Jkt}}\"\n"
-                      "\theader X-Seen-Nonce \"{header.DPoP-Nonce}\"\n\trespond \"ok\" 200\n}\n")
-        caddy = start_caddy(lambda *a, **k: Server(*a, **k), caddyfile, caddy_port, tmp)
-        started.append(caddy)
-        for server in (nginx, caddy):
-            server.wait("/healthz")
-        channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
-        grpc.channel_ready_future(channel).result(timeout=20)
-        yield {"authz": authz, "nginx": nginx, "caddy": caddy,
-               "grpc": external_auth_pb2_grpc.AuthorizationStub(channel)}
-        channel.close()
+        with doors(tmp, store, policy_dir, echo={"X-Seen-Jkt": "X-Auth-Jkt", "X-Seen-Nonce": "DPoP-Nonce"}) as started:
+            yield started
     finally:
-        for server in reversed(started):
-            server.stop()
         new_store.discard(store)
 
 

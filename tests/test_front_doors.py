@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import secrets
 import time
 
@@ -24,7 +23,7 @@ import requests
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, external_auth_pb2_grpc
+from envoy.service.auth.v3 import external_auth_pb2_grpc
 
 from authz.admin import Admin
 from authz.authenticators import dpop
@@ -35,10 +34,8 @@ from tests.conftest import (
     Server,
     free_port,
     gunicorn_env,
-    loopback_listens,
-    nginx_binary,
-    start_caddy,
 )
+from tests.doors import ENVOY_PASSES, TRAEFIK_PASSES, doors, envoy_check_request
 from tests.idp import AUDIENCE, ISSUER, b64, ec_key, mint, public_jwk, public_pem, rsa_key
 
 pytestmark = pytest.mark.both_stores
@@ -62,22 +59,6 @@ SIGNED_POLICY = {"authenticators": {"signed_key": {"type": "api_key", "signature
 SIGNER = ed25519.Ed25519PrivateKey.generate()
 
 
-def _passed_on(door: str) -> set[str]:
-    """The client headers Envoy's HTTP check and Traefik's forwardAuth pass on to authz,
-    as the shipped files list them (nginx and Caddy pass every one)."""
-    if door == "envoy-http":
-        config = yaml.safe_load((ROOT / "deploy" / "envoy" / "envoy-http.yaml").read_text())
-        manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-        ext = next(f for f in manager["http_filters"] if f["name"] == "envoy.filters.http.ext_authz")
-        return {p["exact"] for p in ext["typed_config"]["http_service"]["authorization_request"]["allowed_headers"]
-                ["patterns"]}
-    config = yaml.safe_load((ROOT / "deploy" / "traefik" / "dynamic.yaml").read_text())
-    return {h.lower() for h in config["http"]["middlewares"]["authz"]["forwardAuth"]["authRequestHeaders"]}
-
-
-ENVOY_PASSES, TRAEFIK_PASSES = _passed_on("envoy-http"), _passed_on("traefik")
-
-
 def _envoy_relays() -> set[str]:
     """The headers of authz's deny that Envoy's HTTP check hands the client, as shipped."""
     config = yaml.safe_load((ROOT / "deploy" / "envoy" / "envoy-http.yaml").read_text())
@@ -88,9 +69,6 @@ def _envoy_relays() -> set[str]:
 
 
 ENVOY_RELAYS = _envoy_relays()
-
-ECHO_NGINX = 'add_header X-Seen-Principal "$http_x_auth_principal" always; return 200 "ok";'
-
 
 def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
@@ -117,59 +95,10 @@ def stack(tmp_path_factory, new_store):
     signer, creds["signer"] = Admin(store).keys.create("partner-s", signing=request_signing.ed25519_public(
         SIGNER.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)))
     creds["signer_id"] = signer.id
-    started: list[Server] = []
     try:
-        port = free_port()
-        authz = Server([str(BIN / "gunicorn"), "--workers", "2", "--bind", f"127.0.0.1:{port}", "wsgi:app"],
-                       port, env=gunicorn_env(store, policy_dir), log=tmp / "gunicorn.log")
-        started.append(authz.wait())
-        grpc_port = free_port()
-        grpc_server = Server([str(BIN / "authz"), "--db", store.url, "grpc", "--bind",
-                              f"127.0.0.1:{grpc_port}"], grpc_port, env=gunicorn_env(store, policy_dir),
-                             log=tmp / "grpc.log")
-        started.append(grpc_server)
-        nginx_port, nginx_upstream = free_port(), free_port()
-        site = (loopback_listens((ROOT / "deploy" / "nginx" / "authz.conf").read_text(), "80", nginx_port)
-                .replace("127.0.0.1:8080", f"127.0.0.1:{port}")
-                .replace("127.0.0.1:9000", f"127.0.0.1:{nginx_upstream}"))
-        (tmp / "nginx.conf").write_text(f"""
-{"user root;" if os.geteuid() == 0 else ""}
-daemon off;
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy; fastcgi_temp_path {tmp}/fcgi;
-    uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
-{site}
-    server {{ listen 127.0.0.1:{nginx_upstream}; location / {{ {ECHO_NGINX} }} }}
-}}""")
-        nginx = Server([nginx_binary(), "-c", str(tmp / "nginx.conf"), "-e", str(tmp / "nginx-error.log")],
-                       nginx_port, log=tmp / "nginx.log")
-        started.append(nginx)
-        caddy_port, caddy_upstream = free_port(), free_port()
-        caddyfile = ((ROOT / "deploy" / "caddy" / "Caddyfile").read_text()
-                     .replace("admin off", "admin off\n\tauto_https off")
-                     .replace("api.example.com {", f"http://api.example.com:{caddy_port} {{")
-                     .replace(":80, :443 {", f"http://:{caddy_port} {{")
-                     .replace("127.0.0.1:8080", f"127.0.0.1:{port}")
-                     .replace("127.0.0.1:9000", f"127.0.0.1:{caddy_upstream}"))
-        caddyfile += (f"\nhttp://:{caddy_upstream} {{\n\theader X-Seen-Principal \"{{header.X-Auth-Principal}}\"\n"
-                      "\trespond \"ok\" 200\n}\n")
-        caddy = start_caddy(lambda *a, **k: Server(*a, **k), caddyfile, caddy_port, tmp)
-        started.append(caddy)
-        for server in (nginx, caddy):
-            server.wait("/healthz")
-        channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
-        grpc.channel_ready_future(channel).result(timeout=20)
-        yield {"authz": authz, "nginx": nginx, "caddy": caddy, "creds": creds, "store": store, "tmp": tmp,
-               "grpc": external_auth_pb2_grpc.AuthorizationStub(channel), "grpc_server": grpc_server}
-        channel.close()
+        with doors(tmp, store, policy_dir, echo={"X-Seen-Principal": "X-Auth-Principal"}) as started:
+            yield {**started, "creds": creds, "store": store, "tmp": tmp}
     finally:
-        for server in reversed(started):
-            server.stop()
         new_store.discard(store)
 
 
@@ -199,21 +128,6 @@ def via_traefik(stack, method, path, headers):
     r = requests.get(stack["authz"].url + "/forward-auth", headers=sent, timeout=5)
     # Traefik copies authResponseHeaders as they are: an empty one means no principal.
     return r.status_code, (r.headers.get("X-Auth-Principal") or None) if r.status_code == 200 else None
-
-
-def envoy_check_request(method, path, headers, certificate: str = "") -> external_auth_pb2.CheckRequest:
-    http = attribute_context_pb2.AttributeContext.HttpRequest(
-        id="1", method=method, path=path, host="api.example.com", scheme="https", protocol="HTTP/1.1",
-        headers={":method": method, ":path": path, ":authority": "api.example.com", ":scheme": "https",
-                 **{k.lower(): v for k, v in headers.items()}})
-    attributes = attribute_context_pb2.AttributeContext(
-        source=attribute_context_pb2.AttributeContext.Peer(
-            address={"socket_address": {"address": "203.0.113.7", "port_value": 50000}},
-            certificate=certificate),
-        destination=attribute_context_pb2.AttributeContext.Peer(
-            address={"socket_address": {"address": "10.0.0.5", "port_value": 8000}}),
-        request=attribute_context_pb2.AttributeContext.Request(http=http))
-    return external_auth_pb2.CheckRequest(attributes=attributes)
 
 
 def via_envoy_grpc(stack, method, path, headers):
