@@ -381,8 +381,24 @@ class CheckRequest:
     # default). Only a DPoP proof's htu compares it: the policy matches hosts without.
     port: int | None = None
     # Results that must be reached once per request however many readings of it are
-    # decided (the readings share this dict): a DPoP proof's one-time jti.
+    # decided (the readings share this dict): see ``once``.
     memo: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def once(self, key: tuple, check: Callable[[], None], refusal: type[Exception]) -> None:
+        """Run ``check`` once for this request, whichever of its readings asks first;
+        every asking reading gets its verdict: nothing, or the ``refusal`` it raised, raised
+        again. Checks that spend a one-time value (a DPoP proof's jti, a signature's
+        nonce) must not run per reading."""
+        verdict = self.memo.get(key)
+        if verdict is None:
+            try:
+                check()
+                verdict = True
+            except refusal as exc:
+                verdict = exc
+            self.memo[key] = verdict
+        if verdict is not True:
+            raise verdict
 
     @property
     def client_cert_chain(self) -> tuple[bytes, ...]:

@@ -218,17 +218,8 @@ class ProofVerifier:
         """Raise ``ProofError`` unless the request's proof is valid for ``token``, signed
         by the key whose thumbprint is ``bound_to`` (the token's ``cnf.jkt``), and unused.
         Reached once per request: the request's other readings reuse the verdict."""
-        memo_key = ("dpop", token, bool(request.memo.get(NONCE_REQUIRED)))
-        verdict = request.memo.get(memo_key)
-        if verdict is None:
-            try:
-                self._check(request, token, bound_to)
-                verdict = True
-            except ProofError as exc:
-                verdict = exc
-            request.memo[memo_key] = verdict
-        if verdict is not True:
-            raise verdict
+        request.once(("dpop", token, bool(request.memo.get(NONCE_REQUIRED))),
+                     lambda: self._check(request, token, bound_to), ProofError)
 
     def problem(self, request: CheckRequest, token: str, bound_to: str, slot: str) -> Outcome | None:
         """``check`` as an outcome: the refusal, with its DPoP error code, or None."""

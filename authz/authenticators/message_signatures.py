@@ -246,17 +246,7 @@ class SignatureVerifier:
         """Raise ``SignatureError`` unless the request is signed by ``match``'s material
         as the module docstring says, its nonce unused. Reached once per request: the
         request's other readings reuse the verdict (the nonce is spent once)."""
-        memo_key = ("http-sig", match.id)
-        verdict = request.memo.get(memo_key)
-        if verdict is None:
-            try:
-                self._check(request, match)
-                verdict = True
-            except SignatureError as exc:
-                verdict = exc
-            request.memo[memo_key] = verdict
-        if verdict is not True:
-            raise verdict
+        request.once(("http-sig", match.id), lambda: self._check(request, match), SignatureError)
 
     def _check(self, request: CheckRequest, match: ApiKeyMatch) -> None:
         if match.signing_alg is None or match.signing_key is None:
