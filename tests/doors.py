@@ -11,6 +11,7 @@ what the upstream saw on an allow, (status, None, None) on a deny.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -128,6 +129,28 @@ http {{
             channel.close()
         for server in reversed(started):
             server.stop()
+
+
+@contextlib.contextmanager
+def door_stack(tmp_path_factory, new_store, name: str, files: dict[str, str | bytes | dict],
+               echo: dict[str, str] = ECHO, prepare: Callable[[Store], dict] | None = None) -> Iterator[dict]:
+    """``doors`` for a test module: a fresh store and policy directory (``files`` by name:
+    a dict is written as JSON), ``prepare(store)`` before any server starts (its dict is
+    merged into what is yielded), the store discarded after. Yields ``doors``' servers
+    with ``store`` and ``tmp``."""
+    tmp = tmp_path_factory.mktemp(name)
+    store = new_store(tmp)
+    try:
+        policy_dir = tmp / "policies"
+        policy_dir.mkdir()
+        for file, content in files.items():
+            (policy_dir / file).write_bytes(content if isinstance(content, bytes) else
+                                            (content if isinstance(content, str) else json.dumps(content)).encode())
+        prepared = prepare(store) if prepare is not None else {}
+        with doors(tmp, store, policy_dir, echo) as started:
+            yield {**started, **prepared, "store": store, "tmp": tmp}
+    finally:
+        new_store.discard(store)
 
 
 def _seen(r: requests.Response) -> tuple[int, str | None, str | None]:

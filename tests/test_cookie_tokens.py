@@ -18,7 +18,7 @@ from authz.decision import Reason
 from authz.policy import PolicyError
 from authz.request import CheckRequest
 from tests.conftest import engine_for, store_dir, write_policy
-from tests.doors import DOORS, doors
+from tests.doors import DOORS, door_stack
 from tests.idp import AUDIENCE, ISSUER, ec_key, mint, public_jwk, public_pem, rsa_key
 
 IDP = rsa_key()
@@ -239,18 +239,11 @@ def test_strip_credentials_never_names_the_cookie_header(decider):
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, new_store):
-    tmp = tmp_path_factory.mktemp("cookie-doors")
-    store = new_store(tmp)
-    policy_dir = tmp / "policies"
-    policy_dir.mkdir()
-    (policy_dir / "idp.pem").write_bytes(public_pem(IDP))
-    write_policy(policy_dir, {"authenticators": {"web": config()},
-                              "routes": [{"id": "app", "match": {"paths": ["/app/**"]}, "require": "web"}]})
-    try:
-        with doors(tmp, store, policy_dir) as started:
-            yield {**started, "store": store}
-    finally:
-        new_store.discard(store)
+    with door_stack(tmp_path_factory, new_store, "cookie-doors", {
+            "idp.pem": public_pem(IDP),
+            "policy.json": {"authenticators": {"web": config()},
+                            "routes": [{"id": "app", "match": {"paths": ["/app/**"]}, "require": "web"}]}}) as started:
+        yield started
 
 
 @pytest.mark.both_stores

@@ -17,7 +17,6 @@ that reaches the client, and the retry with that nonce is allowed (the upstream 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import secrets
 import time
@@ -36,7 +35,7 @@ from tests.conftest import (
     ROOT,
     Server,
 )
-from tests.doors import doors
+from tests.doors import door_stack
 from tests.idp import AUDIENCE, ISSUER, b64, ec_key, mint, public_jwk, public_pem, rsa_key
 
 pytestmark = pytest.mark.both_stores
@@ -94,18 +93,13 @@ class Reply:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, new_store):
-    tmp = tmp_path_factory.mktemp("dpop-doors")
-    store = new_store(tmp)
-    SigningKeyAdmin(store).rotate(60)  # nonces are derived from it
-    policy_dir = tmp / "policies"
-    policy_dir.mkdir()
-    (policy_dir / "dpop.json").write_text(json.dumps(POLICY))
-    (policy_dir / "idp.pem").write_bytes(public_pem(IDP))
-    try:
-        with doors(tmp, store, policy_dir, echo={"X-Seen-Jkt": "X-Auth-Jkt", "X-Seen-Nonce": "DPoP-Nonce"}) as started:
-            yield started
-    finally:
-        new_store.discard(store)
+    def signing_key(store) -> dict:
+        SigningKeyAdmin(store).rotate(60)  # nonces are derived from it
+        return {}
+
+    with door_stack(tmp_path_factory, new_store, "dpop-doors", {"dpop.json": POLICY, "idp.pem": public_pem(IDP)},
+                    echo={"X-Seen-Jkt": "X-Auth-Jkt", "X-Seen-Nonce": "DPoP-Nonce"}, prepare=signing_key) as started:
+        yield started
 
 
 # -- the doors: (the URL the client used, how its request reaches authz and comes back) ----

@@ -35,7 +35,7 @@ from tests.conftest import (
     free_port,
     gunicorn_env,
 )
-from tests.doors import ENVOY_PASSES, TRAEFIK_PASSES, doors, envoy_check_request
+from tests.doors import ENVOY_PASSES, TRAEFIK_PASSES, door_stack, envoy_check_request
 from tests.idp import AUDIENCE, ISSUER, b64, ec_key, mint, public_jwk, public_pem, rsa_key
 
 pytestmark = pytest.mark.both_stores
@@ -76,30 +76,25 @@ def basic(user: str, password: str) -> str:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, new_store):
-    tmp = tmp_path_factory.mktemp("doors")
-    store = new_store(tmp)
-    policy_dir = tmp / "policies"
-    policy_dir.mkdir()
-    (policy_dir / "api.json").write_text(json.dumps(POLICY))
-    (policy_dir / "browser.json").write_text(json.dumps(BROWSER_POLICY))
-    (policy_dir / "dpop.json").write_text(json.dumps(DPOP_POLICY))
-    (policy_dir / "signed.json").write_text(json.dumps(SIGNED_POLICY))
-    (policy_dir / "idp.pem").write_bytes(public_pem(IDP))
-    store.principals.add_user("alice", passwords.hash_password("alice-pw"), roles=["admin", "approver"])
-    creds = {
-        "reader": Admin(store).keys.create("partner-a", ["orders:read"])[1],
-        "writer": Admin(store).keys.create("partner-w", ["orders:read", "orders:write"])[1],
-        "alice": basic("alice", "alice-pw"),
-        "shop": Admin(store).keys.create("web-shop", publishable=True, origins=[SHOP])[1],
-    }
-    signer, creds["signer"] = Admin(store).keys.create("partner-s", signing=request_signing.ed25519_public(
-        SIGNER.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)))
-    creds["signer_id"] = signer.id
-    try:
-        with doors(tmp, store, policy_dir, echo={"X-Seen-Principal": "X-Auth-Principal"}) as started:
-            yield {**started, "creds": creds, "store": store, "tmp": tmp}
-    finally:
-        new_store.discard(store)
+    def credentials(store) -> dict:
+        store.principals.add_user("alice", passwords.hash_password("alice-pw"), roles=["admin", "approver"])
+        creds = {
+            "reader": Admin(store).keys.create("partner-a", ["orders:read"])[1],
+            "writer": Admin(store).keys.create("partner-w", ["orders:read", "orders:write"])[1],
+            "alice": basic("alice", "alice-pw"),
+            "shop": Admin(store).keys.create("web-shop", publishable=True, origins=[SHOP])[1],
+        }
+        signer, creds["signer"] = Admin(store).keys.create("partner-s", signing=request_signing.ed25519_public(
+            SIGNER.public_key().public_bytes(serialization.Encoding.PEM,
+                                             serialization.PublicFormat.SubjectPublicKeyInfo)))
+        creds["signer_id"] = signer.id
+        return {"creds": creds}
+
+    files = {"api.json": POLICY, "browser.json": BROWSER_POLICY, "dpop.json": DPOP_POLICY,
+             "signed.json": SIGNED_POLICY, "idp.pem": public_pem(IDP)}
+    with door_stack(tmp_path_factory, new_store, "doors", files, echo={"X-Seen-Principal": "X-Auth-Principal"},
+                    prepare=credentials) as started:
+        yield started
 
 
 def via_nginx(stack, method, path, headers):

@@ -21,7 +21,7 @@ from authz.policy import preflight
 from authz.policy.routes import RouteTable
 from authz.request import CheckRequest
 from tests.conftest import engine_for, write_policy
-from tests.doors import DOORS, doors
+from tests.doors import DOORS, door_stack
 from tests.idp import AUDIENCE, ISSUER, mint, public_pem, rsa_key
 from tests.test_route_index import route
 
@@ -227,17 +227,9 @@ def test_the_schema_takes_allow_only(store, policy_dir, value):
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, new_store):
-    tmp = tmp_path_factory.mktemp("preflight-doors")
-    store = new_store(tmp)
-    policy_dir = tmp / "policies"
-    policy_dir.mkdir()
-    (policy_dir / "idp.pem").write_bytes(public_pem(IDP))
-    write_policy(policy_dir, POLICY)
-    try:
-        with doors(tmp, store, policy_dir) as started:
-            yield started
-    finally:
-        new_store.discard(store)
+    with door_stack(tmp_path_factory, new_store, "preflight-doors",
+                    {"idp.pem": public_pem(IDP), "policy.json": POLICY}) as started:
+        yield started
 
 
 @pytest.mark.both_stores
