@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
@@ -215,6 +215,23 @@ def policy_dir(tmp_path) -> Path:
     d = tmp_path / "policies"
     d.mkdir()
     return d
+
+
+def explain_json(store: Store, policy_dir: Path, method: str, url: str, headers: Iterable[str] = (),
+                 *options: str) -> dict:
+    """``authz policy explain --json`` run in this process (a dry run) with ``-H`` for each
+    of ``headers`` ("Name: value"); it must exit 0."""
+    from click.testing import CliRunner
+
+    from authz.cli import main
+
+    args = ["--db", str(store.url), "policy", "explain", method, url, "--policy-dir", str(policy_dir), "--json",
+            *options]
+    for header in headers:
+        args += ["-H", header]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
 
 
 def engine_for(store: Store, directory: Path) -> DecisionEngine:

@@ -16,15 +16,13 @@ import time
 import jwt
 import pytest
 import requests
-from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from authz.authenticators import dpop
-from authz.cli import main
 from authz.decision import Reason
 from authz.policy import PolicyError
 from authz.request import CheckRequest
-from tests.conftest import BIN, ROOT, ask_on_a_worker, engine_for, store_dir, write_policy
+from tests.conftest import BIN, ROOT, ask_on_a_worker, engine_for, explain_json, store_dir, write_policy
 from tests.idp import AUDIENCE, ISSUER, IdentityProvider, b64, ec_key, ed_key, mint, public_jwk, public_pem, rsa_key
 
 IDP = rsa_key()
@@ -308,12 +306,9 @@ def test_a_dry_run_spends_no_proof(decider, store, policy_dir):
     proof's jti: the request itself is still allowed afterwards, once."""
     decide = decider()
     made = proof(token=TOKEN)
-    args = ["--db", str(store.url), "policy", "explain", "GET", URL, "-H", f"Authorization: DPoP {TOKEN}",
-            "-H", f"DPoP: {made}", "--policy-dir", str(policy_dir), "--json"]
     for _ in range(2):
-        result = CliRunner().invoke(main, args)
-        assert result.exit_code == 0, result.output
-        assert json.loads(result.output)["decision"] == "allow"
+        assert explain_json(store, policy_dir, "GET", URL, [f"Authorization: DPoP {TOKEN}", f"DPoP: {made}"]
+                            )["decision"] == "allow"
     assert decide(TOKEN, made).allowed
     assert not decide(TOKEN, made).allowed
 

@@ -24,7 +24,7 @@ from authz.policy.lint import warnings
 from authz.policy.writing import writing_scopes
 from authz.request import CheckRequest
 from authz.store import StoreError, open_store
-from tests.conftest import BIN, engine_for, write_policy
+from tests.conftest import BIN, engine_for, explain_json, write_policy
 
 pytestmark = pytest.mark.both_stores
 
@@ -346,11 +346,8 @@ def test_cli_refuses_scopes_it_cannot_check(store, tmp_path, cli):
 
 def test_policy_explain_as_a_publishable_key(store, policy_dir, keys):
     def explain(*headers):
-        args = ["--db", store.url, "policy", "explain", "GET", "https://api.example.com/v1/catalog/1",
-                "--as-key", keys["pk_id"], "--policy-dir", str(policy_dir), "--json"]
-        for header in headers:
-            args += ["-H", header]
-        return json.loads(CliRunner().invoke(main, args).output)
+        return explain_json(store, policy_dir, "GET", "https://api.example.com/v1/catalog/1", headers,
+                            "--as-key", keys["pk_id"])
 
     assert explain(f"Origin: {SHOP}")["decision"] == "allow"
     assert explain()["reason"] == "principal_not_allowed"
