@@ -450,9 +450,9 @@ def pop_report(results: dict, in_process: dict, seconds: float, rounds: int) -> 
              "replay-cache entry in the store.", "",
              "| case | decide() p50 µs | through nginx req/s | p50 / p99 ms | not 2xx |", "|---|---:|---:|---:|---:|"]
     for case, r in results.items():
-        p50 = in_process.get(f"{case}: decide()")
-        lines.append(f"| {case} | {p50[0]:.1f} | {r['rps']:.0f} | {r['p50']:.2f} / {r['p99']:.2f} | {r['failed']} |"
-                     if p50 else f"| {case} | — | {r['rps']:.0f} | {r['p50']:.2f} / {r['p99']:.2f} | {r['failed']} |")
+        latency = in_process.get(f"{case}: decide()")
+        p50 = f"{latency[0]:.1f}" if latency else "—"
+        lines.append(f"| {case} | {p50} | {r['rps']:.0f} | {r['p50']:.2f} / {r['p99']:.2f} | {r['failed']} |")
     return [*lines, ""]
 
 
