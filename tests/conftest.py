@@ -217,6 +217,21 @@ def policy_dir(tmp_path) -> Path:
     return d
 
 
+def logged_decisions(store: Store, at_least: int, containing: str, decision: str | None = None) -> str:
+    """The whole lines of the decision log of the servers started on ``store``, once it
+    holds ``at_least`` decisions (those of ``decision``, "allow" or "deny", if given) and
+    ``containing`` somewhere: each worker writes its own batches, in either order. Fails
+    after 10 s."""
+    log = store_dir(store) / "decisions.log"
+    counted = '"decision"' if decision is None else f'"decision":"{decision}"'
+    deadline = time.monotonic() + 10
+    while (text := (log.read_text() if log.exists() else "").rpartition("\n")[0]).count(counted) < at_least \
+            or containing not in text:
+        assert time.monotonic() < deadline, "the decisions were not logged"
+        time.sleep(0.1)
+    return text
+
+
 def explain_json(store: Store, policy_dir: Path, method: str, url: str, headers: Iterable[str] = (),
                  *options: str) -> dict:
     """``authz policy explain --json`` run in this process (a dry run) with ``-H`` for each

@@ -22,7 +22,15 @@ from authz.authenticators import dpop
 from authz.decision import Reason
 from authz.policy import PolicyError
 from authz.request import CheckRequest
-from tests.conftest import BIN, ROOT, ask_on_a_worker, engine_for, explain_json, store_dir, write_policy
+from tests.conftest import (
+    BIN,
+    ROOT,
+    ask_on_a_worker,
+    engine_for,
+    explain_json,
+    logged_decisions,
+    write_policy,
+)
 from tests.idp import AUDIENCE, ISSUER, IdentityProvider, b64, ec_key, ed_key, mint, public_jwk, public_pem, rsa_key
 
 IDP = rsa_key()
@@ -399,12 +407,5 @@ def test_end_to_end_allow_and_a_replay_refused_by_another_worker(gunicorn, store
     assert answer.headers["X-Auth-Jkt"] == jkt_of(CLIENT_EC)
     signed = jwt.decode(answer.headers["X-Auth-Token"], options={"verify_signature": False})
     assert signed["sub"] == "alice" and signed["cnf"] == {"jkt": jkt_of(CLIENT_EC)}  # the upstream sees the key
-    log = store_dir(store) / "decisions.log"
-    # Written in batches, by each worker on its own: wait for the whole lines of both
-    # allows and of a refused replay, in whichever order the workers wrote them.
-    deadline = time.monotonic() + 10
-    while not ((text := (log.read_text() if log.exists() else "").rpartition("\n")[0])
-               .count('"decision":"allow"') >= 2 and "replayed" in text):
-        assert time.monotonic() < deadline, "the decisions were not logged"
-        time.sleep(0.1)
+    text = logged_decisions(store, 2, "replayed", "allow")  # both allows and the refused replay
     assert TOKEN not in text and made not in text and TOKEN.split(".")[2] not in text

@@ -32,7 +32,15 @@ from authz.credentials import apikeys, request_signing
 from authz.decision import Reason
 from authz.policy import PolicyError
 from authz.request import CheckRequest
-from tests.conftest import BIN, ROOT, ask_on_a_worker, engine_for, explain_json, store_dir, write_policy
+from tests.conftest import (
+    BIN,
+    ROOT,
+    ask_on_a_worker,
+    engine_for,
+    explain_json,
+    logged_decisions,
+    write_policy,
+)
 
 HOST = "api.example.com"
 URL = f"https://{HOST}/orders/7"
@@ -481,12 +489,7 @@ def test_end_to_end_allow_and_a_replay_refused_by_another_worker(gunicorn, store
     fresh = {**door, **dict(sign(record.id, CLIENT))}
     answer = requests.get(server.url + "/auth-request", headers=fresh, timeout=5)
     assert answer.status_code == 200 and answer.headers["X-Auth-Client"] == "partner"
-    log = store_dir(store) / "decisions.log"
-    deadline = time.monotonic() + 10
-    while not ((text := (log.read_text() if log.exists() else "").rpartition("\n")[0])
-               .count('"decision":"allow"') >= 2 and "replayed" in text):
-        assert time.monotonic() < deadline, "the decisions were not logged"
-        time.sleep(0.1)
+    text = logged_decisions(store, 2, "replayed", "allow")
     assert key not in text and signed["Signature"].split("=", 1)[1] not in text
 
 
