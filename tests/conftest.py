@@ -377,6 +377,22 @@ def ask_on_a_worker(server: Server, headers: dict[str, str], path: str = "/auth-
     return worker, int(answer.split(b" ", 2)[1])
 
 
+def allowed_once_then_refused_by_another_worker(server: Server, headers: dict[str, str]) -> None:
+    """``headers`` (a one-time proof or signature) are allowed on one worker, then the same
+    request is refused (401), again and again, until a worker other than the first has
+    refused it: the one-time value is spent for every worker, not just the first."""
+    first, status = ask_on_a_worker(server, headers)
+    assert status == 200
+    others = set()
+    for _ in range(40):
+        worker, status = ask_on_a_worker(server, headers)
+        assert status == 401
+        others.add(worker)
+        if others - {first}:
+            break
+    assert others - {first}, "every replay reached the first worker"
+
+
 @pytest.fixture
 def servers():
     started: list[Server] = []
